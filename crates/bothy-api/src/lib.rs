@@ -1,0 +1,196 @@
+//! Wire types of the Sprites-compatible API that bothy serves.
+//!
+//! The executable specification is the published `sprites-py` SDK (0.7.x): field
+//! names, optionality and framing here follow what that SDK sends and parses.
+//! Timestamps are RFC 3339 strings in UTC.
+
+pub mod exec;
+pub mod names;
+
+use serde::{Deserialize, Serialize};
+
+/// Default memory limit of a new bothy, MiB.
+pub const DEFAULT_RAM_MB: u64 = 2048;
+/// Default CPU limit of a new bothy.
+pub const DEFAULT_CPUS: u32 = 2;
+/// Default size of a bothy's disk, GiB.
+pub const DEFAULT_STORAGE_GB: u64 = 100;
+/// Largest `max_results` a list call honours.
+pub const MAX_LIST_RESULTS: usize = 50;
+/// Largest JSON request body the API accepts, bytes.
+pub const MAX_JSON_BODY: usize = 64 * 1024;
+
+/// Resource settings of a bothy (`config` in create and get).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SpriteConfig {
+    /// Memory limit in MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ram_mb: Option<u64>,
+    /// CPU limit in whole CPUs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<u32>,
+    /// Region; bothy has one, `local`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Disk size in GiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_gb: Option<u64>,
+}
+
+/// Who may reach a bothy's URL.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UrlSettings {
+    /// `"sprite"` (token required) or `"public"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<String>,
+    /// Accepted for compatibility; stored and echoed back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_access: Option<String>,
+}
+
+/// `POST /v1/sprites` body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CreateSpriteRequest {
+    /// The new bothy's name (see [`names::validate_sprite_name`]).
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<SpriteConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_settings: Option<UrlSettings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<Vec<String>>,
+    /// Accepted for compatibility: a bothy host either has room or says so.
+    #[serde(default)]
+    pub wait_for_capacity: bool,
+    /// Accepted for compatibility (`default` or `dev`); ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
+}
+
+/// `PUT /v1/sprites/{name}` body: a partial update.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct UpdateSpriteRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_settings: Option<UrlSettings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<Vec<String>>,
+}
+
+/// A bothy as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sprite {
+    pub id: String,
+    pub name: String,
+    pub organization: String,
+    /// `running`, `warm` or `cold`.
+    pub status: String,
+    pub config: SpriteConfig,
+    pub url_settings: UrlSettings,
+    #[serde(default)]
+    pub labels: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_running_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_region: Option<String>,
+}
+
+/// `GET /v1/sprites` answer.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SpriteList {
+    pub sprites: Vec<Sprite>,
+    pub has_more: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_continuation_token: Option<String>,
+    #[serde(default)]
+    pub running: u64,
+    #[serde(default)]
+    pub warm: u64,
+    #[serde(default)]
+    pub cold: u64,
+}
+
+/// One exec session in `GET /v1/sprites/{name}/exec`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecSession {
+    pub id: String,
+    pub command: String,
+    pub workdir: String,
+    pub created: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_activity: Option<String>,
+    #[serde(default)]
+    pub bytes_per_second: f64,
+    /// A client is attached right now.
+    pub is_active: bool,
+    pub tty: bool,
+    /// Exit code once the process has ended (bothy extension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+}
+
+/// `GET /v1/sprites/{name}/exec` answer.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ExecSessionList {
+    pub sessions: Vec<ExecSession>,
+}
+
+/// `POST /v1/sprites/{name}/exec/{id}/kill` body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct KillSessionRequest {
+    /// Signal name such as `SIGTERM` or `TERM`; default `SIGTERM`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
+    /// Seconds before SIGKILL follows; default 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<u64>,
+}
+
+/// One line of an NDJSON progress stream (checkpoint, restore, kill).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamMessage {
+    /// `info`, `error` or `complete`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `GET /v1/organization` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Organization {
+    pub name: String,
+    pub slug: String,
+}
+
+/// `POST /v1/organizations/{org}/tokens` body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CreateTokenRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Accepted for compatibility; ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invite_code: Option<String>,
+}
+
+/// `POST /v1/organizations/{org}/tokens` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreateTokenResponse {
+    pub token: String,
+    pub organization: String,
+}
+
+/// Body of every error answer: `{"error": code, "message": text}`, as the SDK's
+/// `parse_api_error` reads it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Stable machine-readable code, e.g. `not_found`, `invalid_name`.
+    pub error: String,
+    /// What went wrong and what to do about it.
+    pub message: String,
+}

@@ -1,0 +1,1 @@
+//! The bothy command line: one module per verb.

@@ -1,0 +1,1 @@
+//! The bothy daemon: Sprites-compatible API, auth, orchestration, state.
