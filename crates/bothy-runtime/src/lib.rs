@@ -48,7 +48,11 @@ pub struct RuntimeConfig {
 /// Resources of one box.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BoxSpec {
-    pub name: String,
+    /// Unique key of the box on this daemon (`b` + 12 hex digits), chosen by the
+    /// daemon. Names dirs, the container, the cgroup and the agent socket.
+    pub id: String,
+    /// The box's user-facing name: its hostname.
+    pub hostname: String,
     pub ram_mb: u64,
     pub cpus: u32,
     pub storage_gb: u64,
@@ -68,17 +72,17 @@ impl Runtime {
     pub async fn start(&self, _spec: &BoxSpec) -> Result<(), RuntimeError> {
         todo!()
     }
-    pub async fn stop(&self, _name: &str) -> Result<(), RuntimeError> {
+    pub async fn stop(&self, _id: &str) -> Result<(), RuntimeError> {
         todo!()
     }
-    pub async fn destroy(&self, _name: &str) -> Result<(), RuntimeError> {
+    pub async fn destroy(&self, _id: &str) -> Result<(), RuntimeError> {
         todo!()
     }
-    pub async fn is_running(&self, _name: &str) -> Result<bool, RuntimeError> {
+    pub async fn is_running(&self, _id: &str) -> Result<bool, RuntimeError> {
         todo!()
     }
     /// Host path of the box's agent socket (in a directory the box cannot see).
-    pub fn agent_socket(&self, name: &str) -> PathBuf {
-        self.cfg.data_dir.join("run").join(format!("{name}.sock"))
+    pub fn agent_socket(&self, id: &str) -> PathBuf {
+        self.cfg.data_dir.join("run").join(format!("{id}.sock"))
     }
 }
