@@ -19,8 +19,20 @@
 //! - [`client::AgentSession`]: `info()`, `split()` into a reader yielding
 //!   [`proto::Output`] (stdout, stderr, exit) and a writer taking [`proto::Input`]
 //!   (stdin, stdin EOF, resize). Dropping both detaches without killing.
-//! - [`init::run`]: entry point of `bothy init`.
+//! - [`init::run`]: entry point of `bothy init`; [`init::serve`] runs the same
+//!   agent on any listener (tests).
+//!
+//! A command that cannot be started (not in PATH, missing working directory,
+//! bad environment entry) is refused before anything runs: `spawn` returns
+//! [`client::AgentError::Spawn`] with a message meant for the user.
 
 pub mod client;
+mod fdio;
 pub mod init;
+mod outbuf;
 pub mod proto;
+mod pty;
+mod reaper;
+mod server;
+mod session;
+mod spawn;

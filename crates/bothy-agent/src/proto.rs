@@ -1,9 +1,31 @@
 //! Frames between the daemon and the in-box agent.
 //!
-//! (Stub: the agent helper replaces this module with the real framing; the
-//! public types below are the contract the daemon codes against.)
+//! A connection carries one request. Every frame is
+//!
+//! ```text
+//! u32 big-endian length of what follows | u8 kind | payload
+//! ```
+//!
+//! | kind | name      | direction       | payload                              |
+//! |------|-----------|-----------------|--------------------------------------|
+//! | 1    | request   | client → agent  | JSON [`Request`]                     |
+//! | 2    | reply     | agent → client  | JSON [`Reply`]                       |
+//! | 16   | stdin     | client → agent  | raw bytes                            |
+//! | 17   | stdin EOF | client → agent  | empty                                |
+//! | 18   | resize    | client → agent  | u16 BE cols, u16 BE rows             |
+//! | 32   | stdout    | agent → client  | raw bytes (all terminal output)      |
+//! | 33   | stderr    | agent → client  | raw bytes                            |
+//! | 34   | exit      | agent → client  | i32 BE exit code (128 + signal)      |
+//!
+//! `spawn` and `attach` are answered by a `session` reply, then the connection
+//! carries data frames both ways until the agent sends `exit` (and closes) or
+//! either side closes. The agent accepts anyone who can reach its socket,
+//! including processes in the box, so both sides bound every frame
+//! ([`MAX_PAYLOAD`]) and turn anything malformed into an error, never a panic.
 
+use bytes::{Buf, BytesMut};
 use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// What to run in a new session.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -44,8 +66,13 @@ pub struct SessionInfo {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Input {
     Stdin(Vec<u8>),
+    /// Closes the process's stdin (non-TTY). Ignored in TTY mode, where the
+    /// terminal has no end of input: send `^D` as stdin instead.
     StdinEof,
-    Resize { cols: u16, rows: u16 },
+    Resize {
+        cols: u16,
+        rows: u16,
+    },
 }
 
 /// Session → client. In TTY mode all terminal output is `Stdout`.
@@ -55,4 +82,289 @@ pub enum Output {
     Stderr(Vec<u8>),
     /// The process ended: its exit code, or 128 + signal number.
     Exit(i32),
+}
+
+/// First frame of every connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    Ping,
+    Spawn(SpawnRequest),
+    Attach { id: String },
+    List,
+    Kill { id: String, signal: i32 },
+}
+
+/// The agent's answer to a [`Request`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Reply {
+    Pong,
+    /// `spawn`/`attach` succeeded; session frames follow.
+    Session {
+        session: SessionInfo,
+    },
+    Sessions {
+        sessions: Vec<SessionInfo>,
+    },
+    /// `kill` succeeded.
+    Done,
+    Error {
+        kind: ErrorKind,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    NoSuchSession,
+    /// The command could not be started.
+    Spawn,
+    /// The request was malformed or not allowed.
+    BadRequest,
+    /// The agent is at a limit (connections, sessions); try again later.
+    Busy,
+}
+
+/// Largest payload of one frame. Data is split into frames of at most this.
+pub const MAX_PAYLOAD: usize = 1 << 20;
+
+const HEADER_LEN: usize = 4;
+const KIND_REQUEST: u8 = 1;
+const KIND_REPLY: u8 = 2;
+const KIND_STDIN: u8 = 16;
+const KIND_STDIN_EOF: u8 = 17;
+const KIND_RESIZE: u8 = 18;
+const KIND_STDOUT: u8 = 32;
+const KIND_STDERR: u8 = 33;
+const KIND_EXIT: u8 = 34;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Frame {
+    Request(Request),
+    Reply(Reply),
+    Input(Input),
+    Output(Output),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame of {0} bytes is larger than the limit of {MAX_PAYLOAD} bytes")]
+    TooLarge(usize),
+    #[error("empty frame (no kind byte)")]
+    Empty,
+    #[error("unknown frame kind {0}")]
+    UnknownKind(u8),
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+    #[error("connection closed in the middle of a frame")]
+    Truncated,
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+impl Frame {
+    /// The frame as bytes on the wire.
+    pub fn encode(&self) -> Result<Vec<u8>, FrameError> {
+        let (kind, payload): (u8, std::borrow::Cow<'_, [u8]>) = match self {
+            Frame::Request(r) => (KIND_REQUEST, json(r)?.into()),
+            Frame::Reply(r) => (KIND_REPLY, json(r)?.into()),
+            Frame::Input(Input::Stdin(d)) => (KIND_STDIN, d.as_slice().into()),
+            Frame::Input(Input::StdinEof) => (KIND_STDIN_EOF, (&[][..]).into()),
+            Frame::Input(Input::Resize { cols, rows }) => {
+                let mut p = cols.to_be_bytes().to_vec();
+                p.extend_from_slice(&rows.to_be_bytes());
+                (KIND_RESIZE, p.into())
+            }
+            Frame::Output(Output::Stdout(d)) => (KIND_STDOUT, d.as_slice().into()),
+            Frame::Output(Output::Stderr(d)) => (KIND_STDERR, d.as_slice().into()),
+            Frame::Output(Output::Exit(code)) => (KIND_EXIT, code.to_be_bytes().to_vec().into()),
+        };
+        encode_raw(kind, &payload)
+    }
+
+    /// Takes one complete frame off the front of `buf`; `Ok(None)` when `buf`
+    /// does not hold a whole frame yet.
+    pub fn decode(buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+        let Some(header) = buf.get(..HEADER_LEN) else {
+            return Ok(None);
+        };
+        let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        if len == 0 {
+            return Err(FrameError::Empty);
+        }
+        if len - 1 > MAX_PAYLOAD {
+            return Err(FrameError::TooLarge(len - 1));
+        }
+        if buf.len() < HEADER_LEN + len {
+            buf.reserve(HEADER_LEN + len - buf.len());
+            return Ok(None);
+        }
+        buf.advance(HEADER_LEN);
+        let body = buf.split_to(len);
+        parse(body[0], &body[1..]).map(Some)
+    }
+}
+
+/// An output frame without copying `payload` into an [`Output`] first.
+pub(crate) fn encode_output(stderr: bool, payload: &[u8]) -> Result<Vec<u8>, FrameError> {
+    encode_raw(if stderr { KIND_STDERR } else { KIND_STDOUT }, payload)
+}
+
+fn encode_raw(kind: u8, payload: &[u8]) -> Result<Vec<u8>, FrameError> {
+    if payload.len() > MAX_PAYLOAD {
+        return Err(FrameError::TooLarge(payload.len()));
+    }
+    // Cannot overflow: payload.len() <= MAX_PAYLOAD.
+    let len = (payload.len() + 1) as u32;
+    let mut out = Vec::with_capacity(HEADER_LEN + 1 + payload.len());
+    out.extend_from_slice(&len.to_be_bytes());
+    out.push(kind);
+    out.extend_from_slice(payload);
+    Ok(out)
+}
+
+fn json<T: Serialize>(value: &T) -> Result<Vec<u8>, FrameError> {
+    serde_json::to_vec(value).map_err(|e| FrameError::Malformed(e.to_string()))
+}
+
+fn parse(kind: u8, payload: &[u8]) -> Result<Frame, FrameError> {
+    let malformed = |e: serde_json::Error| FrameError::Malformed(e.to_string());
+    Ok(match kind {
+        KIND_REQUEST => Frame::Request(serde_json::from_slice(payload).map_err(malformed)?),
+        KIND_REPLY => Frame::Reply(serde_json::from_slice(payload).map_err(malformed)?),
+        KIND_STDIN => Frame::Input(Input::Stdin(payload.to_vec())),
+        KIND_STDIN_EOF => Frame::Input(Input::StdinEof),
+        KIND_RESIZE => match payload {
+            [c0, c1, r0, r1] => Frame::Input(Input::Resize {
+                cols: u16::from_be_bytes([*c0, *c1]),
+                rows: u16::from_be_bytes([*r0, *r1]),
+            }),
+            _ => return Err(FrameError::Malformed("resize needs 4 bytes".into())),
+        },
+        KIND_STDOUT => Frame::Output(Output::Stdout(payload.to_vec())),
+        KIND_STDERR => Frame::Output(Output::Stderr(payload.to_vec())),
+        KIND_EXIT => match payload {
+            [a, b, c, d] => Frame::Output(Output::Exit(i32::from_be_bytes([*a, *b, *c, *d]))),
+            _ => return Err(FrameError::Malformed("exit needs 4 bytes".into())),
+        },
+        other => return Err(FrameError::UnknownKind(other)),
+    })
+}
+
+/// Reads frames from a byte stream. `next` is cancel-safe: bytes read so far
+/// stay buffered, so it can sit in a `select!`.
+pub struct FrameReader<R> {
+    inner: R,
+    buf: BytesMut,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    pub fn new(inner: R) -> Self {
+        Self {
+            inner,
+            buf: BytesMut::with_capacity(8 * 1024),
+        }
+    }
+
+    /// The next frame; `Ok(None)` when the peer closed between frames.
+    pub async fn next(&mut self) -> Result<Option<Frame>, FrameError> {
+        loop {
+            if let Some(frame) = Frame::decode(&mut self.buf)? {
+                return Ok(Some(frame));
+            }
+            if self.inner.read_buf(&mut self.buf).await? == 0 {
+                return if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(FrameError::Truncated)
+                };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(frame: Frame) {
+        let mut buf = BytesMut::from(&frame.encode().unwrap()[..]);
+        assert_eq!(Frame::decode(&mut buf).unwrap(), Some(frame));
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn every_frame_kind_round_trips() {
+        round_trip(Frame::Request(Request::Ping));
+        round_trip(Frame::Request(Request::Spawn(SpawnRequest {
+            cmd: vec!["echo".into(), "hi".into()],
+            env: vec!["A=b".into()],
+            dir: Some("/tmp".into()),
+            tty: true,
+            cols: 80,
+            rows: 24,
+            max_run_after_disconnect_ms: Some(0),
+        })));
+        round_trip(Frame::Request(Request::Kill {
+            id: "1".into(),
+            signal: 9,
+        }));
+        round_trip(Frame::Reply(Reply::Error {
+            kind: ErrorKind::Spawn,
+            message: "x".into(),
+        }));
+        round_trip(Frame::Input(Input::Stdin(b"abc".to_vec())));
+        round_trip(Frame::Input(Input::StdinEof));
+        round_trip(Frame::Input(Input::Resize { cols: 300, rows: 2 }));
+        round_trip(Frame::Output(Output::Stdout(vec![0; 10])));
+        round_trip(Frame::Output(Output::Stderr(vec![])));
+        round_trip(Frame::Output(Output::Exit(-3)));
+    }
+
+    #[test]
+    fn partial_frames_wait_for_more_bytes() {
+        let bytes = Frame::Output(Output::Exit(7)).encode().unwrap();
+        let mut buf = BytesMut::new();
+        for b in &bytes[..bytes.len() - 1] {
+            buf.extend_from_slice(&[*b]);
+            assert_eq!(Frame::decode(&mut buf).unwrap(), None);
+        }
+        buf.extend_from_slice(&bytes[bytes.len() - 1..]);
+        assert_eq!(
+            Frame::decode(&mut buf).unwrap(),
+            Some(Frame::Output(Output::Exit(7)))
+        );
+    }
+
+    #[test]
+    fn hostile_frames_are_errors() {
+        let too_big = ((MAX_PAYLOAD + 2) as u32).to_be_bytes();
+        assert!(matches!(
+            Frame::decode(&mut BytesMut::from(&too_big[..])),
+            Err(FrameError::TooLarge(_))
+        ));
+        assert!(matches!(
+            Frame::decode(&mut BytesMut::from(&[0, 0, 0, 0][..])),
+            Err(FrameError::Empty)
+        ));
+        assert!(matches!(
+            Frame::decode(&mut BytesMut::from(&[0, 0, 0, 1, 99][..])),
+            Err(FrameError::UnknownKind(99))
+        ));
+        assert!(matches!(
+            Frame::decode(&mut BytesMut::from(
+                &[0, 0, 0, 3, KIND_REQUEST, b'{', b'x'][..]
+            )),
+            Err(FrameError::Malformed(_))
+        ));
+        assert!(matches!(
+            Frame::decode(&mut BytesMut::from(&[0, 0, 0, 2, KIND_EXIT, 1][..])),
+            Err(FrameError::Malformed(_))
+        ));
+        assert!(Frame::Output(Output::Stdout(vec![0; MAX_PAYLOAD + 1]))
+            .encode()
+            .is_err());
+    }
 }

@@ -13,10 +13,58 @@
 //!   down (after a SIGKILL) and boot one that is not running (after a reboot).
 //! - [`Runtime::stop`], [`Runtime::destroy`]: idempotent.
 //! - [`image`]: building and finding the shared base image.
+//!
+//! On the host, a daemon with data dir `DIR` and instance `I` uses:
+//! - `DIR/boxes/<id>/` (0700): `disk.ext4`, `rootfs/` (its mount point),
+//!   `bundle/config.json`, `crun.log`;
+//! - `DIR/run/` (0700, never visible in a box): `<id>.sock` (the agent's
+//!   listening socket, fd 3 of the box's init), `<id>.pasta.pid`, `crun/`
+//!   (crun's state);
+//! - container `bothy-I-<id>`, cgroup `/bothy-I/<id>` (in each v1 hierarchy,
+//!   or the v2 tree).
+//!
+//! A box's init (pid 1, `/.bothy/bothy init` by default) starts as root of
+//! the box's user namespace with: the agent's listening socket as fd 3 (also
+//! named by `BOTHY_AGENT_FD=3`), stdin/stdout/stderr on /dev/null (so it must
+//! log into the box, not to its stdio), cwd `/`, a Debian PATH, `HOME=/root`.
+//! stop() sends it SIGTERM and kills the box 5 s later.
+//!
+//! Box uid/gid 0..65535 are host 100000..165535 ([`UID_SHIFT`]), the same
+//! range for every box; the base image's files are stored shifted (see
+//! [`image`]).
 
 pub mod image;
+pub mod volume;
 
-use std::path::PathBuf;
+mod crun;
+mod dirs;
+mod etc;
+mod fsutil;
+mod host;
+mod network;
+mod oci;
+mod validate;
+
+use std::collections::HashMap;
+use std::os::fd::AsFd;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::dirs::{make_box_dir, prepare_data_dir, remove_empty_cgroup_parents, remove_if_exists};
+use crate::validate::{check_name, check_socket_path, check_spec};
+use crate::volume::{LoopVolume, Volume};
+
+/// Box uid/gid 0 is this host uid/gid; box ids 0..[`ID_RANGE`] map to
+/// `UID_SHIFT..UID_SHIFT + ID_RANGE`.
+pub const UID_SHIFT: u32 = 100_000;
+/// Number of ids mapped into a box (all 16-bit ids: apt's `_apt` is 42, and
+/// `nobody` is 65534).
+pub const ID_RANGE: u32 = 65_536;
+
+/// How long a box's init gets to exit after SIGTERM before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -60,29 +108,282 @@ pub struct BoxSpec {
 
 pub struct Runtime {
     cfg: RuntimeConfig,
+    init: oci::Init,
+    crun: crun::Crun,
+    /// One operation at a time per box (start and stop racing would leave
+    /// half a box).
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Runtime {
     pub fn new(cfg: RuntimeConfig) -> Result<Self, RuntimeError> {
-        Ok(Self { cfg })
+        if !nix::unistd::geteuid().is_root() {
+            return Err(RuntimeError::HostNotReady(
+                "the box runtime needs root (loop devices, mounts, namespaces): run the daemon as root".into(),
+            ));
+        }
+        check_name("instance", &cfg.instance, 32)?;
+        host::require(&[
+            host::CRUN,
+            host::PASTA,
+            host::LOSETUP,
+            host::MOUNT,
+            host::MKFS_EXT4,
+            host::RESIZE2FS,
+        ])?;
+        if image::find_base(&cfg.image_dir).is_none() {
+            return Err(RuntimeError::NoBaseImage(cfg.image_dir.clone()));
+        }
+        prepare_data_dir(&cfg.data_dir)?;
+        let run_dir = cfg.data_dir.join("run");
+        let crun = crun::Crun::new(run_dir.join("crun"));
+        Ok(Self {
+            cfg,
+            init: oci::Init::default(),
+            crun,
+            locks: Mutex::default(),
+        })
     }
-    pub async fn create(&self, _spec: &BoxSpec) -> Result<(), RuntimeError> {
-        todo!()
+
+    /// Replaces the box's init command (default: `/.bothy/bothy init`), for
+    /// tests and diagnostics that run boxes without the agent.
+    pub fn with_init_args(mut self, args: Vec<String>) -> Self {
+        self.init = oci::Init { args };
+        self
     }
-    pub async fn start(&self, _spec: &BoxSpec) -> Result<(), RuntimeError> {
-        todo!()
+
+    /// Makes the box's disk from the base image. Does nothing if it exists.
+    pub async fn create(&self, spec: &BoxSpec) -> Result<(), RuntimeError> {
+        check_spec(spec)?;
+        let lock = self.lock(&spec.id);
+        let _guard = lock.lock().await;
+        let base = image::find_base(&self.cfg.image_dir)
+            .ok_or_else(|| RuntimeError::NoBaseImage(self.cfg.image_dir.clone()))?;
+        make_box_dir(&self.box_dir(&spec.id))?;
+        let size = if spec.storage_gb == 0 {
+            image::DEFAULT_DISK_BYTES
+        } else {
+            spec.storage_gb << 30
+        };
+        self.volume(&spec.id).create_from_base(&base, size).await
     }
-    pub async fn stop(&self, _id: &str) -> Result<(), RuntimeError> {
-        todo!()
+
+    pub async fn start(&self, spec: &BoxSpec) -> Result<(), RuntimeError> {
+        check_spec(spec)?;
+        let lock = self.lock(&spec.id);
+        let _guard = lock.lock().await;
+        let id = &spec.id;
+        let cid = self.container_id(id);
+        let pasta = self.pasta(id);
+        match self.crun.state(&cid).await? {
+            Some(state) if state.is_alive() => {
+                if state.status == "paused" {
+                    self.crun.resume(&cid).await?;
+                }
+                if self.agent_socket(id).exists() {
+                    if pasta.running_pid(Some(state.pid)).is_none() {
+                        pasta.start(state.pid).await?;
+                    }
+                    return Ok(());
+                }
+                // The socket's file is gone, so nobody can reach the agent
+                // listening on it: boot the box again.
+                tracing::warn!(box_id = %id, "agent socket missing; restarting the box");
+                self.stop_unlocked(id).await?;
+            }
+            Some(_) => self.crun.delete(&cid).await?,
+            None => {}
+        }
+        pasta.stop()?;
+        self.boot(spec).await
     }
-    pub async fn destroy(&self, _id: &str) -> Result<(), RuntimeError> {
-        todo!()
+
+    /// Boots a box that is not running.
+    async fn boot(&self, spec: &BoxSpec) -> Result<(), RuntimeError> {
+        let id = &spec.id;
+        let cid = self.container_id(id);
+        let box_dir = self.box_dir(id);
+        let run_dir = self.make_private_dir(&self.cfg.data_dir.join("run"))?;
+        let rootfs = self.volume(id).attach().await?;
+        // A box that broke its own /etc (full disk, /etc made a file) still
+        // boots; it just keeps its own files.
+        if let Err(e) = etc::write_identity(&rootfs, &spec.hostname, network::DNS_ADDR) {
+            tracing::warn!(box_id = %id, "cannot write /etc/hosts, hostname, resolv.conf: {e}");
+        }
+        let bundle = box_dir.join("bundle");
+        std::fs::create_dir_all(&bundle)?;
+        let config = oci::config(
+            spec,
+            &rootfs,
+            &self.cfg.exe,
+            &self.cgroup_path(id),
+            &self.init,
+        );
+        fsutil::write_atomic(
+            &bundle.join("config.json"),
+            config.to_string().as_bytes(),
+            0o600,
+        )?;
+
+        let socket_path = self.agent_socket(id);
+        check_socket_path(&socket_path)?;
+        match std::fs::remove_file(&socket_path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
+        let listener = std::os::unix::net::UnixListener::bind(&socket_path).map_err(|e| {
+            RuntimeError::Failed(format!(
+                "cannot bind agent socket {}: {e}",
+                socket_path.display()
+            ))
+        })?;
+        std::fs::set_permissions(&socket_path, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::create_dir_all(run_dir.join("crun"))?;
+
+        if let Err(e) = self
+            .crun
+            .run(&cid, &bundle, &box_dir.join("crun.log"), listener.as_fd())
+            .await
+        {
+            let _ = self.crun.delete(&cid).await;
+            return Err(e);
+        }
+        drop(listener);
+        let pid = match self.crun.state(&cid).await? {
+            Some(state) if state.is_alive() => state.pid,
+            other => {
+                let _ = self.crun.delete(&cid).await;
+                return Err(RuntimeError::Failed(format!(
+                    "box {id} exited right after it started (state {:?}); see {}",
+                    other.map(|s| s.status),
+                    box_dir.join("crun.log").display()
+                )));
+            }
+        };
+        if let Err(e) = self.pasta(id).start(pid).await {
+            let _ = self.stop_unlocked(id).await;
+            return Err(e);
+        }
+        Ok(())
     }
-    pub async fn is_running(&self, _id: &str) -> Result<bool, RuntimeError> {
-        todo!()
+
+    pub async fn stop(&self, id: &str) -> Result<(), RuntimeError> {
+        check_name("box id", id, 32)?;
+        let lock = self.lock(id);
+        let _guard = lock.lock().await;
+        self.stop_unlocked(id).await
     }
+
+    async fn stop_unlocked(&self, id: &str) -> Result<(), RuntimeError> {
+        let cid = self.container_id(id);
+        if let Some(state) = self.crun.state(&cid).await? {
+            if state.status == "paused" {
+                // Frozen processes cannot act on (or even die of) signals.
+                self.crun.resume(&cid).await?;
+            }
+            if state.is_alive() {
+                self.crun.kill(&cid, "SIGTERM").await?;
+                let deadline = tokio::time::Instant::now() + STOP_GRACE;
+                while tokio::time::Instant::now() < deadline {
+                    match self.crun.state(&cid).await? {
+                        Some(s) if s.is_alive() => {}
+                        _ => break,
+                    }
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                }
+            }
+            self.crun.delete(&cid).await?;
+        }
+        self.pasta(id).stop()?;
+        self.volume(id).detach().await?;
+        remove_if_exists(&self.agent_socket(id))?;
+        Ok(())
+    }
+
+    pub async fn destroy(&self, id: &str) -> Result<(), RuntimeError> {
+        check_name("box id", id, 32)?;
+        let lock = self.lock(id);
+        let _guard = lock.lock().await;
+        self.stop_unlocked(id).await?;
+        self.volume(id).destroy().await?;
+        remove_empty_cgroup_parents(&self.cgroup_path(id));
+        self.locks.lock().map(|mut l| l.remove(id)).ok();
+        Ok(())
+    }
+
+    pub async fn is_running(&self, id: &str) -> Result<bool, RuntimeError> {
+        check_name("box id", id, 32)?;
+        Ok(self
+            .crun
+            .state(&self.container_id(id))
+            .await?
+            .is_some_and(|s| s.is_alive()))
+    }
+
     /// Host path of the box's agent socket (in a directory the box cannot see).
     pub fn agent_socket(&self, id: &str) -> PathBuf {
         self.cfg.data_dir.join("run").join(format!("{id}.sock"))
+    }
+
+    /// Runs a command in a running box directly through crun, bypassing the
+    /// agent: a host-side diagnostic (and what the runtime's tests use).
+    /// Returns whether it exited with 0, and its stdout followed by stderr.
+    pub async fn exec_diagnostic(
+        &self,
+        id: &str,
+        args: &[&str],
+    ) -> Result<(bool, String), RuntimeError> {
+        check_name("box id", id, 32)?;
+        self.crun.exec(&self.container_id(id), args).await
+    }
+
+    /// The host-wide container name of box `id`.
+    pub fn container_id(&self, id: &str) -> String {
+        format!("bothy-{}-{id}", self.cfg.instance)
+    }
+
+    /// The box's cgroup, relative to each hierarchy's root.
+    pub fn cgroup_path(&self, id: &str) -> String {
+        format!("/bothy-{}/{id}", self.cfg.instance)
+    }
+
+    fn box_dir(&self, id: &str) -> PathBuf {
+        self.cfg.data_dir.join("boxes").join(id)
+    }
+
+    fn volume(&self, id: &str) -> LoopVolume {
+        LoopVolume::new(self.box_dir(id))
+    }
+
+    fn pasta(&self, id: &str) -> network::Pasta {
+        network::Pasta::new(
+            self.cfg
+                .data_dir
+                .join("run")
+                .join(format!("{id}.pasta.pid")),
+        )
+    }
+
+    fn lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        match self.locks.lock() {
+            Ok(mut locks) => locks.entry(id.to_string()).or_default().clone(),
+            // A panic while holding this map cannot leave it inconsistent.
+            Err(poisoned) => poisoned
+                .into_inner()
+                .entry(id.to_string())
+                .or_default()
+                .clone(),
+        }
+    }
+
+    /// Creates `dir` (and parents) and makes it 0700 owned by root: box disks
+    /// and sockets must not be reachable by other host users.
+    fn make_private_dir(&self, dir: &Path) -> Result<PathBuf, RuntimeError> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        Ok(dir.to_path_buf())
     }
 }

@@ -1,1 +1,27 @@
-fn main() {}
+//! The one bothy binary: the CLI verbs, `bothy daemon`, `bothy init` (pid 1 in
+//! every box) and `bothy image build`.
+
+mod admin;
+
+use clap::Parser;
+
+use bothy_cli::{Cli, Command};
+
+fn main() {
+    // pid 1 of a box goes straight to the agent: no argument parsing beyond
+    // this, no async runtime (the agent forks and manages its own threads).
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.len() == 2 && args[1] == "init" {
+        std::process::exit(admin::init());
+    }
+
+    // Usage errors exit 2 and --help/--version exit 0, both inside clap.
+    let cli = Cli::parse_from(args);
+    let code = match cli.command {
+        Command::Daemon(args) => admin::daemon(args),
+        Command::Init => admin::init(),
+        Command::Image(bothy_cli::ImageCommand::Build(args)) => admin::image_build(args),
+        _ => bothy_cli::run(cli),
+    };
+    std::process::exit(code);
+}

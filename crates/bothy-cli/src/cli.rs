@@ -1,0 +1,379 @@
+//! The command line grammar (clap derive). Admin verbs (`daemon`, `init`,
+//! `image`) are parsed here so that `bothy --help` shows one tool, and run by
+//! the binary, which links the daemon; this crate stays a pure API client.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::duration::parse_duration;
+
+const LONG_ABOUT: &str = "\
+bothy: durable Linux computers (\"bothies\") for coding agents and people.
+
+A bothy is a root shell on a Debian userland, created in under a second, that
+keeps its disk for as long as you want it. This one binary is the command line,
+the daemon (`bothy daemon`) and the init inside every bothy.";
+
+const AFTER_LONG_HELP: &str = "\
+Examples:
+  sudo bothy image build                 # once per host: the Debian base image
+  sudo bothy daemon &                    # start the local daemon
+  bothy create dev                       # create a bothy and open a shell in it
+  bothy use dev                          # select it for this directory (.bothy)
+  bothy exec -- uname -a                 # run a command in the selected bothy
+  bothy x -s dev --env A=1,B=2 -- env    # short form, explicit bothy, extra env
+  echo hi | bothy exec -s dev -- cat     # stdin is streamed, exit code is kept
+  bothy console -s dev                   # root shell; Ctrl-\\ detaches
+  bothy sessions -s dev                  # sessions that are still running
+  bothy attach 42 -s dev                 # re-attach to one of them
+  bothy --json list --prefix dev         # machine-readable output
+  bothy destroy dev --force
+
+Connection:
+  --api / BOTHY_API_URL     default http://127.0.0.1:7070
+  --token / BOTHY_TOKEN     default: the local daemon's admin token, read from
+                            $BOTHY_DATA_DIR/admin-token (default /var/lib/bothy)";
+
+/// The `bothy` command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "bothy",
+    version,
+    about = "Durable Linux computers for coding agents: CLI, daemon and in-box init",
+    long_about = LONG_ABOUT,
+    after_long_help = AFTER_LONG_HELP,
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every verb accepts, before or after the verb.
+#[derive(Debug, Clone, Default, Args)]
+pub struct GlobalArgs {
+    /// API URL of the bothy daemon
+    #[arg(long, global = true, env = "BOTHY_API_URL", value_name = "URL")]
+    pub api: Option<String>,
+
+    /// API token (default: the local daemon's admin token)
+    #[arg(
+        long,
+        global = true,
+        env = "BOTHY_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+
+    /// The bothy to act on (default: the one named in the nearest .bothy file)
+    #[arg(
+        short = 's',
+        long = "sprite",
+        visible_alias = "bothy",
+        global = true,
+        value_name = "NAME"
+    )]
+    pub sprite: Option<String>,
+
+    /// Print machine-readable JSON instead of tables and sentences
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a bothy, then open a console in it
+    Create(CreateArgs),
+    /// List bothies
+    #[command(visible_alias = "ls")]
+    List(ListArgs),
+    /// Select a bothy for this directory and below (writes .bothy)
+    Use(UseArgs),
+    /// Run a command in a bothy
+    #[command(visible_alias = "x")]
+    Exec(ExecArgs),
+    /// Open a root shell in a bothy (Ctrl-\ detaches)
+    #[command(visible_alias = "c")]
+    Console,
+    /// List the exec sessions of a bothy, or kill one
+    Sessions(SessionsArgs),
+    /// Re-attach to a running session
+    Attach(AttachArgs),
+    /// Destroy a bothy and its disk
+    Destroy(DestroyArgs),
+    /// Manage API tokens
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Show the organisation of the current token
+    Org,
+    /// Measure create and exec latency against the daemon
+    #[command(subcommand)]
+    Bench(BenchCommand),
+    /// Run the bothy daemon (needs root)
+    #[command(hide = true)]
+    Daemon(DaemonArgs),
+    /// Pid 1 inside a bothy (started by the daemon, not by people)
+    #[command(hide = true)]
+    Init,
+    /// Manage the base image every bothy starts from
+    #[command(subcommand, hide = true)]
+    Image(ImageCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Name: lowercase letters, digits and '-', starting with a letter
+    pub name: String,
+    /// Do not open a console after creating
+    #[arg(long)]
+    pub skip_console: bool,
+    /// A label to attach (repeatable)
+    #[arg(long = "label", value_name = "LABEL")]
+    pub labels: Vec<String>,
+    /// Memory limit in MiB
+    #[arg(long, value_name = "MIB")]
+    pub ram_mb: Option<u64>,
+    /// CPU limit in whole CPUs
+    #[arg(long, value_name = "N")]
+    pub cpus: Option<u32>,
+    /// Disk size in GiB
+    #[arg(long, value_name = "GIB")]
+    pub storage_gb: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only bothies whose name starts with this
+    #[arg(long)]
+    pub prefix: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct UseArgs {
+    /// The bothy to select
+    #[arg(required_unless_present = "unset", conflicts_with = "unset")]
+    pub name: Option<String>,
+    /// Remove the .bothy file of the current directory
+    #[arg(long)]
+    pub unset: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Example: bothy exec -s dev --env A=1,B=2 --dir /tmp -- sh -c 'echo $A'")]
+pub struct ExecArgs {
+    /// Run under a pseudo-terminal (puts the local terminal in raw mode)
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Working directory in the bothy
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<String>,
+    /// Environment: K=V, comma-separated and repeatable (a piece without '='
+    /// continues the previous value: A=1,2 sets A to "1,2")
+    #[arg(short = 'e', long = "env", value_name = "K=V,..")]
+    pub env: Vec<String>,
+    /// Keep the command running this long after this client disconnects
+    /// (30, 30s, 5m, 1h30m; 0 = until it exits)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub max_run_after_disconnect: Option<std::time::Duration>,
+    /// The command and its arguments (after --)
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
+    pub cmd: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct SessionsArgs {
+    #[command(subcommand)]
+    pub action: Option<SessionsAction>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionsAction {
+    /// Signal a session's process (SIGKILL follows after the timeout)
+    Kill(KillArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KillArgs {
+    /// Session id (see `bothy sessions`)
+    pub id: String,
+    /// Signal name, e.g. TERM, SIGINT, KILL
+    #[arg(long, default_value = "SIGTERM")]
+    pub signal: String,
+    /// Seconds before SIGKILL follows
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    /// Session id (see `bothy sessions`)
+    pub id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DestroyArgs {
+    /// The bothy to destroy (default: -s NAME)
+    pub name: Option<String>,
+    /// Do not ask for confirmation
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token for an organisation and print it
+    Create(TokenCreateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TokenCreateArgs {
+    /// Organisation slug
+    #[arg(long, short = 'o', value_name = "ORG")]
+    pub org: String,
+    /// What the token is for
+    #[arg(long)]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Create and destroy N bothies, timing each create
+    Create(BenchCreateArgs),
+    /// Run `true` N times in one bothy, timing connect to exit
+    Exec(BenchExecArgs),
+    /// Reference: time `unshare` of all namespaces running /bin/true
+    Unshare(BenchExecArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchCreateArgs {
+    /// How many bothies to create
+    #[arg(long, default_value_t = 10, value_parser = parse_runs)]
+    pub runs: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchExecArgs {
+    /// How many runs
+    #[arg(long, default_value_t = 50, value_parser = parse_runs)]
+    pub runs: usize,
+}
+
+fn parse_runs(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=100_000).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{s:?} is not a number of runs between 1 and 100000"
+        )),
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DaemonArgs {
+    /// Where state, the admin token and volumes live
+    #[arg(long, default_value = "/var/lib/bothy", value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Address of the API
+    #[arg(long, default_value = "127.0.0.1:7070", value_name = "ADDR")]
+    pub listen: SocketAddr,
+    /// Base image directory (default: the runtime's shared image cache)
+    #[arg(long, value_name = "DIR")]
+    pub image_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Build the Debian base image with mmdebstrap (needs root)
+    Build(ImageBuildArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ImageBuildArgs {
+    /// Base image directory (default: the runtime's shared image cache)
+    #[arg(long, value_name = "DIR")]
+    pub image_dir: Option<PathBuf>,
+    /// Rebuild even if an image is already there
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("bothy").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn grammar_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn exec_takes_everything_after_dashes_verbatim() {
+        let cli = parse(&[
+            "x", "-s", "dev", "--env", "A=1", "--", "ls", "-la", "--json",
+        ])
+        .expect("valid");
+        assert_eq!(cli.global.sprite.as_deref(), Some("dev"));
+        assert!(!cli.global.json);
+        let Command::Exec(e) = cli.command else {
+            panic!("expected exec");
+        };
+        assert_eq!(e.cmd, ["ls", "-la", "--json"]);
+        assert_eq!(e.env, ["A=1"]);
+    }
+
+    #[test]
+    fn global_flags_go_before_or_after_the_verb() {
+        let a = parse(&["--json", "--bothy", "b", "sessions"]).expect("valid");
+        let b = parse(&["sessions", "--json", "--sprite", "b"]).expect("valid");
+        assert!(a.global.json && b.global.json);
+        assert_eq!(a.global.sprite, b.global.sprite);
+    }
+
+    #[test]
+    fn usage_errors_are_clap_errors() {
+        assert!(parse(&["exec"]).is_err(), "exec without a command");
+        assert!(parse(&["use"]).is_err(), "use without a name or --unset");
+        assert!(parse(&["use", "a", "--unset"]).is_err());
+        assert!(parse(&["bench", "exec", "--runs", "0"]).is_err());
+        assert!(parse(&["exec", "--max-run-after-disconnect", "soon", "--", "x"]).is_err());
+    }
+
+    #[test]
+    fn defaults_of_admin_and_bench_verbs() {
+        let Command::Daemon(d) = parse(&["daemon"]).expect("valid").command else {
+            panic!("expected daemon");
+        };
+        assert_eq!(d.listen.to_string(), "127.0.0.1:7070");
+        assert_eq!(d.data_dir, PathBuf::from("/var/lib/bothy"));
+        let Command::Bench(BenchCommand::Create(r)) =
+            parse(&["bench", "create"]).expect("valid").command
+        else {
+            panic!("expected bench create");
+        };
+        assert_eq!(r.runs, 10);
+        let Command::Sessions(s) = parse(&["sessions", "kill", "7", "--signal", "INT"])
+            .expect("valid")
+            .command
+        else {
+            panic!("expected sessions");
+        };
+        assert!(matches!(s.action, Some(SessionsAction::Kill(k)) if k.signal == "INT"));
+    }
+}

@@ -1,0 +1,125 @@
+//! A box's network: its own network namespace, connected to the outside by
+//! pasta (user-mode TCP/UDP forwarding, Debian package `passt`).
+//!
+//! pasta copies the host's address and default route into the namespace, so
+//! the box has egress and nothing else:
+//! - no port forwarding in either direction (`-t/-u/-T/-U none`): nothing in
+//!   the box is published on the host, and the box cannot reach ports bound
+//!   to the host's loopback;
+//! - `--no-map-gw`: the gateway address is not a door to the host either;
+//! - DNS: the box's resolver is [`DNS_ADDR`], which pasta maps to the host's
+//!   first nameserver, so it works even when the host's resolver is on its
+//!   loopback (systemd-resolved, dnsmasq).
+//!
+//! pasta runs as uid 0 (`--runas 0`): as `nobody` it could not open the
+//! box's network namespace. It confines itself right after setup (drops all
+//! capabilities, installs a seccomp filter, moves into an empty mount
+//! namespace), which is what makes that acceptable.
+//!
+//! pasta does not exit when the namespace's processes die; its pid file lets
+//! stop() end it.
+
+use std::path::{Path, PathBuf};
+
+use crate::host;
+use crate::RuntimeError;
+
+/// The nameserver address a box uses; answered by pasta.
+pub(crate) const DNS_ADDR: &str = "169.254.0.53";
+
+pub(crate) struct Pasta {
+    pid_file: PathBuf,
+}
+
+impl Pasta {
+    pub fn new(pid_file: PathBuf) -> Self {
+        Self { pid_file }
+    }
+
+    /// Starts pasta for the network namespace of `pid` (the box's init).
+    /// Returns once the namespace is configured (pasta forks after that).
+    pub async fn start(&self, pid: i32) -> Result<(), RuntimeError> {
+        self.stop()?;
+        // `crun run --detach` returns before the box's init has exec'd; until
+        // then the process is not dumpable and pasta (which confines itself
+        // early) may be refused its namespace. That passes within moments.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+        loop {
+            match self.try_start(pid).await {
+                Ok(()) => return Ok(()),
+                Err(e)
+                    if tokio::time::Instant::now() < deadline
+                        && Path::new(&format!("/proc/{pid}")).exists() =>
+                {
+                    tracing::debug!("pasta not started yet, retrying: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn try_start(&self, pid: i32) -> Result<(), RuntimeError> {
+        host::run(
+            host::command(&host::PASTA)
+                .args(["--config-net", "--quiet", "--netns-only", "--runas", "0"])
+                .arg("--netns")
+                .arg(netns_path(pid))
+                .args(["-t", "none", "-u", "none", "-T", "none", "-U", "none"])
+                .arg("--no-map-gw")
+                .args(["--dns-forward", DNS_ADDR])
+                .arg("--pid")
+                .arg(&self.pid_file),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The pid of our pasta serving the box whose init is `box_pid`, if alive.
+    /// The pid is checked against the process's command line so a recycled
+    /// pid is never mistaken for (or killed as) our pasta.
+    pub fn running_pid(&self, box_pid: Option<i32>) -> Option<i32> {
+        let pid: i32 = std::fs::read_to_string(&self.pid_file)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        if pid <= 1 {
+            return None;
+        }
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let is_pasta = args
+            .first()
+            .is_some_and(|a| Path::new(a).file_name().is_some_and(|n| n == "pasta"));
+        let pid_file = self.pid_file.to_string_lossy();
+        let ours = args.iter().any(|a| *a == *pid_file);
+        let same_box = match box_pid {
+            Some(b) => args.iter().any(|a| *a == netns_path(b)),
+            None => true,
+        };
+        (is_pasta && ours && same_box).then_some(pid)
+    }
+
+    /// Kills our pasta if it runs. Idempotent.
+    pub fn stop(&self) -> Result<(), RuntimeError> {
+        if let Some(pid) = self.running_pid(None) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        match std::fs::remove_file(&self.pid_file) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+fn netns_path(pid: i32) -> String {
+    format!("/proc/{pid}/ns/net")
+}

@@ -1,0 +1,177 @@
+//! What the API needs from the boxes, as a trait: the real implementation drives
+//! the runtime and the in-box agent; tests use an in-memory fake.
+
+use std::future::Future;
+use std::time::Duration;
+
+use bothy_agent::client::{AgentClient, AgentError, SessionReader, SessionWriter};
+use bothy_agent::proto::{Input, Output, SessionInfo, SpawnRequest};
+use bothy_runtime::{BoxSpec, Runtime, RuntimeError};
+use tokio::sync::mpsc;
+
+/// How long a call to a box's agent may take before the box counts as wedged.
+pub const AGENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BoxError {
+    /// The box is not running or its agent does not answer.
+    #[error("{0}")]
+    NotRunning(String),
+    #[error("no such session: {0}")]
+    NoSuchSession(String),
+    /// The command could not be started (not found, bad directory, ...).
+    #[error("{0}")]
+    Spawn(String),
+    #[error("timed out: {0}")]
+    Timeout(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<RuntimeError> for BoxError {
+    fn from(e: RuntimeError) -> Self {
+        Self::Failed(e.to_string())
+    }
+}
+
+impl From<AgentError> for BoxError {
+    fn from(e: AgentError) -> Self {
+        match e {
+            AgentError::Unreachable(io) => Self::NotRunning(io.to_string()),
+            AgentError::NoSuchSession(id) => Self::NoSuchSession(id),
+            AgentError::Spawn(m) => Self::Spawn(m),
+            other => Self::Failed(other.to_string()),
+        }
+    }
+}
+
+/// A live connection to one exec session. Dropping it detaches from the session
+/// without ending it (the agent keeps the process running).
+pub struct ExecChannels {
+    pub info: SessionInfo,
+    /// Ends after `Output::Exit`, or when the agent goes away.
+    pub output: mpsc::Receiver<Output>,
+    pub input: mpsc::Sender<Input>,
+}
+
+/// Boxes and their exec sessions. Every call is idempotent where the runtime's
+/// is, and none is expected to bound its own duration: callers add timeouts.
+pub trait Boxes: Send + Sync + 'static {
+    fn create(&self, spec: &BoxSpec) -> impl Future<Output = Result<(), BoxError>> + Send;
+    fn start(&self, spec: &BoxSpec) -> impl Future<Output = Result<(), BoxError>> + Send;
+    fn stop(&self, id: &str) -> impl Future<Output = Result<(), BoxError>> + Send;
+    fn destroy(&self, id: &str) -> impl Future<Output = Result<(), BoxError>> + Send;
+    fn is_running(&self, id: &str) -> impl Future<Output = Result<bool, BoxError>> + Send;
+    fn spawn(
+        &self,
+        id: &str,
+        req: SpawnRequest,
+    ) -> impl Future<Output = Result<ExecChannels, BoxError>> + Send;
+    fn attach(
+        &self,
+        id: &str,
+        session: &str,
+    ) -> impl Future<Output = Result<ExecChannels, BoxError>> + Send;
+    fn sessions(&self, id: &str)
+        -> impl Future<Output = Result<Vec<SessionInfo>, BoxError>> + Send;
+    fn kill(
+        &self,
+        id: &str,
+        session: &str,
+        signal: i32,
+    ) -> impl Future<Output = Result<(), BoxError>> + Send;
+}
+
+/// Boxes made by the runtime (crun containers) with the agent as pid 1.
+pub struct RealBoxes {
+    runtime: Runtime,
+}
+
+impl RealBoxes {
+    pub fn new(runtime: Runtime) -> Self {
+        Self { runtime }
+    }
+
+    fn agent(&self, id: &str) -> AgentClient {
+        AgentClient::new(self.runtime.agent_socket(id))
+    }
+}
+
+impl Boxes for RealBoxes {
+    async fn create(&self, spec: &BoxSpec) -> Result<(), BoxError> {
+        Ok(self.runtime.create(spec).await?)
+    }
+    async fn start(&self, spec: &BoxSpec) -> Result<(), BoxError> {
+        Ok(self.runtime.start(spec).await?)
+    }
+    async fn stop(&self, id: &str) -> Result<(), BoxError> {
+        Ok(self.runtime.stop(id).await?)
+    }
+    async fn destroy(&self, id: &str) -> Result<(), BoxError> {
+        Ok(self.runtime.destroy(id).await?)
+    }
+    async fn is_running(&self, id: &str) -> Result<bool, BoxError> {
+        Ok(self.runtime.is_running(id).await?)
+    }
+    async fn spawn(&self, id: &str, req: SpawnRequest) -> Result<ExecChannels, BoxError> {
+        let session = self.agent(id).spawn(req).await?;
+        Ok(pump(session))
+    }
+    async fn attach(&self, id: &str, session: &str) -> Result<ExecChannels, BoxError> {
+        let session = self.agent(id).attach(session).await?;
+        Ok(pump(session))
+    }
+    async fn sessions(&self, id: &str) -> Result<Vec<SessionInfo>, BoxError> {
+        Ok(self.agent(id).list().await?)
+    }
+    async fn kill(&self, id: &str, session: &str, signal: i32) -> Result<(), BoxError> {
+        Ok(self.agent(id).kill(session, signal).await?)
+    }
+}
+
+/// Moves frames between an agent session and channels, so the WebSocket bridge
+/// does not depend on the agent's types. Both halves end (and so detach) as soon
+/// as the other side of their channel is dropped.
+fn pump(session: bothy_agent::client::AgentSession) -> ExecChannels {
+    let info = session.info().clone();
+    let (reader, writer) = session.split();
+    let (out_tx, out_rx) = mpsc::channel(64);
+    let (in_tx, in_rx) = mpsc::channel(64);
+    tokio::spawn(pump_output(reader, out_tx));
+    tokio::spawn(pump_input(writer, in_rx));
+    ExecChannels {
+        info,
+        output: out_rx,
+        input: in_tx,
+    }
+}
+
+async fn pump_output(mut reader: SessionReader, tx: mpsc::Sender<Output>) {
+    loop {
+        let next = tokio::select! {
+            next = reader.next() => next,
+            () = tx.closed() => return,
+        };
+        match next {
+            Ok(Some(out)) => {
+                if tx.send(out).await.is_err() {
+                    return;
+                }
+            }
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "exec session output ended with an error");
+                return;
+            }
+        }
+    }
+}
+
+async fn pump_input(mut writer: SessionWriter, mut rx: mpsc::Receiver<Input>) {
+    while let Some(input) = rx.recv().await {
+        if let Err(e) = writer.send(input).await {
+            tracing::debug!(error = %e, "exec session input ended");
+            return;
+        }
+    }
+}

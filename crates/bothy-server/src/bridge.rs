@@ -1,0 +1,194 @@
+//! Framing of the exec WebSocket and the bridge between it and a session.
+//!
+//! Non-TTY: binary messages carry a leading stream byte both ways; the exit
+//! code is a binary `[3, code]`. TTY: binary messages are raw terminal bytes;
+//! the exit code is a text `{"type":"exit","exit_code":N}`. Either way the first
+//! message is `session_info`, and the server closes normally after the exit.
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use bothy_agent::proto::{Input, Output};
+use bothy_api::exec::{ControlMessage, StreamId};
+use futures_util::{Sink, SinkExt, StreamExt};
+use tokio::sync::watch;
+
+use crate::boxes::ExecChannels;
+
+/// Exit code of a command that could not be started, as shells use it.
+pub const EXIT_NOT_STARTED: i32 = 127;
+const CLOSE_NORMAL: u16 = 1000;
+/// WebSocket close code for "going away" (daemon shutting down).
+const CLOSE_GOING_AWAY: u16 = 1001;
+/// WebSocket close code for an internal error (agent connection lost).
+const CLOSE_INTERNAL: u16 = 1011;
+
+/// What to bridge once upgraded: a live session, or a start failure to report.
+pub enum Started {
+    Session(ExecChannels),
+    NotStarted {
+        command: String,
+        tty: bool,
+        reason: String,
+    },
+}
+
+fn session_info_message(id: &str, command: &str, tty: bool) -> Message {
+    let msg = ControlMessage::SessionInfo {
+        session_id: id.to_string(),
+        command: command.to_string(),
+        tty,
+        is_owner: true,
+    };
+    Message::Text(serde_json::to_string(&msg).unwrap_or_default().into())
+}
+
+fn framed(stream: StreamId, payload: &[u8]) -> Message {
+    let mut v = Vec::with_capacity(payload.len() + 1);
+    v.push(stream as u8);
+    v.extend_from_slice(payload);
+    Message::Binary(v.into())
+}
+
+/// The messages that end a session for the client: the exit code, framed for
+/// the session's mode.
+fn exit_message(tty: bool, code: i32) -> Message {
+    if tty {
+        let msg = ControlMessage::Exit { exit_code: code };
+        Message::Text(serde_json::to_string(&msg).unwrap_or_default().into())
+    } else {
+        framed(StreamId::Exit, &[code.clamp(0, 255) as u8])
+    }
+}
+
+fn output_message(tty: bool, out: &Output) -> Option<Message> {
+    match out {
+        Output::Stdout(d) if tty => Some(Message::Binary(d.clone().into())),
+        Output::Stderr(d) if tty => Some(Message::Binary(d.clone().into())),
+        Output::Stdout(d) => Some(framed(StreamId::Stdout, d)),
+        Output::Stderr(d) => Some(framed(StreamId::Stderr, d)),
+        Output::Exit(_) => None,
+    }
+}
+
+/// Turns one client message into session input, if it is one.
+pub fn client_input(tty: bool, msg: Message) -> Option<Input> {
+    match msg {
+        Message::Binary(b) if tty => (!b.is_empty()).then(|| Input::Stdin(b.to_vec())),
+        Message::Binary(b) => match b.first().copied().and_then(StreamId::from_byte) {
+            Some(StreamId::Stdin) if b.len() > 1 => Some(Input::Stdin(b[1..].to_vec())),
+            Some(StreamId::StdinEof) => Some(Input::StdinEof),
+            _ => None,
+        },
+        Message::Text(t) => match serde_json::from_str::<ControlMessage>(&t) {
+            Ok(ControlMessage::Resize { cols, rows }) if cols > 0 && rows > 0 => {
+                Some(Input::Resize { cols, rows })
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+async fn close<S>(tx: &mut S, code: u16, reason: &str)
+where
+    S: Sink<Message> + Unpin,
+{
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    let _ = tx.send(Message::Close(Some(frame))).await;
+}
+
+/// Tells the client a command could not be started, the way a shell would.
+async fn report_not_started<S>(tx: &mut S, command: &str, tty: bool, reason: &str)
+where
+    S: Sink<Message> + Unpin,
+{
+    let _ = tx.send(session_info_message("", command, tty)).await;
+    let newline = if tty { "\r\n" } else { "\n" };
+    let text = format!("bothy: cannot run {command:?}: {reason}{newline}").into_bytes();
+    let err = if tty {
+        Message::Binary(text.into())
+    } else {
+        framed(StreamId::Stderr, &text)
+    };
+    let _ = tx.send(err).await;
+    let _ = tx.send(exit_message(tty, EXIT_NOT_STARTED)).await;
+    close(tx, CLOSE_NORMAL, "").await;
+}
+
+/// Carries one exec connection until the process exits, the client leaves, the
+/// agent goes away or the daemon shuts down. Client input and session output
+/// flow independently, so a process that ignores its stdin cannot stall its
+/// output. Returning drops the session channels, which detaches.
+pub async fn bridge(
+    socket: WebSocket,
+    started: Started,
+    stdin: bool,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let (mut tx, mut rx) = socket.split();
+    let ExecChannels {
+        info,
+        mut output,
+        input,
+    } = match started {
+        Started::Session(c) => c,
+        Started::NotStarted {
+            command,
+            tty,
+            reason,
+        } => return report_not_started(&mut tx, &command, tty, &reason).await,
+    };
+    let tty = info.tty;
+    if tx
+        .send(session_info_message(&info.id, &info.command, tty))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    if !stdin {
+        let _ = input.send(Input::StdinEof).await;
+    }
+    let client = async move {
+        while let Some(Ok(msg)) = rx.next().await {
+            if matches!(msg, Message::Close(_)) {
+                return;
+            }
+            if let Some(i) = client_input(tty, msg) {
+                // A closed input means the agent side is gone; the output side
+                // reports that, so keep draining the client meanwhile.
+                let _ = input.send(i).await;
+            }
+        }
+    };
+    tokio::pin!(client);
+    loop {
+        tokio::select! {
+            () = &mut client => return,
+            out = output.recv() => match out {
+                Some(Output::Exit(code)) => {
+                    let _ = tx.send(exit_message(tty, code)).await;
+                    close(&mut tx, CLOSE_NORMAL, "").await;
+                    return;
+                }
+                Some(o) => {
+                    if let Some(m) = output_message(tty, &o) {
+                        if tx.send(m).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                None => {
+                    close(&mut tx, CLOSE_INTERNAL, "lost the connection to the box; re-attach to the session").await;
+                    return;
+                }
+            },
+            _ = shutdown.changed() => {
+                close(&mut tx, CLOSE_GOING_AWAY, "the bothy daemon is shutting down").await;
+                return;
+            }
+        }
+    }
+}

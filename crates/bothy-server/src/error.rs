@@ -1,0 +1,145 @@
+//! The one place where failures become HTTP status codes and error bodies.
+
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bothy_api::ErrorBody;
+
+use crate::boxes::BoxError;
+use crate::store::StoreError;
+
+/// Every way an API call can fail, as the client sees it.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// A malformed or out-of-range request; `code` is the stable error code.
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    NotImplemented(String),
+    /// The box is cold and could not be woken, or its agent does not answer.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Timeout(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::BadRequest {
+            code: "invalid_request",
+            message: message.into(),
+        }
+    }
+
+    pub fn not_found(name: &str) -> Self {
+        Self::NotFound(format!(
+            "sprite {name:?} not found in your organization; `GET /v1/sprites` lists the ones you have"
+        ))
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::AlreadyExists(_) => StatusCode::CONFLICT,
+            Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Unauthorized(_) => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
+            Self::NotFound(_) => "not_found",
+            Self::AlreadyExists(_) => "already_exists",
+            Self::BadRequest { code, .. } => code,
+            Self::PayloadTooLarge(_) => "payload_too_large",
+            Self::NotImplemented(_) => "not_implemented",
+            Self::Unavailable(_) => "unavailable",
+            Self::Timeout(_) => "timeout",
+            Self::Internal(_) => "internal_error",
+        }
+    }
+
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: self.code().to_string(),
+            message: self.to_string(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let Self::Internal(msg) = &self {
+            tracing::error!(error = %msg, "internal error");
+        }
+        (self.status(), Json(self.body())).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        Self::Internal(format!("state database: {e}"))
+    }
+}
+
+impl From<BoxError> for ApiError {
+    fn from(e: BoxError) -> Self {
+        match e {
+            BoxError::NotRunning(m) => Self::Unavailable(format!(
+                "the box is not reachable ({m}); retry in a moment, or destroy and recreate it if this persists"
+            )),
+            BoxError::NoSuchSession(id) => Self::NotFound(format!(
+                "exec session {id:?} not found; `GET /v1/sprites/{{name}}/exec` lists live sessions"
+            )),
+            BoxError::Spawn(m) => Self::bad_request(m),
+            BoxError::Timeout(what) => Self::Timeout(format!(
+                "the box did not answer in time ({what}); it may be overloaded, retry later"
+            )),
+            BoxError::Failed(m) => Self::Internal(m),
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        match r.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge(format!(
+                "request body is larger than {} bytes; send less",
+                bothy_api::MAX_JSON_BODY
+            )),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+                Self::bad_request("send the body as JSON with `Content-Type: application/json`")
+            }
+            _ => Self::bad_request(format!("malformed JSON body: {}", r.body_text())),
+        }
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(r: PathRejection) -> Self {
+        Self::bad_request(format!("malformed path: {}", r.body_text()))
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

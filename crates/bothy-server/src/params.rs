@@ -1,0 +1,382 @@
+//! Parsing and validation of query strings and small request values. Pure
+//! functions, so every rule is unit-tested.
+
+use bothy_api::names::validate_sprite_name;
+use bothy_api::MAX_LIST_RESULTS;
+
+use crate::error::ApiError;
+
+/// Longest accepted query string value (a command argument, an env entry).
+const MAX_QUERY_VALUE: usize = 64 * 1024;
+/// Most `cmd` plus `env` entries in one exec.
+const MAX_QUERY_ITEMS: usize = 4096;
+
+fn pairs(raw: Option<&str>) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(raw.unwrap_or("").as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+/// `GET /v1/sprites` query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListQuery {
+    pub prefix: String,
+    pub limit: usize,
+    /// List names strictly after this one.
+    pub after: Option<String>,
+}
+
+pub fn parse_list_query(raw: Option<&str>) -> Result<ListQuery, ApiError> {
+    let mut q = ListQuery {
+        prefix: String::new(),
+        limit: MAX_LIST_RESULTS,
+        after: None,
+    };
+    for (k, v) in pairs(raw) {
+        match k.as_str() {
+            "prefix" => {
+                if v.len() > bothy_api::names::MAX_SPRITE_NAME_LEN {
+                    return Err(ApiError::bad_request(
+                        "prefix is longer than any sprite name",
+                    ));
+                }
+                q.prefix = v;
+            }
+            "max_results" => {
+                let n: usize = v.parse().map_err(|_| {
+                    ApiError::bad_request(format!(
+                        "max_results must be a whole number from 1 to {MAX_LIST_RESULTS}, not {:?}",
+                        truncate(&v)
+                    ))
+                })?;
+                if n == 0 {
+                    return Err(ApiError::bad_request(format!(
+                        "max_results must be from 1 to {MAX_LIST_RESULTS}"
+                    )));
+                }
+                // The SDK's list_all asks for 100: serve a smaller page rather than fail.
+                q.limit = n.min(MAX_LIST_RESULTS);
+            }
+            "continuation_token" if !v.is_empty() => q.after = Some(decode_continuation(&v)?),
+            // bulk_load and anything unknown: accepted and ignored, as Fly does.
+            _ => {}
+        }
+    }
+    Ok(q)
+}
+
+/// The continuation token is the last name of the previous page; opaque to
+/// clients, checked here so that it cannot smuggle anything into a query.
+pub fn encode_continuation(last_name: &str) -> String {
+    last_name.to_string()
+}
+
+fn decode_continuation(token: &str) -> Result<String, ApiError> {
+    validate_sprite_name(token).map_err(|_| {
+        ApiError::bad_request(
+            "continuation_token is not one this server issued; pass next_continuation_token from the previous page",
+        )
+    })?;
+    Ok(token.to_string())
+}
+
+/// `GET /v1/sprites/{name}/exec` query, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecQuery {
+    pub cmd: Vec<String>,
+    pub env: Vec<String>,
+    pub dir: Option<String>,
+    pub tty: bool,
+    pub rows: u16,
+    pub cols: u16,
+    /// False when the client said it will send no stdin (`stdin=false`).
+    pub stdin: bool,
+    /// `None` = the agent's default; `Some(0)` = forever.
+    pub max_run_after_disconnect_ms: Option<u64>,
+}
+
+pub fn parse_exec_query(raw: Option<&str>) -> Result<ExecQuery, ApiError> {
+    let mut q = ExecQuery {
+        cmd: Vec::new(),
+        env: Vec::new(),
+        dir: None,
+        tty: false,
+        rows: 24,
+        cols: 80,
+        stdin: true,
+        max_run_after_disconnect_ms: None,
+    };
+    let pairs = pairs(raw);
+    if pairs.len() > MAX_QUERY_ITEMS {
+        return Err(ApiError::bad_request("too many query parameters"));
+    }
+    for (k, v) in pairs {
+        if v.len() > MAX_QUERY_VALUE || v.contains('\0') {
+            return Err(ApiError::bad_request(format!(
+                "query parameter {k:?} is too long or contains a NUL byte"
+            )));
+        }
+        match k.as_str() {
+            "cmd" => q.cmd.push(v),
+            "env" => {
+                validate_env(&v)?;
+                q.env.push(v);
+            }
+            "dir" if !v.is_empty() => {
+                if !v.starts_with('/') {
+                    return Err(ApiError::bad_request(format!(
+                        "dir must be an absolute path in the box, not {:?}",
+                        truncate(&v)
+                    )));
+                }
+                q.dir = Some(v);
+            }
+            "tty" => q.tty = parse_bool("tty", &v)?,
+            "stdin" => q.stdin = parse_bool("stdin", &v)?,
+            "rows" => q.rows = parse_dimension("rows", &v)?,
+            "cols" => q.cols = parse_dimension("cols", &v)?,
+            "max_run_after_disconnect" if !v.is_empty() => {
+                q.max_run_after_disconnect_ms = Some(parse_duration_ms(&v).ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "max_run_after_disconnect must be seconds (e.g. 30) or a duration like 10s, 5m, 1h30m (0 = forever), not {:?}",
+                        truncate(&v)
+                    ))
+                })?);
+            }
+            // `path` repeats cmd[0]; `id` is a client-side hint. Unknown keys are
+            // ignored for forward compatibility.
+            _ => {}
+        }
+    }
+    if q.cmd.is_empty() || q.cmd[0].is_empty() {
+        return Err(ApiError::bad_request(
+            "no command: pass it as repeated `cmd` query parameters, e.g. ?cmd=ls&cmd=-l",
+        ));
+    }
+    Ok(q)
+}
+
+/// `cols` and `rows` of an attach request, when both are given.
+pub fn parse_attach_size(raw: Option<&str>) -> Result<Option<(u16, u16)>, ApiError> {
+    let (mut cols, mut rows) = (None, None);
+    for (k, v) in pairs(raw) {
+        match k.as_str() {
+            "cols" => cols = Some(parse_dimension("cols", &v)?),
+            "rows" => rows = Some(parse_dimension("rows", &v)?),
+            _ => {}
+        }
+    }
+    Ok(cols.zip(rows))
+}
+
+fn validate_env(entry: &str) -> Result<(), ApiError> {
+    let Some((key, _)) = entry.split_once('=') else {
+        return Err(ApiError::bad_request(format!(
+            "env entries must look like KEY=VALUE, not {:?}",
+            truncate(entry)
+        )));
+    };
+    let valid_key = key.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid_key {
+        return Err(ApiError::bad_request(format!(
+            "env name {:?} is not valid; use letters, digits and '_', not starting with a digit",
+            truncate(key)
+        )));
+    }
+    Ok(())
+}
+
+fn parse_bool(name: &str, v: &str) -> Result<bool, ApiError> {
+    match v {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" | "" => Ok(false),
+        _ => Err(ApiError::bad_request(format!(
+            "{name} must be true or false, not {:?}",
+            truncate(v)
+        ))),
+    }
+}
+
+fn parse_dimension(name: &str, v: &str) -> Result<u16, ApiError> {
+    match v.parse::<u16>() {
+        Ok(n) if (1..=4096).contains(&n) => Ok(n),
+        _ => Err(ApiError::bad_request(format!(
+            "{name} must be a number from 1 to 4096, not {:?}",
+            truncate(v)
+        ))),
+    }
+}
+
+/// Whole seconds (`30`), or a Go-style duration (`500ms`, `10s`, `5m`, `1h30m`).
+/// Returns milliseconds; `None` when malformed or absurdly large.
+pub fn parse_duration_ms(s: &str) -> Option<u64> {
+    if let Ok(secs) = s.parse::<u64>() {
+        return secs.checked_mul(1000);
+    }
+    let mut total: u64 = 0;
+    let mut rest = s;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return None;
+        }
+        let n: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let per_unit = match &rest[..unit_len] {
+            "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            _ => return None,
+        };
+        total = total.checked_add(n.checked_mul(per_unit)?)?;
+        rest = &rest[unit_len..];
+    }
+    Some(total)
+}
+
+/// A signal name (`SIGTERM`, `TERM`) or number, as the kill endpoint accepts it.
+pub fn parse_signal(s: &str) -> Option<i32> {
+    if let Ok(n) = s.parse::<i32>() {
+        return (1..=64).contains(&n).then_some(n);
+    }
+    let name = s.strip_prefix("SIG").unwrap_or(s);
+    Some(match name {
+        "HUP" => 1,
+        "INT" => 2,
+        "QUIT" => 3,
+        "KILL" => 9,
+        "USR1" => 10,
+        "USR2" => 12,
+        "TERM" => 15,
+        "CONT" => 18,
+        "STOP" => 19,
+        "TSTP" => 20,
+        "WINCH" => 28,
+        _ => return None,
+    })
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration_ms("0"), Some(0));
+        assert_eq!(parse_duration_ms("30"), Some(30_000));
+        assert_eq!(parse_duration_ms("10s"), Some(10_000));
+        assert_eq!(parse_duration_ms("5m"), Some(300_000));
+        assert_eq!(parse_duration_ms("1h30m"), Some(5_400_000));
+        assert_eq!(parse_duration_ms("250ms"), Some(250));
+        for bad in [
+            "",
+            "s",
+            "10x",
+            "-1",
+            "1.5s",
+            "10 s",
+            "99999999999999999999h",
+        ] {
+            assert_eq!(parse_duration_ms(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn exec_query_repeated_cmd_env_and_defaults() {
+        let q = parse_exec_query(Some(
+            "cmd=sh&cmd=-c&cmd=echo+%22hi%22&path=sh&env=A%3D1&env=B%3Dx%3Dy&stdin=true&tty=true&rows=50&cols=120&max_run_after_disconnect=5m",
+        ))
+        .expect("valid");
+        assert_eq!(q.cmd, ["sh", "-c", "echo \"hi\""]);
+        assert_eq!(q.env, ["A=1", "B=x=y"]);
+        assert!(q.tty && q.stdin);
+        assert_eq!((q.rows, q.cols), (50, 120));
+        assert_eq!(q.max_run_after_disconnect_ms, Some(300_000));
+        let d = parse_exec_query(Some("cmd=ls")).expect("valid");
+        assert_eq!((d.tty, d.rows, d.cols, d.dir), (false, 24, 80, None));
+    }
+
+    #[test]
+    fn exec_query_rejections() {
+        for bad in [
+            None,
+            Some(""),
+            Some("cmd="),
+            Some("path=ls"),
+            Some("cmd=ls&env=NOEQUALS"),
+            Some("cmd=ls&env=1A%3D2"),
+            Some("cmd=ls&env=A-B%3D2"),
+            Some("cmd=ls&dir=relative"),
+            Some("cmd=ls&tty=maybe"),
+            Some("cmd=ls&rows=0"),
+            Some("cmd=ls&cols=99999"),
+            Some("cmd=ls&max_run_after_disconnect=forever"),
+            Some("cmd=a%00b"),
+        ] {
+            let err = parse_exec_query(bad).expect_err(&format!("{bad:?}"));
+            assert_eq!(err.status(), axum::http::StatusCode::BAD_REQUEST);
+        }
+    }
+
+    #[test]
+    fn list_query_clamps_and_validates() {
+        assert_eq!(parse_list_query(None).expect("ok").limit, MAX_LIST_RESULTS);
+        assert_eq!(
+            parse_list_query(Some("max_results=100")).expect("ok").limit,
+            50
+        );
+        assert_eq!(
+            parse_list_query(Some("max_results=7")).expect("ok").limit,
+            7
+        );
+        let q = parse_list_query(Some("prefix=dev&continuation_token=dev-3&bulk_load=true"))
+            .expect("ok");
+        assert_eq!(q.prefix, "dev");
+        assert_eq!(q.after.as_deref(), Some("dev-3"));
+        for bad in [
+            "max_results=0",
+            "max_results=ten",
+            "max_results=-1",
+            "continuation_token=%27%3B--",
+        ] {
+            assert!(parse_list_query(Some(bad)).is_err(), "{bad}");
+        }
+        assert_eq!(
+            decode_continuation(&encode_continuation("web-1")).expect("round trip"),
+            "web-1"
+        );
+    }
+
+    #[test]
+    fn attach_size() {
+        assert_eq!(
+            parse_attach_size(Some("tty=true&rows=30&cols=100")).expect("ok"),
+            Some((100, 30))
+        );
+        assert_eq!(parse_attach_size(Some("rows=30")).expect("ok"), None);
+        assert!(parse_attach_size(Some("rows=x&cols=1")).is_err());
+    }
+
+    #[test]
+    fn signals() {
+        assert_eq!(parse_signal("SIGTERM"), Some(15));
+        assert_eq!(parse_signal("KILL"), Some(9));
+        assert_eq!(parse_signal("2"), Some(2));
+        assert_eq!(parse_signal("SIGFOO"), None);
+        assert_eq!(parse_signal("0"), None);
+    }
+}

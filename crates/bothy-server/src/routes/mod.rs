@@ -1,0 +1,122 @@
+//! The HTTP router: which handler serves which path.
+
+mod exec;
+mod org;
+mod sprites;
+
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, FromRequest, Request};
+use axum::http::Uri;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::app::App;
+use crate::auth::Caller;
+use crate::boxes::Boxes;
+use crate::error::ApiError;
+
+pub fn router<B: Boxes>(app: App<B>) -> Router {
+    Router::new()
+        .route(
+            "/v1/sprites",
+            post(sprites::create::<B>).get(sprites::list::<B>),
+        )
+        .route(
+            "/v1/sprites/{name}",
+            get(sprites::get_one::<B>)
+                .put(sprites::update::<B>)
+                .delete(sprites::destroy::<B>),
+        )
+        .route("/v1/sprites/{name}/exec", get(exec::exec_or_list::<B>))
+        .route("/v1/sprites/{name}/exec/{id}", get(exec::attach::<B>))
+        .route("/v1/sprites/{name}/exec/{id}/kill", post(exec::kill::<B>))
+        .route("/v1/organization", get(org::organization::<B>))
+        .route(
+            "/v1/organizations/{org}/tokens",
+            post(org::create_token::<B>),
+        )
+        .fallback(not_implemented::<B>)
+        .method_not_allowed_fallback(not_implemented::<B>)
+        .layer(DefaultBodyLimit::max(bothy_api::MAX_JSON_BODY))
+        .layer(middleware::from_fn(log_request))
+        .with_state(app)
+}
+
+/// Anything else under `/v1` is part of the Sprites API bothy does not serve
+/// yet: say so plainly (to authenticated callers) rather than pretend. Outside
+/// `/v1` there is nothing, for anyone.
+async fn not_implemented<B: Boxes>(uri: Uri, caller: Result<Caller, ApiError>) -> ApiError {
+    let path = uri.path();
+    if path != "/v1" && !path.starts_with("/v1/") {
+        return ApiError::NotFound(format!("no such endpoint {path}; the API lives under /v1"));
+    }
+    if let Err(e) = caller {
+        return e;
+    }
+    ApiError::NotImplemented(format!(
+        "{path} (with this method) is not implemented by this bothy server"
+    ))
+}
+
+/// One line per request. Only the path: query strings can carry secrets (exec
+/// env), and headers carry tokens.
+async fn log_request(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let started = Instant::now();
+    let res = next.run(req).await;
+    tracing::info!(
+        %method,
+        path,
+        status = res.status().as_u16(),
+        ms = started.elapsed().as_millis() as u64,
+        "request"
+    );
+    res
+}
+
+/// `axum::Json` with its rejections turned into the API's error body.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let axum::Json(v) = axum::Json::<T>::from_request(req, state).await?;
+        Ok(Self(v))
+    }
+}
+
+/// A JSON body that may be absent (the SDK posts some calls without one).
+pub fn optional_json<T>(
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<T, ApiError>
+where
+    T: serde::de::DeserializeOwned + Default,
+{
+    let bytes = body.map_err(|r| {
+        if r.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(format!(
+                "request body is larger than {} bytes; send less",
+                bothy_api::MAX_JSON_BODY
+            ))
+        } else {
+            ApiError::bad_request(format!(
+                "could not read the request body: {}",
+                r.body_text()
+            ))
+        }
+    })?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))
+}

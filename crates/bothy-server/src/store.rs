@@ -1,0 +1,515 @@
+//! The daemon's durable state: organisations, tokens and sprites in SQLite.
+//!
+//! WAL with `synchronous=FULL`, so that a create or destroy acknowledged to a
+//! client survives a SIGKILL of the daemon or a power cut. SQLite calls block, so
+//! they run on tokio's blocking pool through [`Store::run`].
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+/// Bumped with every schema change; migrations key on it.
+const SCHEMA_VERSION: i64 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+    /// A sprite of that name already exists in the organisation.
+    #[error("already exists")]
+    Conflict,
+    #[error("the database was written by a newer bothy (schema {0}); upgrade bothy")]
+    TooNew(i64),
+    #[error("a database task failed: {0}")]
+    Task(String),
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+/// Lifecycle of a sprite row; see the crash-safety notes in `orchestrator`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowState {
+    Creating,
+    Ready,
+    Destroying,
+}
+
+impl RowState {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Creating => "creating",
+            Self::Ready => "ready",
+            Self::Destroying => "destroying",
+        }
+    }
+    fn parse(s: &str) -> Result<Self, StoreError> {
+        match s {
+            "creating" => Ok(Self::Creating),
+            "ready" => Ok(Self::Ready),
+            "destroying" => Ok(Self::Destroying),
+            other => Err(StoreError::Corrupt(format!(
+                "unknown sprite state {other:?}"
+            ))),
+        }
+    }
+}
+
+/// One sprite as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpriteRow {
+    pub id: String,
+    pub org: String,
+    pub name: String,
+    pub ram_mb: u64,
+    pub cpus: u32,
+    pub storage_gb: u64,
+    pub url_auth: String,
+    pub url_private_access: Option<String>,
+    pub labels: Vec<String>,
+    pub state: RowState,
+    pub created_at: String,
+    pub updated_at: String,
+    pub last_running_at: Option<String>,
+}
+
+/// Who a token belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenOwner {
+    pub org: String,
+    pub is_admin: bool,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    conn: Arc<Mutex<Connection>>,
+}
+
+const SPRITE_COLUMNS: &str = "id, org, name, ram_mb, cpus, storage_gb, url_auth, \
+     url_private_access, labels, state, created_at, updated_at, last_running_at";
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path)?;
+        Self::init(conn)
+    }
+
+    #[cfg(test)]
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(conn: Connection) -> Result<Self, StoreError> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS orgs (
+                 name TEXT PRIMARY KEY,
+                 created TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS tokens (
+                 hash TEXT PRIMARY KEY,
+                 org TEXT NOT NULL REFERENCES orgs(name),
+                 is_admin INTEGER NOT NULL,
+                 description TEXT,
+                 created TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS sprites (
+                 id TEXT PRIMARY KEY,
+                 org TEXT NOT NULL REFERENCES orgs(name),
+                 name TEXT NOT NULL,
+                 ram_mb INTEGER NOT NULL,
+                 cpus INTEGER NOT NULL,
+                 storage_gb INTEGER NOT NULL,
+                 url_auth TEXT NOT NULL,
+                 url_private_access TEXT,
+                 labels TEXT NOT NULL,
+                 state TEXT NOT NULL,
+                 created_at TEXT NOT NULL,
+                 updated_at TEXT NOT NULL,
+                 last_running_at TEXT,
+                 UNIQUE (org, name));",
+        )?;
+        let version: Option<i64> = conn
+            .query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))
+            .optional()?
+            .flatten();
+        match version {
+            None => {
+                conn.execute(
+                    "INSERT INTO schema_version (version) VALUES (?1)",
+                    [SCHEMA_VERSION],
+                )?;
+            }
+            Some(v) if v > SCHEMA_VERSION => return Err(StoreError::TooNew(v)),
+            Some(_) => {}
+        }
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Runs `f` on the blocking pool with the connection.
+    pub async fn run<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<R, StoreError> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            // A panic while holding the lock cannot leave SQLite half-written
+            // (transactions roll back), so a poisoned lock is still usable.
+            let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    /// On first start: the `default` org and an admin token whose hash is given.
+    /// Returns false (and changes nothing) when any token already exists.
+    pub async fn bootstrap(&self, admin_hash: String, now: String) -> Result<bool, StoreError> {
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            let n: i64 = tx.query_row("SELECT COUNT(*) FROM tokens", [], |r| r.get(0))?;
+            if n > 0 {
+                return Ok(false);
+            }
+            tx.execute(
+                "INSERT OR IGNORE INTO orgs (name, created) VALUES ('default', ?1)",
+                [&now],
+            )?;
+            tx.execute(
+                "INSERT INTO tokens (hash, org, is_admin, description, created)
+                 VALUES (?1, 'default', 1, 'admin token made on first start', ?2)",
+                params![admin_hash, now],
+            )?;
+            tx.commit()?;
+            Ok(true)
+        })
+        .await
+    }
+
+    pub async fn has_tokens(&self) -> Result<bool, StoreError> {
+        self.run(|c| {
+            let n: i64 = c.query_row("SELECT COUNT(*) FROM tokens", [], |r| r.get(0))?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    pub async fn token_owner(&self, hash: String) -> Result<Option<TokenOwner>, StoreError> {
+        self.run(move |c| {
+            Ok(c.query_row(
+                "SELECT org, is_admin FROM tokens WHERE hash = ?1",
+                [hash],
+                |r| {
+                    Ok(TokenOwner {
+                        org: r.get(0)?,
+                        is_admin: r.get::<_, i64>(1)? != 0,
+                    })
+                },
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    /// Stores a new non-admin token for `org`, creating the org if it is new.
+    pub async fn add_token(
+        &self,
+        org: String,
+        hash: String,
+        description: Option<String>,
+        now: String,
+    ) -> Result<(), StoreError> {
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "INSERT OR IGNORE INTO orgs (name, created) VALUES (?1, ?2)",
+                params![org, now],
+            )?;
+            tx.execute(
+                "INSERT INTO tokens (hash, org, is_admin, description, created)
+                 VALUES (?1, ?2, 0, ?3, ?4)",
+                params![hash, org, description, now],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn insert_sprite(&self, row: SpriteRow) -> Result<(), StoreError> {
+        self.run(move |c| {
+            let labels = labels_json(&row.labels)?;
+            let res = c.execute(
+                &format!("INSERT INTO sprites ({SPRITE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
+                params![
+                    row.id,
+                    row.org,
+                    row.name,
+                    row.ram_mb,
+                    row.cpus,
+                    row.storage_gb,
+                    row.url_auth,
+                    row.url_private_access,
+                    labels,
+                    row.state.as_str(),
+                    row.created_at,
+                    row.updated_at,
+                    row.last_running_at,
+                ],
+            );
+            match res {
+                Ok(_) => Ok(()),
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    Err(StoreError::Conflict)
+                }
+                Err(e) => Err(e.into()),
+            }
+        })
+        .await
+    }
+
+    pub async fn sprite(&self, org: String, name: String) -> Result<Option<SpriteRow>, StoreError> {
+        self.run(move |c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {SPRITE_COLUMNS} FROM sprites WHERE org = ?1 AND name = ?2"
+            ))?;
+            let mut rows = st.query(params![org, name])?;
+            match rows.next()? {
+                Some(r) => Ok(Some(sprite_from_row(r)?)),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    /// Up to `limit` sprites of `org` whose name starts with `prefix` and sorts
+    /// after `after`, by name.
+    pub async fn list_sprites(
+        &self,
+        org: String,
+        prefix: String,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<SpriteRow>, StoreError> {
+        self.run(move |c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {SPRITE_COLUMNS} FROM sprites
+                 WHERE org = ?1 AND substr(name, 1, length(?2)) = ?2 AND name > ?3
+                 ORDER BY name LIMIT ?4"
+            ))?;
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let mut rows = st.query(params![org, prefix, after.unwrap_or_default(), limit])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                out.push(sprite_from_row(r)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Every sprite of every org (for recovery and shutdown).
+    pub async fn all_sprites(&self) -> Result<Vec<SpriteRow>, StoreError> {
+        self.run(|c| {
+            let mut st = c.prepare(&format!("SELECT {SPRITE_COLUMNS} FROM sprites ORDER BY id"))?;
+            let mut rows = st.query([])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                out.push(sprite_from_row(r)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Ids of every sprite of `org` (for the running/cold counts).
+    pub async fn sprite_ids(&self, org: String) -> Result<Vec<String>, StoreError> {
+        self.run(move |c| {
+            let mut st = c.prepare("SELECT id FROM sprites WHERE org = ?1")?;
+            let ids = st
+                .query_map([org], |r| r.get(0))?
+                .collect::<Result<Vec<String>, _>>()?;
+            Ok(ids)
+        })
+        .await
+    }
+
+    pub async fn set_state(
+        &self,
+        id: String,
+        state: RowState,
+        now: String,
+    ) -> Result<(), StoreError> {
+        self.run(move |c| {
+            c.execute(
+                "UPDATE sprites SET state = ?2, updated_at = ?3 WHERE id = ?1",
+                params![id, state.as_str(), now],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn mark_running(&self, id: String, now: String) -> Result<(), StoreError> {
+        self.run(move |c| {
+            c.execute(
+                "UPDATE sprites SET last_running_at = ?2 WHERE id = ?1",
+                params![id, now],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Applies a partial update; `None` leaves a field as it is.
+    pub async fn update_sprite(
+        &self,
+        id: String,
+        url: Option<(String, Option<String>)>,
+        labels: Option<Vec<String>>,
+        now: String,
+    ) -> Result<(), StoreError> {
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            if let Some((auth, private_access)) = url {
+                tx.execute(
+                    "UPDATE sprites SET url_auth = ?2, url_private_access = ?3 WHERE id = ?1",
+                    params![id, auth, private_access],
+                )?;
+            }
+            if let Some(labels) = labels {
+                tx.execute(
+                    "UPDATE sprites SET labels = ?2 WHERE id = ?1",
+                    params![id, labels_json(&labels)?],
+                )?;
+            }
+            tx.execute(
+                "UPDATE sprites SET updated_at = ?2 WHERE id = ?1",
+                params![id, now],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn delete_sprite(&self, id: String) -> Result<(), StoreError> {
+        self.run(move |c| {
+            c.execute("DELETE FROM sprites WHERE id = ?1", [id])?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+fn labels_json(labels: &[String]) -> Result<String, StoreError> {
+    serde_json::to_string(labels).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn sprite_from_row(r: &Row<'_>) -> Result<SpriteRow, StoreError> {
+    let labels: String = r.get(8)?;
+    let state: String = r.get(9)?;
+    Ok(SpriteRow {
+        id: r.get(0)?,
+        org: r.get(1)?,
+        name: r.get(2)?,
+        ram_mb: r.get(3)?,
+        cpus: r.get(4)?,
+        storage_gb: r.get(5)?,
+        url_auth: r.get(6)?,
+        url_private_access: r.get(7)?,
+        labels: serde_json::from_str(&labels)
+            .map_err(|e| StoreError::Corrupt(format!("labels of a sprite: {e}")))?,
+        state: RowState::parse(&state)?,
+        created_at: r.get(10)?,
+        updated_at: r.get(11)?,
+        last_running_at: r.get(12)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: &str, name: &str) -> SpriteRow {
+        SpriteRow {
+            id: id.into(),
+            org: "default".into(),
+            name: name.into(),
+            ram_mb: 512,
+            cpus: 1,
+            storage_gb: 1,
+            url_auth: "sprite".into(),
+            url_private_access: None,
+            labels: vec!["x".into()],
+            state: RowState::Creating,
+            created_at: "t".into(),
+            updated_at: "t".into(),
+            last_running_at: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn duplicate_names_conflict_and_listing_is_sorted_and_paged() {
+        let s = Store::open_in_memory().expect("open");
+        assert!(s.bootstrap("h".into(), "t".into()).await.expect("boot"));
+        assert!(!s
+            .bootstrap("h2".into(), "t".into())
+            .await
+            .expect("boot again"));
+        s.insert_sprite(row("b1", "zeta")).await.expect("insert");
+        s.insert_sprite(row("b2", "alpha")).await.expect("insert");
+        s.insert_sprite(row("b3", "alps")).await.expect("insert");
+        assert!(matches!(
+            s.insert_sprite(row("b4", "alpha")).await,
+            Err(StoreError::Conflict)
+        ));
+        let names = |v: Vec<SpriteRow>| v.into_iter().map(|r| r.name).collect::<Vec<_>>();
+        let all = s
+            .list_sprites("default".into(), "".into(), None, 10)
+            .await
+            .expect("list");
+        assert_eq!(names(all), ["alpha", "alps", "zeta"]);
+        let al = s
+            .list_sprites("default".into(), "al".into(), Some("alpha".into()), 10)
+            .await
+            .expect("list");
+        assert_eq!(names(al), ["alps"]);
+        // `%` and `_` are not wildcards in a prefix.
+        let pct = s
+            .list_sprites("default".into(), "%".into(), None, 10)
+            .await
+            .expect("list");
+        assert!(pct.is_empty());
+    }
+
+    #[tokio::test]
+    async fn partial_update_keeps_other_fields() {
+        let s = Store::open_in_memory().expect("open");
+        s.bootstrap("h".into(), "t".into()).await.expect("boot");
+        s.insert_sprite(row("b1", "dev")).await.expect("insert");
+        s.update_sprite(
+            "b1".into(),
+            None,
+            Some(vec!["a".into(), "b".into()]),
+            "t2".into(),
+        )
+        .await
+        .expect("update");
+        let r = s
+            .sprite("default".into(), "dev".into())
+            .await
+            .expect("get")
+            .expect("row");
+        assert_eq!(r.labels, ["a", "b"]);
+        assert_eq!(r.url_auth, "sprite");
+        assert_eq!(r.updated_at, "t2");
+    }
+}

@@ -1,0 +1,188 @@
+//! An in-memory stand-in for the boxes and their agents.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use bothy_agent::proto::{Input, Output, SessionInfo, SpawnRequest};
+use bothy_runtime::BoxSpec;
+use tokio::sync::mpsc;
+
+use crate::boxes::{BoxError, Boxes, ExecChannels};
+
+/// What the fake remembers, shared with the test.
+#[derive(Default)]
+pub struct FakeState {
+    pub volumes: HashSet<String>,
+    pub running: HashSet<String>,
+    /// Boxes whose start fails with this reason.
+    pub broken: HashMap<String, String>,
+    /// Boxes whose status check never answers.
+    pub wedged: HashSet<String>,
+    pub killed: Vec<(String, i32)>,
+    /// Sessions whose client went away without ending them.
+    pub detached: usize,
+}
+
+#[derive(Clone, Default)]
+pub struct FakeBoxes(pub Arc<Mutex<FakeState>>);
+
+impl FakeBoxes {
+    pub fn state(&self) -> std::sync::MutexGuard<'_, FakeState> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Boxes for FakeBoxes {
+    async fn create(&self, spec: &BoxSpec) -> Result<(), BoxError> {
+        self.state().volumes.insert(spec.id.clone());
+        Ok(())
+    }
+    async fn start(&self, spec: &BoxSpec) -> Result<(), BoxError> {
+        let mut s = self.state();
+        if let Some(reason) = s.broken.get(&spec.hostname) {
+            return Err(BoxError::Failed(reason.clone()));
+        }
+        if !s.volumes.contains(&spec.id) {
+            return Err(BoxError::Failed("no volume".into()));
+        }
+        s.running.insert(spec.id.clone());
+        Ok(())
+    }
+    async fn stop(&self, id: &str) -> Result<(), BoxError> {
+        self.state().running.remove(id);
+        Ok(())
+    }
+    async fn destroy(&self, id: &str) -> Result<(), BoxError> {
+        let mut s = self.state();
+        s.running.remove(id);
+        s.volumes.remove(id);
+        Ok(())
+    }
+    async fn is_running(&self, id: &str) -> Result<bool, BoxError> {
+        if self.state().wedged.contains(id) {
+            std::future::pending::<()>().await;
+        }
+        Ok(self.state().running.contains(id))
+    }
+    /// `echo ARGS` prints its args; `cat` echoes stdin until EOF;
+    /// `ignore-stdin` prints without reading stdin; anything else is "not found".
+    async fn spawn(&self, _id: &str, req: SpawnRequest) -> Result<ExecChannels, BoxError> {
+        let (out_tx, out_rx) = mpsc::channel(16);
+        let (in_tx, mut in_rx) = mpsc::channel::<Input>(16);
+        let info = SessionInfo {
+            id: "s1".into(),
+            command: req.cmd.join(" "),
+            workdir: "/root".into(),
+            tty: req.tty,
+            created_ms: 0,
+            last_activity_ms: 0,
+            attached: true,
+            pid: 2,
+            exit_code: None,
+        };
+        match req.cmd[0].as_str() {
+            "echo" => {
+                let text = format!("{}\n", req.cmd[1..].join(" "));
+                tokio::spawn(async move {
+                    let _ = out_tx.send(Output::Stdout(text.into_bytes())).await;
+                    let _ = out_tx.send(Output::Stderr(b"warn".to_vec())).await;
+                    let _ = out_tx.send(Output::Exit(3)).await;
+                });
+            }
+            "cat" => {
+                let fake = self.clone();
+                tokio::spawn(async move {
+                    loop {
+                        let Some(i) = in_rx.recv().await else {
+                            fake.state().detached += 1;
+                            return;
+                        };
+                        match i {
+                            Input::Stdin(d) => {
+                                let _ = out_tx.send(Output::Stdout(d)).await;
+                            }
+                            Input::StdinEof => break,
+                            Input::Resize { cols, rows } => {
+                                let _ = out_tx
+                                    .send(Output::Stdout(format!("{cols}x{rows}").into_bytes()))
+                                    .await;
+                            }
+                        }
+                    }
+                    let _ = out_tx.send(Output::Exit(0)).await;
+                });
+            }
+            "ignore-stdin" => {
+                // Never reads its input: waits until the input queue is full,
+                // then prints a lot and exits.
+                tokio::spawn(async move {
+                    while in_rx.len() < in_rx.max_capacity() {
+                        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                    }
+                    for _ in 0..200 {
+                        let _ = out_tx.send(Output::Stdout(b"x".to_vec())).await;
+                    }
+                    let _ = out_tx.send(Output::Exit(0)).await;
+                });
+            }
+            other => return Err(BoxError::Spawn(format!("{other}: command not found"))),
+        }
+        Ok(ExecChannels {
+            info,
+            output: out_rx,
+            input: in_tx,
+        })
+    }
+    /// Session `s1` is a TTY session that reports the first resize it gets,
+    /// then exits; no other session exists.
+    async fn attach(&self, _id: &str, session: &str) -> Result<ExecChannels, BoxError> {
+        if session != "s1" {
+            return Err(BoxError::NoSuchSession(session.into()));
+        }
+        let (out_tx, out_rx) = mpsc::channel(16);
+        let (in_tx, mut in_rx) = mpsc::channel::<Input>(16);
+        tokio::spawn(async move {
+            while let Some(i) = in_rx.recv().await {
+                if let Input::Resize { cols, rows } = i {
+                    let size = format!("{cols}x{rows}").into_bytes();
+                    let _ = out_tx.send(Output::Stdout(size)).await;
+                    let _ = out_tx.send(Output::Exit(0)).await;
+                    return;
+                }
+            }
+        });
+        Ok(ExecChannels {
+            info: SessionInfo {
+                id: "s1".into(),
+                command: "bash".into(),
+                workdir: "/root".into(),
+                tty: true,
+                created_ms: 0,
+                last_activity_ms: 0,
+                attached: true,
+                pid: 2,
+                exit_code: None,
+            },
+            output: out_rx,
+            input: in_tx,
+        })
+    }
+    async fn sessions(&self, _id: &str) -> Result<Vec<SessionInfo>, BoxError> {
+        let killed = !self.state().killed.is_empty();
+        Ok(vec![SessionInfo {
+            id: "s1".into(),
+            command: "sleep 100".into(),
+            workdir: "/root".into(),
+            tty: false,
+            created_ms: 1_700_000_000_000,
+            last_activity_ms: 1_700_000_000_000,
+            attached: false,
+            pid: 2,
+            exit_code: killed.then_some(143),
+        }])
+    }
+    async fn kill(&self, _id: &str, session: &str, signal: i32) -> Result<(), BoxError> {
+        self.state().killed.push((session.into(), signal));
+        Ok(())
+    }
+}

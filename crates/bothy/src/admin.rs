@@ -1,0 +1,95 @@
+//! The verbs that run host-side machinery rather than talk to the API.
+
+use std::path::PathBuf;
+
+use bothy_cli::progress::StepProgress;
+use bothy_cli::{DaemonArgs, ImageBuildArgs};
+use bothy_runtime::image::{self, BuildProgress};
+
+/// `bothy daemon`: serve the API until SIGTERM or SIGINT.
+pub fn daemon(args: DaemonArgs) -> i32 {
+    init_tracing();
+    let exe = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => return fail(format!("cannot find the bothy binary's own path: {e}")),
+    };
+    let config = bothy_server::DaemonConfig {
+        data_dir: args.data_dir,
+        listen: args.listen,
+        image_dir: image_dir(args.image_dir),
+        exe,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
+    };
+    match runtime.block_on(bothy_server::run_daemon(config)) {
+        Ok(()) => 0,
+        Err(e) => fail(e.to_string()),
+    }
+}
+
+/// `bothy init`: pid 1 inside a box.
+pub fn init() -> i32 {
+    match bothy_agent::init::run() {
+        Ok(()) => 0,
+        Err(e) => fail(format!("bothy init: {e}")),
+    }
+}
+
+/// `bothy image build`: the Debian base image every box starts from.
+pub fn image_build(args: ImageBuildArgs) -> i32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return fail(
+            "building the base image needs root (mmdebstrap, file ownership): run `sudo bothy image build`"
+                .into(),
+        );
+    }
+    let dir = image_dir(args.image_dir);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
+    };
+    let progress = StepProgress::new();
+    let report = |p: BuildProgress| match p {
+        BuildProgress::Step { n, of, what } => progress.step(n, of, &what),
+        BuildProgress::Line(line) => progress.line(&line),
+    };
+    match runtime.block_on(image::build_with(&dir, args.force, &report)) {
+        Ok(path) => {
+            progress.finish(&format!("base image ready: {}", path.display()));
+            0
+        }
+        Err(e) => {
+            progress.finish("image build failed");
+            fail(e.to_string())
+        }
+    }
+}
+
+fn image_dir(flag: Option<PathBuf>) -> PathBuf {
+    flag.unwrap_or_else(|| PathBuf::from(image::DEFAULT_IMAGE_DIR))
+}
+
+/// Logs to stderr, `info` unless RUST_LOG says otherwise.
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // The daemon library installs the same subscriber if none is set; first wins.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn fail(message: String) -> i32 {
+    eprintln!("error: {message}");
+    1
+}
