@@ -297,6 +297,9 @@ impl Runtime {
         self.pasta(id).stop()?;
         self.volume(id).detach().await?;
         remove_if_exists(&self.agent_socket(id))?;
+        // The daemon's parent cgroup goes with its last box, so a clean shutdown
+        // leaves nothing behind on the host.
+        remove_empty_cgroup_parents(&self.cgroup_path(id));
         Ok(())
     }
 

@@ -113,21 +113,21 @@ impl Volume for LoopVolume {
             )));
         }
         std::fs::create_dir_all(&mount_point)?;
-        // A loop device left attached by a crash between losetup and mount
-        // would pin the file; free it before attaching a new one.
-        for dev in self.loop_devices().await? {
-            host::output(host::command(&host::LOSETUP).arg("-d").arg(&dev)).await?;
-        }
-        // `-o loop` sets autoclear: the loop device goes away with the last
-        // unmount, even if the daemon is gone by then. nodev: device nodes on
-        // the box's disk must never open host devices.
-        host::run(
-            host::command(&host::MOUNT)
+        // nodev: device nodes on the box's disk must never open host devices.
+        let mut mount = host::command(&host::MOUNT);
+        match self.loop_devices().await?.first() {
+            // A loop device still attached to this disk (left by a crash between
+            // losetup and mount, or its filesystem still mounted in another
+            // mount namespace) must be reused: a second loop device over the same
+            // file would mount the filesystem twice and corrupt it.
+            Some(dev) => mount.args(["-t", "ext4", "-o", "nodev,noatime"]).arg(dev),
+            // `-o loop` sets autoclear: the loop device goes away with the last
+            // unmount, even if the daemon is gone by then.
+            None => mount
                 .args(["-t", "ext4", "-o", "loop,nodev,noatime"])
-                .arg(&disk)
-                .arg(&mount_point),
-        )
-        .await?;
+                .arg(&disk),
+        };
+        host::run(mount.arg(&mount_point)).await?;
         Ok(mount_point)
     }
 
@@ -162,11 +162,16 @@ impl Volume for LoopVolume {
                 host::output(host::command(&host::LOSETUP).arg("-d").arg(dev)).await?;
             }
             if tokio::time::Instant::now() > deadline {
-                return Err(RuntimeError::Failed(format!(
-                    "loop device(s) {} for {} are still attached",
+                // Another mount namespace (a process that unshared while the box
+                // was mounted) still holds the filesystem. The device has
+                // autoclear set and goes when that namespace does; attach reuses
+                // it meanwhile, so the filesystem is never mounted twice.
+                tracing::warn!(
+                    "loop device(s) {} for {} are still held elsewhere; leaving them to autoclear",
                     devices.join(", "),
                     self.disk().display()
-                )));
+                );
+                return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
