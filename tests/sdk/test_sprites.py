@@ -25,7 +25,6 @@ def test_create_get_destroy(client: SpritesClient) -> None:
     got = client.get_sprite("sdk-life")
     assert got.id == sprite.id
     assert got.organization_name == "default"
-    assert got.config is not None
 
     client.destroy_sprite("sdk-life")
     with pytest.raises(NotFoundError):

@@ -5,33 +5,31 @@ use std::path::Path;
 
 use crate::{RuntimeError, UID_SHIFT};
 
-/// The box's init resolves its rootfs path (DIR/boxes/<id>/rootfs) from
-/// inside its user namespace, as host uid/gid [`UID_SHIFT`]: every directory
-/// on that path must let it through. DIR and DIR/boxes get the search bit
-/// for others (no listing); DIR/boxes/<id> is searchable by the boxes' group
-/// only, so other host users cannot reach a box's files. DIR/run stays 0700.
+/// Creates DIR and DIR/boxes. Nothing in them needs to be reachable from a
+/// box (its disk is mounted under [`crate::MOUNT_ROOT`]), so the data dir keeps
+/// whatever mode its owner gave it.
 pub(crate) fn prepare_data_dir(data_dir: &Path) -> Result<(), RuntimeError> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o711)
-        .create(data_dir)?;
-    let boxes = data_dir.join("boxes");
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o711)
-        .create(&boxes)?;
-    std::fs::set_permissions(&boxes, std::fs::Permissions::from_mode(0o711))?;
-    let mode = std::fs::metadata(data_dir)?.mode() & 0o7777;
-    if mode & 0o001 == 0 {
-        tracing::info!(
-            "adding the search bit to {} so boxes can reach their rootfs (mode {:o} -> {:o})",
-            data_dir.display(),
-            mode,
-            mode | 0o001
-        );
-        std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(mode | 0o001))?;
+    for dir in [data_dir.to_path_buf(), data_dir.join("boxes")] {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(&dir)?;
     }
+    Ok(())
+}
+
+/// Creates `MOUNT_ROOT/<instance>`, the parent of this daemon's box mount
+/// points. The box's init resolves its rootfs path from inside its user
+/// namespace, as host uid/gid [`UID_SHIFT`], so it must be let through: the
+/// directory is 0710 `root:UID_SHIFT`, searchable by the boxes' group only,
+/// so other host users cannot reach a box's files.
+pub(crate) fn prepare_mount_dir(mount_dir: &Path) -> Result<(), RuntimeError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o711)
+        .create(mount_dir)?;
+    std::os::unix::fs::chown(mount_dir, Some(0), Some(UID_SHIFT))?;
+    std::fs::set_permissions(mount_dir, std::fs::Permissions::from_mode(0o710))?;
     Ok(())
 }
 

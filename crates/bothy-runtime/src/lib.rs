@@ -15,8 +15,8 @@
 //! - [`image`]: building and finding the shared base image.
 //!
 //! On the host, a daemon with data dir `DIR` and instance `I` uses:
-//! - `DIR/boxes/<id>/` (0700): `disk.ext4`, `rootfs/` (its mount point),
-//!   `bundle/config.json`, `crun.log`;
+//! - `DIR/boxes/<id>/`: `disk.ext4`, `bundle/config.json`, `crun.log`;
+//! - `/run/bothy/I/<id>`: the mount point of the box's disk, its root;
 //! - `DIR/run/` (0700, never visible in a box): `<id>.sock` (the agent's
 //!   listening socket, fd 3 of the box's init), `<id>.pasta.pid`, `crun/`
 //!   (crun's state);
@@ -52,7 +52,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::dirs::{make_box_dir, prepare_data_dir, remove_empty_cgroup_parents, remove_if_exists};
+/// Parent of every daemon's box mount points (`MOUNT_ROOT/<instance>/<id>`).
+pub const MOUNT_ROOT: &str = "/run/bothy";
+
+use crate::dirs::{
+    make_box_dir, prepare_data_dir, prepare_mount_dir, remove_empty_cgroup_parents,
+    remove_if_exists,
+};
 use crate::validate::{check_name, check_socket_path, check_spec};
 use crate::volume::{LoopVolume, Volume};
 
@@ -135,6 +141,7 @@ impl Runtime {
             return Err(RuntimeError::NoBaseImage(cfg.image_dir.clone()));
         }
         prepare_data_dir(&cfg.data_dir)?;
+        prepare_mount_dir(&PathBuf::from(MOUNT_ROOT).join(&cfg.instance))?;
         let run_dir = cfg.data_dir.join("run");
         let crun = crun::Crun::new(run_dir.join("crun"));
         Ok(Self {
@@ -355,7 +362,16 @@ impl Runtime {
     }
 
     fn volume(&self, id: &str) -> LoopVolume {
-        LoopVolume::new(self.box_dir(id))
+        LoopVolume::new(self.box_dir(id), self.mount_dir().join(id))
+    }
+
+    /// Where this daemon mounts its boxes' disks. Not in the data dir: the box's
+    /// init resolves its rootfs path from inside its user namespace, so every
+    /// directory on the way must be searchable by the box's host uid, and a data
+    /// dir may well live under a private directory such as /root. /run is
+    /// searchable everywhere, and mounts do not outlive a reboot anyway.
+    fn mount_dir(&self) -> PathBuf {
+        PathBuf::from(MOUNT_ROOT).join(&self.cfg.instance)
     }
 
     fn pasta(&self, id: &str) -> network::Pasta {

@@ -6,6 +6,7 @@
 //! shown as a file on a FUSE mount); the [`Volume`] trait is the seam.
 
 use std::future::Future;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -35,18 +36,23 @@ pub trait Volume: Send + Sync {
 /// A sparse ext4 image in the box's dir, mounted through a loop device.
 pub struct LoopVolume {
     box_dir: PathBuf,
+    mount_point: PathBuf,
 }
 
 impl LoopVolume {
     /// The volume of the box whose files live in `box_dir`.
-    pub fn new(box_dir: PathBuf) -> Self {
-        Self { box_dir }
+    /// `mount_point` is where `attach` mounts it.
+    pub fn new(box_dir: PathBuf, mount_point: PathBuf) -> Self {
+        Self {
+            box_dir,
+            mount_point,
+        }
     }
     pub fn disk(&self) -> PathBuf {
         self.box_dir.join("disk.ext4")
     }
     pub fn mount_point(&self) -> PathBuf {
-        self.box_dir.join("rootfs")
+        self.mount_point.clone()
     }
 
     /// Loop devices backed by our disk file (normally none once unmounted).
@@ -112,7 +118,10 @@ impl Volume for LoopVolume {
                 disk.display()
             )));
         }
-        std::fs::create_dir_all(&mount_point)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&mount_point)?;
         // nodev: device nodes on the box's disk must never open host devices.
         let mut mount = host::command(&host::MOUNT);
         match self.loop_devices().await?.first() {
@@ -189,6 +198,10 @@ impl Volume for LoopVolume {
         }
         if self.box_dir.exists() {
             std::fs::remove_dir_all(&self.box_dir)?;
+        }
+        match std::fs::remove_dir(&self.mount_point) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
         }
         Ok(())
     }

@@ -440,28 +440,6 @@ async fn bad_specs_are_refused_before_touching_the_host() {
     assert_eq!(made, 0, "a bad spec left files behind");
 }
 
-/// Reaches the Debian mirror through pasta, so it is not run by default
-/// (tests stay offline): `cargo test -p bothy-runtime -- --ignored`.
-#[tokio::test]
-#[ignore = "needs the Debian mirror"]
-async fn apt_installs_packages_through_the_box_network() {
-    let t = test_runtime().await;
-    let s = spec("b00000000005e", "apt-box");
-    let _guard = create_and_start(&t, &s).await;
-    sh(&t.rt, &s.id, "getent hosts deb.debian.org").await;
-    let t0 = Instant::now();
-    sh(
-        &t.rt,
-        &s.id,
-        "apt-get update -q && apt-get install -y -q cowsay",
-    )
-    .await;
-    eprintln!("apt-get update + install cowsay: {:?}", t0.elapsed());
-    assert!(sh(&t.rt, &s.id, "/usr/games/cowsay moo")
-        .await
-        .contains("moo"));
-}
-
 #[tokio::test]
 async fn disk_size_follows_the_spec() {
     if !is_root() {

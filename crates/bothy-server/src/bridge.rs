@@ -16,6 +16,8 @@ use crate::boxes::ExecChannels;
 /// Exit code of a command that could not be started, as shells use it.
 pub const EXIT_NOT_STARTED: i32 = 127;
 const CLOSE_NORMAL: u16 = 1000;
+/// How long the server waits, after the exit message, for the client to close.
+const EXIT_LINGER: std::time::Duration = std::time::Duration::from_secs(5);
 /// WebSocket close code for "going away" (daemon shutting down).
 const CLOSE_GOING_AWAY: u16 = 1001;
 /// WebSocket close code for an internal error (agent connection lost).
@@ -114,7 +116,6 @@ where
     };
     let _ = tx.send(err).await;
     let _ = tx.send(exit_message(tty, EXIT_NOT_STARTED)).await;
-    close(tx, CLOSE_NORMAL, "").await;
 }
 
 /// Carries one exec connection until the process exits, the client leaves, the
@@ -138,7 +139,19 @@ pub async fn bridge(
             command,
             tty,
             reason,
-        } => return report_not_started(&mut tx, &command, tty, &reason).await,
+        } => {
+            report_not_started(&mut tx, &command, tty, &reason).await;
+            let drain = async {
+                while let Some(Ok(m)) = rx.next().await {
+                    if matches!(m, Message::Close(_)) {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(EXIT_LINGER, drain).await;
+            close(&mut tx, CLOSE_NORMAL, "").await;
+            return;
+        }
     };
     let tty = info.tty;
     if tx
@@ -152,10 +165,15 @@ pub async fn bridge(
         let _ = input.send(Input::StdinEof).await;
     }
     let client = async move {
-        while let Some(Ok(msg)) = rx.next().await {
-            if matches!(msg, Message::Close(_)) {
-                return;
-            }
+        loop {
+            let msg = match rx.next().await {
+                None | Some(Ok(Message::Close(_))) => return,
+                Some(Err(e)) => {
+                    tracing::warn!("exec websocket read failed: {e}");
+                    return;
+                }
+                Some(Ok(msg)) => msg,
+            };
             if let Some(i) = client_input(tty, msg) {
                 // A closed input means the agent side is gone; the output side
                 // reports that, so keep draining the client meanwhile.
@@ -170,6 +188,10 @@ pub async fn bridge(
             out = output.recv() => match out {
                 Some(Output::Exit(code)) => {
                     let _ = tx.send(exit_message(tty, code)).await;
+                    // Let the client close first, as Sprites does: closing
+                    // with its last frames unread would reset the connection,
+                    // and a reset can destroy the exit frame before it is read.
+                    let _ = tokio::time::timeout(EXIT_LINGER, &mut client).await;
                     close(&mut tx, CLOSE_NORMAL, "").await;
                     return;
                 }

@@ -1,6 +1,6 @@
 //! The published Python SDK against the router (boxes faked). Needs a Python
-//! with `sprites-py` installed:
-//! `BOTHY_SDK_PYTHON=/path/to/venv/bin/python cargo test -p bothy-server -- --ignored`
+//! with `sprites-py` installed: `BOTHY_SDK_PYTHON`, else the venv that
+//! `scripts/test.sh` makes at the repository root (`.venv-test`).
 
 use super::*;
 
@@ -51,11 +51,14 @@ print("sdk ok")
 "#;
 
 #[tokio::test]
-#[ignore = "needs BOTHY_SDK_PYTHON pointing at a Python with sprites-py"]
 async fn sprites_py_works_unchanged() {
-    let Ok(python) = std::env::var("BOTHY_SDK_PYTHON") else {
-        panic!("set BOTHY_SDK_PYTHON to a Python with sprites-py installed");
-    };
+    let python = std::env::var("BOTHY_SDK_PYTHON").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../../.venv-test/bin/python").to_string()
+    });
+    assert!(
+        std::path::Path::new(&python).exists(),
+        "no Python with sprites-py at {python}: run scripts/test.sh once, or set BOTHY_SDK_PYTHON"
+    );
     let h = harness().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
