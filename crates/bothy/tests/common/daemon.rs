@@ -163,9 +163,18 @@ impl Daemon {
         let _ = child.wait();
     }
 
-    /// What is left on the host for this data dir (empty when clean).
+    /// What is left on the host for this data dir (empty when clean). Loop devices
+    /// detach asynchronously after the last unmount, so this waits up to 10 s for
+    /// the host to become clean before reporting.
     pub fn leftovers(&self) -> Vec<String> {
-        self.footprint.leftovers()
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = self.footprint.leftovers();
+            if left.is_empty() || std::time::Instant::now() >= deadline {
+                return left;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Stops the daemon (SIGTERM, then SIGKILL), removes anything left on the host
@@ -177,7 +186,7 @@ impl Daemon {
                 eprintln!("bothy test harness: daemon ignored SIGTERM, killed it");
             }
         }
-        let left = self.footprint.leftovers();
+        let left = self.leftovers();
         let unmounted = left.is_empty() || self.footprint.force_cleanup();
         if std::thread::panicking() || !left.is_empty() {
             let log = self.log_text();
