@@ -45,10 +45,10 @@ struct Inner<B> {
     shutdown: watch::Receiver<bool>,
 }
 
+/// Now as RFC 3339 with milliseconds, the precision every other timestamp has.
 pub fn now() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
+    let ms = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+    rfc3339_ms(u64::try_from(ms).unwrap_or(0))
 }
 
 /// Milliseconds since the epoch as RFC 3339.

@@ -86,7 +86,9 @@ pub async fn run_daemon(cfg: DaemonConfig) -> Result<(), Box<dyn std::error::Err
     Ok(serve(cfg).await?)
 }
 
-fn init_logging() {
+/// Logs to stderr, `info` unless RUST_LOG says otherwise, coloured only on a
+/// terminal. A subscriber installed earlier wins.
+pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // The binary may have installed a subscriber already; that one wins.

@@ -8,7 +8,7 @@ use bothy_runtime::image::{self, BuildProgress};
 
 /// `bothy daemon`: serve the API until SIGTERM or SIGINT.
 pub fn daemon(args: DaemonArgs) -> i32 {
-    init_tracing();
+    bothy_server::init_logging();
     let exe = match std::env::current_exe() {
         Ok(p) => p,
         Err(e) => return fail(format!("cannot find the bothy binary's own path: {e}")),
@@ -76,19 +76,6 @@ pub fn image_build(args: ImageBuildArgs) -> i32 {
 
 fn image_dir(flag: Option<PathBuf>) -> PathBuf {
     flag.unwrap_or_else(|| PathBuf::from(image::DEFAULT_IMAGE_DIR))
-}
-
-/// Logs to stderr, `info` unless RUST_LOG says otherwise.
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // The daemon library installs the same subscriber if none is set; first wins.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colours only on a terminal: log files stay plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
 }
 
 fn fail(message: String) -> i32 {
