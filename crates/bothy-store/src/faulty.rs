@@ -1,0 +1,112 @@
+//! A [`Blobs`] wrapper that fails or delays chosen calls, for testing retries
+//! and for showing that a slow or failing store does not block writers.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::{Blobs, StoreError};
+
+/// What to break. Counters are per wrapper and count every call of the kind.
+#[derive(Debug, Clone, Default)]
+pub struct FaultPlan {
+    /// The first N puts fail with a transient error.
+    pub fail_first_puts: u64,
+    /// Every call number (1-based, over all kinds) in this list fails.
+    pub fail_calls: Vec<u64>,
+    /// Every put sleeps this long first.
+    pub put_delay: Duration,
+    /// Every get fails permanently while set (a store that lost everything).
+    pub fail_all_gets: bool,
+}
+
+#[derive(Debug)]
+pub struct FaultyBlobs {
+    inner: Arc<dyn Blobs>,
+    plan: Mutex<FaultPlan>,
+    calls: AtomicU64,
+    puts: AtomicU64,
+}
+
+impl FaultyBlobs {
+    pub fn new(inner: Arc<dyn Blobs>, plan: FaultPlan) -> Self {
+        Self {
+            inner,
+            plan: Mutex::new(plan),
+            calls: AtomicU64::new(0),
+            puts: AtomicU64::new(0),
+        }
+    }
+
+    /// Replaces the plan, e.g. to heal the store mid-test.
+    pub fn set_plan(&self, plan: FaultPlan) {
+        *self.plan.lock().unwrap_or_else(|p| p.into_inner()) = plan;
+    }
+
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    pub fn puts(&self) -> u64 {
+        self.puts.load(Ordering::SeqCst)
+    }
+
+    fn plan(&self) -> FaultPlan {
+        self.plan.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn check_call(&self, plan: &FaultPlan) -> Result<(), StoreError> {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        if plan.fail_calls.contains(&n) {
+            return Err(StoreError::Transient(format!(
+                "injected failure of call {n}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Blobs for FaultyBlobs {
+    async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
+        let plan = self.plan();
+        self.check_call(&plan)?;
+        let n = self.puts.fetch_add(1, Ordering::SeqCst) + 1;
+        if !plan.put_delay.is_zero() {
+            tokio::time::sleep(plan.put_delay).await;
+        }
+        if n <= plan.fail_first_puts {
+            return Err(StoreError::Transient(format!(
+                "injected failure of put {n}"
+            )));
+        }
+        self.inner.put(key, body).await
+    }
+
+    async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
+        let plan = self.plan();
+        self.check_call(&plan)?;
+        if plan.fail_all_gets {
+            return Err(StoreError::Permanent("injected: store unreadable".into()));
+        }
+        self.inner.get(key).await
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+        self.check_call(&self.plan())?;
+        self.inner.exists(key).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.check_call(&self.plan())?;
+        self.inner.delete(key).await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        self.check_call(&self.plan())?;
+        self.inner.list(prefix).await
+    }
+}

@@ -1,0 +1,848 @@
+//! Sparse chunked volumes over a content-addressed object store.
+//!
+//! A volume is a virtual disk of `size` bytes cut into `chunk_size` chunks. Its
+//! block map (SQLite, [`db`]) maps chunk index → BLAKE3 hash; an absent entry
+//! is zeros. Chunks live in the object store ([`bothy_store`]); local disk is a
+//! cache ([`cache`]) with an LRU byte budget.
+//!
+//! Durability ladder:
+//! - `write` lands in memory;
+//! - `flush` writes changed chunks to the cache, fsyncs them and commits the
+//!   map: after it returns, a crash loses nothing;
+//! - a background thread uploads flushed chunks (about once a second);
+//! - `sync` uploads everything still dirty and ships a map snapshot
+//!   ([`snapshot`]): after it returns, the object store alone can bring the
+//!   volume and its checkpoints back ([`Storage::recover_volume`]).
+//!
+//! The API is synchronous on purpose: its callers are FUSE request threads,
+//! which are plain threads. Calls that touch the object store block on an
+//! internal runtime, so they must not be made from inside an async task (use
+//! `spawn_blocking`).
+//!
+//! GC protocol. A chunk is live if any map row (live heads, checkpoints, and
+//! the map snapshots last shipped to the store) or any dirty cache entry names
+//! it. `gc` holds the upload fence exclusively while it lists, marks and
+//! sweeps; `flush` and uploads hold it shared. So a flush that re-references a
+//! chunk whose object GC is about to delete either commits before GC marks
+//! (and is seen) or starts after the sweep (and finds the chunk missing, so it
+//! is uploaded again). The fence is per process: only one process may run GC
+//! against a store.
+
+pub mod cache;
+pub mod db;
+pub mod snapshot;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use bothy_store::{ChunkHash, ChunkStore, StoreError};
+use bytes::Bytes;
+use rusqlite::{params, Connection};
+
+use cache::ChunkCache;
+use snapshot::MapSnapshot;
+
+pub const DEFAULT_CHUNK_SIZE: u64 = 1 << 20;
+/// Unflushed writes are flushed early past this, bounding memory per volume.
+const MAX_PENDING_BYTES: u64 = 64 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VolumeError {
+    #[error("local storage I/O failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("block map database failed: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("map snapshot in the object store is corrupt: {0}")]
+    CorruptSnapshot(String),
+    #[error("range {offset}+{len} is outside the volume of {size} bytes")]
+    OutOfRange { offset: u64, len: u64, size: u64 },
+    #[error("volume {0:?} already exists")]
+    Exists(String),
+    #[error("volume {0:?} does not exist")]
+    NoSuchVolume(String),
+    #[error("volume {volume:?} has no checkpoint {id}")]
+    NoSuchCheckpoint { volume: String, id: u64 },
+    #[error("invalid volume geometry: {0}")]
+    Geometry(String),
+    #[error("invalid volume name {0:?}: use 1-63 characters from a-z A-Z 0-9 . _ -, not starting with a dot")]
+    BadName(String),
+    #[error("chunk {hash} has {len} bytes but the volume's chunks have {want}; the block map is corrupt")]
+    ChunkLength { hash: String, len: usize, want: u64 },
+    #[error("dirty chunk {0} is missing from the cache; the cache directory was tampered with")]
+    LostDirtyChunk(String),
+}
+
+/// A checkpoint of one volume; ids count up from 1 per volume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CheckpointId(pub u64);
+
+#[derive(Debug, Clone, Copy)]
+pub struct StorageConfig {
+    /// Byte budget of the local cache (dirty chunks may exceed it).
+    pub cache_budget: u64,
+    /// How often the background uploader looks for dirty chunks unprompted.
+    pub upload_interval: Duration,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            cache_budget: 10 << 30,
+            upload_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct GcReport {
+    pub deleted_objects: usize,
+    pub deleted_cached: usize,
+}
+
+/// All volumes of one host: one SQLite file, one cache directory, one store.
+pub struct Storage {
+    inner: Arc<Inner>,
+    uploader: Option<JoinHandle<()>>,
+}
+
+struct Inner {
+    db: Mutex<Connection>,
+    cache: ChunkCache,
+    store: ChunkStore,
+    rt: tokio::runtime::Runtime,
+    budget: u64,
+    clock: AtomicI64,
+    fence: RwLock<()>,
+    /// One upload pass at a time: a pass that ran concurrently with another
+    /// could find a chunk the other just uploaded and evicted.
+    upload_lock: Mutex<()>,
+    wake: Mutex<Wake>,
+    wake_cv: Condvar,
+    interval: Duration,
+}
+
+#[derive(Default)]
+struct Wake {
+    kicked: bool,
+    shutdown: bool,
+}
+
+impl Storage {
+    /// Opens (creating if needed) `dir/volumes.db` and `dir/cache/`.
+    pub fn open(dir: &Path, store: ChunkStore, config: StorageConfig) -> Result<Self, VolumeError> {
+        std::fs::create_dir_all(dir)?;
+        let conn = db::open(&dir.join("volumes.db"))?;
+        let clock: i64 =
+            conn.query_row("SELECT COALESCE(MAX(last_used), 0) FROM cache", [], |r| {
+                r.get(0)
+            })?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("bothy-volume-io")
+            .enable_all()
+            .build()?;
+        let inner = Arc::new(Inner {
+            db: Mutex::new(conn),
+            cache: ChunkCache::open(&dir.join("cache"))?,
+            store,
+            rt,
+            budget: config.cache_budget,
+            clock: AtomicI64::new(clock),
+            fence: RwLock::new(()),
+            upload_lock: Mutex::new(()),
+            wake: Mutex::new(Wake::default()),
+            wake_cv: Condvar::new(),
+            interval: config.upload_interval,
+        });
+        let bg = inner.clone();
+        let uploader = std::thread::Builder::new()
+            .name("bothy-volume-upload".into())
+            .spawn(move || bg.upload_loop())?;
+        Ok(Self {
+            inner,
+            uploader: Some(uploader),
+        })
+    }
+
+    pub fn create_volume(
+        &self,
+        name: &str,
+        size: u64,
+        chunk_size: u64,
+    ) -> Result<Volume, VolumeError> {
+        if chunk_size == 0
+            || chunk_size > bothy_store::format::MAX_CHUNK_LEN
+            || size % chunk_size != 0
+        {
+            return Err(VolumeError::Geometry(format!(
+                "size {size} must be a multiple of a chunk size between 1 byte and 64 MiB (got {chunk_size})"
+            )));
+        }
+        let mut conn = self.inner.db();
+        let tx = conn.transaction()?;
+        if db::volume(&tx, name)?.is_some() {
+            return Err(VolumeError::Exists(name.into()));
+        }
+        let head = db::new_generation(&tx, name)?;
+        tx.execute(
+            "INSERT INTO volumes (name, size, chunk_size, head) VALUES (?1, ?2, ?3, ?4)",
+            params![name, size as i64, chunk_size as i64, head],
+        )?;
+        tx.commit()?;
+        drop(conn);
+        self.open_volume(name)
+    }
+
+    /// Opens a volume; only one handle per volume may be open at a time.
+    pub fn open_volume(&self, name: &str) -> Result<Volume, VolumeError> {
+        let row = db::volume(&self.inner.db(), name)?
+            .ok_or_else(|| VolumeError::NoSuchVolume(name.into()))?;
+        Ok(Volume {
+            inner: self.inner.clone(),
+            name: name.into(),
+            size: row.size,
+            chunk_size: row.chunk_size,
+            head: row.head,
+            pending: BTreeMap::new(),
+        })
+    }
+
+    /// Rebuilds a volume and its checkpoints from the snapshots its last
+    /// `sync` shipped, for a host whose local disk was lost.
+    pub fn recover_volume(&self, name: &str) -> Result<Volume, VolumeError> {
+        check_name(name)?;
+        let inner = &self.inner;
+        let heads = inner
+            .rt
+            .block_on(inner.store.list_objects(&format!("maps/{name}/head/")))?;
+        let latest = heads
+            .iter()
+            .filter_map(|k| k.rsplit('/').next()?.parse::<u64>().ok().map(|s| (s, k)))
+            .max()
+            .ok_or_else(|| VolumeError::NoSuchVolume(name.into()))?;
+        let head_snap = MapSnapshot::decode(&inner.rt.block_on(inner.store.get_object(latest.1))?)?;
+        let mut checkpoints = Vec::new();
+        for key in inner.rt.block_on(
+            inner
+                .store
+                .list_objects(&format!("maps/{name}/checkpoints/")),
+        )? {
+            let Some(id) = key.rsplit('/').next().and_then(|s| s.parse::<u64>().ok()) else {
+                continue;
+            };
+            let snap = MapSnapshot::decode(&inner.rt.block_on(inner.store.get_object(&key))?)?;
+            checkpoints.push((id, snap));
+        }
+        let mut conn = inner.db();
+        let tx = conn.transaction()?;
+        if db::volume(&tx, name)?.is_some() {
+            return Err(VolumeError::Exists(name.into()));
+        }
+        let insert_map = |tx: &Connection, snap: &MapSnapshot| -> Result<i64, VolumeError> {
+            let gen = db::new_generation(tx, name)?;
+            let mut stmt = tx.prepare("INSERT INTO map (gen, idx, hash) VALUES (?1, ?2, ?3)")?;
+            for (idx, hash) in &snap.entries {
+                stmt.execute(params![gen, *idx as i64, &hash.as_bytes()[..]])?;
+            }
+            Ok(gen)
+        };
+        let head = insert_map(&tx, &head_snap)?;
+        let shipped = insert_map(&tx, &head_snap)?;
+        tx.execute(
+            "INSERT INTO volumes (name, size, chunk_size, head, snapshot_seq) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![name, head_snap.size as i64, head_snap.chunk_size as i64, head, latest.0 as i64],
+        )?;
+        tx.execute(
+            "INSERT INTO shipped (volume, seq, gen) VALUES (?1, ?2, ?3)",
+            params![name, latest.0 as i64, shipped],
+        )?;
+        for (id, snap) in &checkpoints {
+            let gen = insert_map(&tx, snap)?;
+            tx.execute(
+                "INSERT INTO checkpoints (volume, id, gen, shipped) VALUES (?1, ?2, ?3, 1)",
+                params![name, *id as i64, gen],
+            )?;
+        }
+        tx.commit()?;
+        drop(conn);
+        self.open_volume(name)
+    }
+
+    /// Deletes unreferenced chunks from the object store and the cache.
+    pub fn gc(&self) -> Result<GcReport, VolumeError> {
+        let inner = &self.inner;
+        let _fence = inner.fence.write().unwrap_or_else(|p| p.into_inner());
+        let listed = inner.rt.block_on(inner.store.list())?;
+        let conn = inner.db();
+        let mut live = HashSet::new();
+        let mut stmt = conn.prepare(
+            "SELECT DISTINCT hash FROM map UNION SELECT hash FROM cache WHERE dirty = 1",
+        )?;
+        for h in stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))? {
+            live.insert(db::to_hash(&h?)?);
+        }
+        drop(stmt);
+        let mut report = GcReport::default();
+        for hash in listed.iter().filter(|h| !live.contains(h)) {
+            inner.rt.block_on(inner.store.delete(hash))?;
+            report.deleted_objects += 1;
+        }
+        let mut stmt = conn.prepare("SELECT hash FROM cache WHERE dirty = 0")?;
+        let cached: Vec<Vec<u8>> = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        drop(stmt);
+        for h in cached {
+            let hash = db::to_hash(&h)?;
+            if !live.contains(&hash) {
+                conn.execute("DELETE FROM cache WHERE hash = ?1", [&h])?;
+                inner.cache.remove(&hash)?;
+                report.deleted_cached += 1;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Number of chunks written locally but not yet in the object store.
+    pub fn dirty_chunks(&self) -> Result<u64, VolumeError> {
+        Ok(self
+            .inner
+            .db()
+            .query_row("SELECT COUNT(*) FROM cache WHERE dirty = 1", [], |r| {
+                r.get::<_, i64>(0)
+            })? as u64)
+    }
+
+    /// Bytes of chunks held in the local cache.
+    pub fn cached_bytes(&self) -> Result<u64, VolumeError> {
+        Ok(self
+            .inner
+            .db()
+            .query_row("SELECT COALESCE(SUM(len), 0) FROM cache", [], |r| {
+                r.get::<_, i64>(0)
+            })? as u64)
+    }
+}
+
+impl Drop for Storage {
+    fn drop(&mut self) {
+        self.inner.lock_wake().shutdown = true;
+        self.inner.wake_cv.notify_all();
+        if let Some(t) = self.uploader.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Inner {
+    fn db(&self) -> MutexGuard<'_, Connection> {
+        self.db.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_wake(&self) -> MutexGuard<'_, Wake> {
+        self.wake.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn kick(&self) {
+        self.lock_wake().kicked = true;
+        self.wake_cv.notify_all();
+    }
+
+    fn upload_loop(&self) {
+        loop {
+            {
+                let mut w = self.lock_wake();
+                if !w.kicked && !w.shutdown {
+                    w = self
+                        .wake_cv
+                        .wait_timeout(w, self.interval)
+                        .map(|(g, _)| g)
+                        .unwrap_or_else(|p| p.into_inner().0);
+                }
+                if w.shutdown {
+                    return;
+                }
+                w.kicked = false;
+            }
+            if let Err(e) = self.upload_dirty() {
+                tracing::warn!(%e, "background upload failed; will retry");
+            }
+        }
+    }
+
+    /// Uploads every dirty chunk and marks it clean.
+    fn upload_dirty(&self) -> Result<(), VolumeError> {
+        let _one_pass = self.upload_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _fence = self.fence.read().unwrap_or_else(|p| p.into_inner());
+        let dirty: Vec<Vec<u8>> = {
+            let conn = self.db();
+            let mut stmt = conn.prepare("SELECT hash FROM cache WHERE dirty = 1")?;
+            let rows = stmt
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            rows
+        };
+        for h in dirty {
+            let hash = db::to_hash(&h)?;
+            let data = self
+                .cache
+                .read(&hash)?
+                .ok_or_else(|| VolumeError::LostDirtyChunk(hash.to_hex()))?;
+            self.rt.block_on(self.store.put_with_hash(hash, &data))?;
+            self.db()
+                .execute("UPDATE cache SET dirty = 0 WHERE hash = ?1", [&h])?;
+        }
+        self.evict()?;
+        Ok(())
+    }
+
+    fn tick(&self) -> i64 {
+        self.clock.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// A chunk's content, through the cache.
+    fn fetch(&self, hash: &ChunkHash) -> Result<Vec<u8>, VolumeError> {
+        if let Some(data) = self.cache.read(hash)? {
+            self.db().execute(
+                "UPDATE cache SET last_used = ?2 WHERE hash = ?1",
+                params![&hash.as_bytes()[..], self.tick()],
+            )?;
+            return Ok(data);
+        }
+        let data = self.rt.block_on(self.store.get(hash))?.to_vec();
+        self.cache.write(hash, &data)?;
+        // A row left over from a damaged file keeps its dirty flag: the bytes
+        // just fetched are the same chunk, so a pending upload stays valid.
+        self.db().execute(
+            "INSERT INTO cache (hash, len, dirty, last_used) VALUES (?1, ?2, 0, ?3)
+             ON CONFLICT (hash) DO UPDATE SET last_used = excluded.last_used",
+            params![&hash.as_bytes()[..], data.len() as i64, self.tick()],
+        )?;
+        self.evict()?;
+        Ok(data)
+    }
+
+    /// Drops least-recently-used clean chunks until the cache fits its budget.
+    fn evict(&self) -> Result<(), VolumeError> {
+        let conn = self.db();
+        let mut total: i64 =
+            conn.query_row("SELECT COALESCE(SUM(len), 0) FROM cache", [], |r| r.get(0))?;
+        if total as u64 <= self.budget {
+            return Ok(());
+        }
+        let mut stmt =
+            conn.prepare("SELECT hash, len FROM cache WHERE dirty = 0 ORDER BY last_used")?;
+        let victims: Vec<(Vec<u8>, i64)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        drop(stmt);
+        for (h, len) in victims {
+            if total as u64 <= self.budget {
+                break;
+            }
+            conn.execute("DELETE FROM cache WHERE hash = ?1 AND dirty = 0", [&h])?;
+            self.cache.remove(&db::to_hash(&h)?)?;
+            total -= len;
+        }
+        Ok(())
+    }
+
+    fn put_object(&self, key: &str, body: Vec<u8>) -> Result<(), VolumeError> {
+        Ok(self
+            .rt
+            .block_on(self.store.put_object(key, Bytes::from(body)))?)
+    }
+}
+
+/// Names end up in object-store keys, so they are kept to one plain segment.
+fn check_name(name: &str) -> Result<(), VolumeError> {
+    let ok = (1..=63).contains(&name.len())
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(VolumeError::BadName(name.into()))
+    }
+}
+
+fn snapshot_key(volume: &str, kind: &str, n: u64) -> String {
+    format!("maps/{volume}/{kind}/{n:020}")
+}
+
+/// One open volume. Reads see this handle's own unflushed writes.
+pub struct Volume {
+    inner: Arc<Inner>,
+    name: String,
+    size: u64,
+    chunk_size: u64,
+    head: i64,
+    /// Chunk index → new content since the last flush (`None` = zeros).
+    pending: BTreeMap<u64, Option<Vec<u8>>>,
+}
+
+impl Volume {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+    pub fn chunk_size(&self) -> u64 {
+        self.chunk_size
+    }
+
+    fn check_range(&self, offset: u64, len: u64) -> Result<(), VolumeError> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.size => Ok(()),
+            _ => Err(VolumeError::OutOfRange {
+                offset,
+                len,
+                size: self.size,
+            }),
+        }
+    }
+
+    /// Calls `f(chunk index, offset in chunk, offset in the caller's range, len)`
+    /// for each chunk piece of a range.
+    fn pieces(&self, offset: u64, len: u64) -> Vec<(u64, usize, usize, usize)> {
+        let mut out = Vec::new();
+        let mut done = 0u64;
+        while done < len {
+            let pos = offset + done;
+            let idx = pos / self.chunk_size;
+            let within = pos % self.chunk_size;
+            let n = (self.chunk_size - within).min(len - done);
+            out.push((idx, within as usize, done as usize, n as usize));
+            done += n;
+        }
+        out
+    }
+
+    /// The current content of a chunk, `None` for zeros.
+    fn chunk(&self, idx: u64) -> Result<Option<Vec<u8>>, VolumeError> {
+        if let Some(p) = self.pending.get(&idx) {
+            return Ok(p.clone());
+        }
+        let Some(hash) = db::lookup(&self.inner.db(), self.head, idx)? else {
+            return Ok(None);
+        };
+        let data = self.inner.fetch(&hash)?;
+        // A map recovered from the store could name a valid chunk of another
+        // size; slicing it would panic.
+        if data.len() as u64 != self.chunk_size {
+            return Err(VolumeError::ChunkLength {
+                hash: hash.to_hex(),
+                len: data.len(),
+                want: self.chunk_size,
+            });
+        }
+        Ok(Some(data))
+    }
+
+    pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), VolumeError> {
+        self.check_range(offset, buf.len() as u64)?;
+        for (idx, within, at, n) in self.pieces(offset, buf.len() as u64) {
+            let dst = &mut buf[at..at + n];
+            match self.chunk(idx)? {
+                Some(data) => dst.copy_from_slice(&data[within..within + n]),
+                None => dst.fill(0),
+            }
+        }
+        Ok(())
+    }
+
+    fn modify(
+        &mut self,
+        offset: u64,
+        len: u64,
+        mut f: impl FnMut(&mut [u8], usize),
+    ) -> Result<(), VolumeError> {
+        self.check_range(offset, len)?;
+        for (idx, within, at, n) in self.pieces(offset, len) {
+            let mut data = if n as u64 == self.chunk_size {
+                vec![0u8; n]
+            } else {
+                self.chunk(idx)?
+                    .unwrap_or_else(|| vec![0u8; self.chunk_size as usize])
+            };
+            f(&mut data[within..within + n], at);
+            let entry = if data.iter().all(|&b| b == 0) {
+                None
+            } else {
+                Some(data)
+            };
+            self.pending.insert(idx, entry);
+        }
+        if self.pending.len() as u64 * self.chunk_size > MAX_PENDING_BYTES {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Writes `data` at `offset`; durable after the next [`Volume::flush`].
+    pub fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), VolumeError> {
+        self.modify(offset, data.len() as u64, |dst, at| {
+            dst.copy_from_slice(&data[at..at + dst.len()])
+        })
+    }
+
+    /// Zeros a range; chunks that become all zeros are dropped from the map
+    /// and cost nothing.
+    pub fn punch_hole(&mut self, offset: u64, len: u64) -> Result<(), VolumeError> {
+        self.modify(offset, len, |dst, _| dst.fill(0))
+    }
+
+    /// Makes every write so far durable on local disk.
+    pub fn flush(&mut self) -> Result<(), VolumeError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let inner = self.inner.clone();
+        let _fence = inner.fence.read().unwrap_or_else(|p| p.into_inner());
+        let mut hashed = Vec::with_capacity(self.pending.len());
+        for (idx, data) in &self.pending {
+            let hash = match data {
+                Some(d) => {
+                    let h = ChunkHash::of(d);
+                    inner.cache.write(&h, d)?;
+                    Some((h, d.len()))
+                }
+                None => None,
+            };
+            hashed.push((*idx, hash));
+        }
+        inner.cache.sync_dir()?;
+        let mut conn = inner.db();
+        let tx = conn.transaction()?;
+        for (idx, hash) in &hashed {
+            match hash {
+                None => {
+                    tx.execute(
+                        "DELETE FROM map WHERE gen = ?1 AND idx = ?2",
+                        params![self.head, *idx as i64],
+                    )?;
+                }
+                Some((h, len)) => {
+                    let hb = &h.as_bytes()[..];
+                    tx.execute(
+                        "INSERT OR REPLACE INTO map (gen, idx, hash) VALUES (?1, ?2, ?3)",
+                        params![self.head, *idx as i64, hb],
+                    )?;
+                    tx.execute(
+                        "INSERT INTO cache (hash, len, dirty, last_used) VALUES (?1, ?2, 1, ?3)
+                         ON CONFLICT (hash) DO UPDATE SET last_used = excluded.last_used",
+                        params![hb, *len as i64, inner.tick()],
+                    )?;
+                }
+            }
+        }
+        tx.commit()?;
+        drop(conn);
+        self.pending.clear();
+        inner.kick();
+        Ok(())
+    }
+
+    /// Barrier: returns once every write so far, the map and all checkpoints
+    /// are durable in the object store.
+    pub fn sync(&mut self) -> Result<(), VolumeError> {
+        self.flush()?;
+        let inner = self.inner.clone();
+        inner.upload_dirty()?;
+        // Checkpoints first, so a recovered head never names a checkpoint
+        // that is missing.
+        let unshipped: Vec<(i64, i64)> = {
+            let conn = inner.db();
+            let mut stmt =
+                conn.prepare("SELECT id, gen FROM checkpoints WHERE volume = ?1 AND shipped = 0")?;
+            let rows = stmt
+                .query_map([&self.name], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            rows
+        };
+        for (id, gen) in unshipped {
+            let snap = self.snapshot_of(gen)?;
+            inner.put_object(
+                &snapshot_key(&self.name, "checkpoints", id as u64),
+                snap.encode(),
+            )?;
+            inner.db().execute(
+                "UPDATE checkpoints SET shipped = 1 WHERE volume = ?1 AND id = ?2",
+                params![self.name, id],
+            )?;
+        }
+        // Freeze the head as a new "shipped" generation before uploading, so
+        // its chunks are protected from GC from the moment the snapshot can
+        // exist in the store.
+        let (seq, gen) = {
+            let mut conn = inner.db();
+            let tx = conn.transaction()?;
+            let row = db::volume(&tx, &self.name)?
+                .ok_or_else(|| VolumeError::NoSuchVolume(self.name.clone()))?;
+            let gen = db::new_generation(&tx, &self.name)?;
+            db::copy_map(&tx, self.head, gen)?;
+            let seq = row.snapshot_seq + 1;
+            tx.execute(
+                "INSERT INTO shipped (volume, seq, gen) VALUES (?1, ?2, ?3)",
+                params![self.name, seq as i64, gen],
+            )?;
+            tx.execute(
+                "UPDATE volumes SET snapshot_seq = ?2 WHERE name = ?1",
+                params![self.name, seq as i64],
+            )?;
+            tx.commit()?;
+            (seq, gen)
+        };
+        inner.put_object(
+            &snapshot_key(&self.name, "head", seq),
+            self.snapshot_of(gen)?.encode(),
+        )?;
+        // Older head snapshots are superseded: remove them remotely, then
+        // their protecting generations locally.
+        let older: Vec<(i64, i64)> = {
+            let conn = inner.db();
+            let mut stmt =
+                conn.prepare("SELECT seq, gen FROM shipped WHERE volume = ?1 AND seq < ?2")?;
+            let rows = stmt
+                .query_map(params![self.name, seq as i64], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?
+                .collect::<Result<_, _>>()?;
+            rows
+        };
+        for (old_seq, old_gen) in older {
+            inner.rt.block_on(inner.store.delete_object(&snapshot_key(
+                &self.name,
+                "head",
+                old_seq as u64,
+            )))?;
+            let conn = inner.db();
+            conn.execute("DELETE FROM map WHERE gen = ?1", [old_gen])?;
+            conn.execute(
+                "DELETE FROM shipped WHERE volume = ?1 AND seq = ?2",
+                params![self.name, old_seq],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn snapshot_of(&self, gen: i64) -> Result<MapSnapshot, VolumeError> {
+        Ok(MapSnapshot {
+            size: self.size,
+            chunk_size: self.chunk_size,
+            entries: db::entries(&self.inner.db(), gen)?,
+        })
+    }
+
+    /// Freezes the current content as a checkpoint. Metadata only: it copies
+    /// the block map (cost grows with the map, not with the data) after a
+    /// flush. It reaches the object store with the next [`Volume::sync`].
+    pub fn checkpoint(&mut self) -> Result<CheckpointId, VolumeError> {
+        self.flush()?;
+        let mut conn = self.inner.db();
+        let tx = conn.transaction()?;
+        let gen = db::new_generation(&tx, &self.name)?;
+        db::copy_map(&tx, self.head, gen)?;
+        let id: i64 = tx.query_row(
+            "SELECT COALESCE(MAX(id), 0) + 1 FROM checkpoints WHERE volume = ?1",
+            [&self.name],
+            |r| r.get(0),
+        )?;
+        tx.execute(
+            "INSERT INTO checkpoints (volume, id, gen) VALUES (?1, ?2, ?3)",
+            params![self.name, id, gen],
+        )?;
+        tx.commit()?;
+        Ok(CheckpointId(id as u64))
+    }
+
+    fn checkpoint_gen(&self, conn: &Connection, id: CheckpointId) -> Result<i64, VolumeError> {
+        use rusqlite::OptionalExtension;
+        conn.query_row(
+            "SELECT gen FROM checkpoints WHERE volume = ?1 AND id = ?2",
+            params![self.name, id.0 as i64],
+            |r| r.get(0),
+        )
+        .optional()?
+        .ok_or(VolumeError::NoSuchCheckpoint {
+            volume: self.name.clone(),
+            id: id.0,
+        })
+    }
+
+    pub fn checkpoints(&self) -> Result<Vec<CheckpointId>, VolumeError> {
+        let conn = self.inner.db();
+        let mut stmt = conn.prepare("SELECT id FROM checkpoints WHERE volume = ?1 ORDER BY id")?;
+        let ids = stmt
+            .query_map([&self.name], |r| r.get::<_, i64>(0))?
+            .map(|r| r.map(|id| CheckpointId(id as u64)))
+            .collect::<Result<_, _>>()?;
+        Ok(ids)
+    }
+
+    /// Brings the whole volume back to a checkpoint, discarding unflushed
+    /// writes. The checkpoint itself is kept.
+    pub fn restore(&mut self, id: CheckpointId) -> Result<(), VolumeError> {
+        let mut conn = self.inner.db();
+        let tx = conn.transaction()?;
+        let gen = self.checkpoint_gen(&tx, id)?;
+        tx.execute("DELETE FROM map WHERE gen = ?1", [self.head])?;
+        db::copy_map(&tx, gen, self.head)?;
+        tx.commit()?;
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// A new volume whose content starts as checkpoint `id` (metadata only;
+    /// chunks are shared).
+    pub fn clone_from_checkpoint(
+        &self,
+        id: CheckpointId,
+        new_name: &str,
+    ) -> Result<(), VolumeError> {
+        let mut conn = self.inner.db();
+        let tx = conn.transaction()?;
+        if db::volume(&tx, new_name)?.is_some() {
+            return Err(VolumeError::Exists(new_name.into()));
+        }
+        let gen = self.checkpoint_gen(&tx, id)?;
+        let head = db::new_generation(&tx, new_name)?;
+        db::copy_map(&tx, gen, head)?;
+        tx.execute(
+            "INSERT INTO volumes (name, size, chunk_size, head) VALUES (?1, ?2, ?3, ?4)",
+            params![new_name, self.size as i64, self.chunk_size as i64, head],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Deletes a checkpoint: its snapshot in the store first (so the store
+    /// never names chunks GC may free), then its map.
+    pub fn delete_checkpoint(&mut self, id: CheckpointId) -> Result<(), VolumeError> {
+        let gen = self.checkpoint_gen(&self.inner.db(), id)?;
+        let inner = self.inner.clone();
+        inner.rt.block_on(inner.store.delete_object(&snapshot_key(
+            &self.name,
+            "checkpoints",
+            id.0,
+        )))?;
+        let mut conn = inner.db();
+        let tx = conn.transaction()?;
+        tx.execute("DELETE FROM map WHERE gen = ?1", [gen])?;
+        tx.execute(
+            "DELETE FROM checkpoints WHERE volume = ?1 AND id = ?2",
+            params![self.name, id.0 as i64],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,420 @@
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bothy_store::{Blobs, ChunkStore, FaultPlan, FaultyBlobs, ObjectBlobs, RetryPolicy};
+use bothy_volume::{CheckpointId, Storage, StorageConfig, Volume, VolumeError};
+use object_store::memory::InMemory;
+use proptest::prelude::*;
+
+const CS: u64 = 4096;
+
+fn mem_blobs() -> Arc<dyn Blobs> {
+    Arc::new(ObjectBlobs::new(Arc::new(InMemory::new())))
+}
+
+fn storage(dir: &Path, blobs: Arc<dyn Blobs>) -> Storage {
+    Storage::open(
+        dir,
+        ChunkStore::new(blobs, RetryPolicy::fast()),
+        StorageConfig::default(),
+    )
+    .unwrap()
+}
+
+fn read_all(v: &Volume) -> Vec<u8> {
+    let mut buf = vec![0u8; v.size() as usize];
+    v.read(0, &mut buf).unwrap();
+    buf
+}
+
+fn pattern(seed: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| seed.wrapping_add((i * 31 % 251) as u8) | 1)
+        .collect()
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Write(u64, Vec<u8>),
+    Punch(u64, u64),
+    Read(u64, u64),
+    Flush,
+    Checkpoint,
+    Restore(usize),
+    Sync,
+}
+
+fn op(size: u64) -> impl Strategy<Value = Op> {
+    let range = (0..size).prop_flat_map(move |off| (Just(off), 0..=(size - off).min(3 * CS)));
+    prop_oneof![
+        4 => range.clone().prop_flat_map(|(off, len)| {
+            (Just(off), proptest::collection::vec(any::<u8>(), len as usize))
+        }).prop_map(|(o, d)| Op::Write(o, d)),
+        2 => range.clone().prop_map(|(o, l)| Op::Punch(o, l)),
+        3 => range.prop_map(|(o, l)| Op::Read(o, l)),
+        1 => Just(Op::Flush),
+        1 => Just(Op::Checkpoint),
+        1 => (0usize..8).prop_map(Op::Restore),
+        1 => Just(Op::Sync),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn volume_behaves_like_a_byte_array(ops in proptest::collection::vec(op(8 * CS), 1..40)) {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = mem_blobs();
+        // A tiny cache budget, so eviction and refetching are exercised too.
+        let config = StorageConfig { cache_budget: 2 * CS, ..StorageConfig::default() };
+        let store = ChunkStore::new(blobs.clone(), RetryPolicy::fast());
+        let s = Storage::open(dir.path(), store, config).unwrap();
+        let mut v = s.create_volume("p", 8 * CS, CS).unwrap();
+        let mut model = vec![0u8; (8 * CS) as usize];
+        let mut checkpoints: Vec<(CheckpointId, Vec<u8>)> = Vec::new();
+        for op in ops {
+            match op {
+                Op::Write(o, d) => {
+                    v.write(o, &d).unwrap();
+                    model[o as usize..o as usize + d.len()].copy_from_slice(&d);
+                }
+                Op::Punch(o, l) => {
+                    v.punch_hole(o, l).unwrap();
+                    model[o as usize..(o + l) as usize].fill(0);
+                }
+                Op::Read(o, l) => {
+                    let mut buf = vec![0xAAu8; l as usize];
+                    v.read(o, &mut buf).unwrap();
+                    prop_assert_eq!(&buf[..], &model[o as usize..(o + l) as usize]);
+                }
+                Op::Flush => v.flush().unwrap(),
+                Op::Sync => v.sync().unwrap(),
+                Op::Checkpoint => {
+                    let id = v.checkpoint().unwrap();
+                    checkpoints.push((id, model.clone()));
+                }
+                Op::Restore(i) => {
+                    if let Some((id, content)) = checkpoints.get(i % checkpoints.len().max(1)).cloned() {
+                        v.restore(id).unwrap();
+                        model = content;
+                    }
+                }
+            }
+        }
+        prop_assert!(read_all(&v) == model);
+        // Everything, checkpoints included, also survives a trip through
+        // the object store alone.
+        v.sync().unwrap();
+        drop(v);
+        drop(s);
+        let empty = tempfile::tempdir().unwrap();
+        let s2 = storage(empty.path(), blobs);
+        let mut r = s2.recover_volume("p").unwrap();
+        prop_assert!(read_all(&r) == model);
+        for (id, content) in checkpoints {
+            r.restore(id).unwrap();
+            prop_assert!(read_all(&r) == content);
+        }
+    }
+}
+
+#[test]
+fn bounds_and_geometry_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = storage(dir.path(), mem_blobs());
+    assert!(matches!(
+        s.create_volume("x", 10, 4),
+        Err(VolumeError::Geometry(_))
+    ));
+    assert!(matches!(
+        s.create_volume("x", 0, 0),
+        Err(VolumeError::Geometry(_))
+    ));
+    let mut v = s.create_volume("v", 4 * CS, CS).unwrap();
+    assert!(matches!(
+        s.create_volume("v", 4 * CS, CS),
+        Err(VolumeError::Exists(_))
+    ));
+    assert!(matches!(
+        v.write(4 * CS - 1, b"ab"),
+        Err(VolumeError::OutOfRange { .. })
+    ));
+    assert!(matches!(
+        v.punch_hole(u64::MAX, 2),
+        Err(VolumeError::OutOfRange { .. })
+    ));
+    let mut buf = [0u8; 2];
+    assert!(v.read(4 * CS, &mut buf[..1]).is_err());
+    assert!(matches!(
+        v.restore(CheckpointId(9)),
+        Err(VolumeError::NoSuchCheckpoint { .. })
+    ));
+}
+
+#[test]
+fn flushed_writes_survive_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = mem_blobs();
+    let data = pattern(7, 3 * CS as usize + 100);
+    {
+        let s = storage(dir.path(), blobs.clone());
+        let mut v = s.create_volume("c", 16 * CS, CS).unwrap();
+        v.write(CS / 2, &data).unwrap();
+        v.flush().unwrap();
+        v.write(10 * CS, b"not flushed").unwrap();
+        // Neither handle is closed: a crash after flush.
+        std::mem::forget(v);
+        std::mem::forget(s);
+    }
+    let s = storage(dir.path(), blobs);
+    let v = s.open_volume("c").unwrap();
+    let mut buf = vec![0u8; data.len()];
+    v.read(CS / 2, &mut buf).unwrap();
+    assert_eq!(buf, data);
+    let mut tail = [1u8; 11];
+    v.read(10 * CS, &mut tail).unwrap();
+    assert_eq!(
+        tail, [0u8; 11],
+        "unflushed writes may be lost, never half-kept"
+    );
+}
+
+#[test]
+fn a_synced_volume_comes_back_from_the_object_store_alone() {
+    let blobs = mem_blobs();
+    let first = tempfile::tempdir().unwrap();
+    let (want_head, want_cp) = {
+        let s = storage(first.path(), blobs.clone());
+        let mut v = s.create_volume("r", 32 * CS, CS).unwrap();
+        v.write(0, &pattern(1, 5 * CS as usize)).unwrap();
+        let cp = v.checkpoint().unwrap();
+        let at_cp = read_all(&v);
+        v.write(2 * CS + 3, &pattern(9, 7000)).unwrap();
+        v.punch_hole(0, CS).unwrap();
+        v.sync().unwrap();
+        v.sync().unwrap(); // a second sync supersedes the first snapshot
+        (read_all(&v), (cp, at_cp))
+    };
+    let empty = tempfile::tempdir().unwrap();
+    let s = storage(empty.path(), blobs);
+    let mut v = s.recover_volume("r").unwrap();
+    assert_eq!(read_all(&v), want_head);
+    assert_eq!(v.checkpoints().unwrap(), vec![want_cp.0]);
+    v.restore(want_cp.0).unwrap();
+    assert_eq!(read_all(&v), want_cp.1);
+    assert!(matches!(s.recover_volume("r"), Err(VolumeError::Exists(_))));
+    assert!(matches!(
+        s.recover_volume("nope"),
+        Err(VolumeError::NoSuchVolume(_))
+    ));
+}
+
+#[test]
+fn checkpoint_restore_clone_are_independent() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = storage(dir.path(), mem_blobs());
+    let mut v = s.create_volume("a", 8 * CS, CS).unwrap();
+    v.write(0, b"version one").unwrap();
+    let v1 = v.checkpoint().unwrap();
+    v.write(0, b"version two").unwrap();
+    let v2 = v.checkpoint().unwrap();
+    assert_eq!((v1, v2), (CheckpointId(1), CheckpointId(2)));
+    v.clone_from_checkpoint(v1, "fork").unwrap();
+    let mut fork = s.open_volume("fork").unwrap();
+    fork.write(0, b"fork edits!").unwrap();
+    v.restore(v1).unwrap();
+    let mut buf = [0u8; 11];
+    v.read(0, &mut buf).unwrap();
+    assert_eq!(&buf, b"version one");
+    fork.read(0, &mut buf).unwrap();
+    assert_eq!(&buf, b"fork edits!");
+    v.restore(v2).unwrap();
+    v.read(0, &mut buf).unwrap();
+    assert_eq!(&buf, b"version two");
+    v.delete_checkpoint(v2).unwrap();
+    assert_eq!(v.checkpoints().unwrap(), vec![v1]);
+    assert!(v.restore(v2).is_err());
+}
+
+#[test]
+fn gc_frees_exactly_the_unreferenced_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = mem_blobs();
+    let store = ChunkStore::new(blobs.clone(), RetryPolicy::fast());
+    let s = storage(dir.path(), blobs);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let count = || rt.block_on(store.list()).unwrap().len();
+
+    let mut v = s.create_volume("g", 8 * CS, CS).unwrap();
+    for i in 0..4u64 {
+        v.write(i * CS, &pattern(i as u8, CS as usize)).unwrap();
+    }
+    let cp = v.checkpoint().unwrap();
+    v.write(0, &pattern(100, 2 * CS as usize)).unwrap(); // 2 new chunks
+    v.sync().unwrap();
+    assert_eq!(count(), 6);
+    assert_eq!(s.gc().unwrap().deleted_objects, 0, "all six are referenced");
+
+    v.delete_checkpoint(cp).unwrap();
+    v.sync().unwrap();
+    let report = s.gc().unwrap();
+    assert_eq!(
+        report.deleted_objects, 2,
+        "the checkpoint's two overwritten chunks go"
+    );
+    assert_eq!(count(), 4);
+    let before = read_all(&v);
+
+    v.punch_hole(0, 8 * CS).unwrap();
+    v.sync().unwrap();
+    s.gc().unwrap();
+    assert_eq!(count(), 0);
+    assert!(before.iter().any(|&b| b != 0));
+    assert!(read_all(&v).iter().all(|&b| b == 0));
+}
+
+#[test]
+fn gc_never_deletes_a_chunk_rereferenced_after_it_was_freed() {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = mem_blobs();
+    let s = storage(dir.path(), blobs.clone());
+    let mut v = s.create_volume("d", 4 * CS, CS).unwrap();
+    let data = pattern(3, CS as usize);
+    v.write(0, &data).unwrap();
+    v.sync().unwrap();
+    v.punch_hole(0, CS).unwrap();
+    v.sync().unwrap();
+    s.gc().unwrap();
+    // The same content again: it must be uploaded anew, not assumed present.
+    v.write(CS, &data).unwrap();
+    v.sync().unwrap();
+    s.gc().unwrap();
+    drop(v);
+    drop(s);
+    let empty = tempfile::tempdir().unwrap();
+    let s = storage(empty.path(), blobs);
+    let v = s.recover_volume("d").unwrap();
+    let mut buf = vec![0u8; CS as usize];
+    v.read(CS, &mut buf).unwrap();
+    assert_eq!(buf, data);
+}
+
+#[test]
+fn writes_succeed_while_the_store_fails_and_sync_gets_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let faulty = Arc::new(FaultyBlobs::new(
+        mem_blobs(),
+        FaultPlan {
+            fail_first_puts: 5,
+            ..Default::default()
+        },
+    ));
+    let s = storage(dir.path(), faulty.clone());
+    let mut v = s.create_volume("f", 8 * CS, CS).unwrap();
+    v.write(0, &pattern(5, 3 * CS as usize)).unwrap();
+    v.flush().unwrap();
+    v.sync().unwrap();
+    assert!(faulty.puts() > 5);
+    assert_eq!(s.dirty_chunks().unwrap(), 0);
+
+    // A store that stays down: flush still succeeds, sync reports the failure,
+    // and once the store heals sync completes and nothing was lost.
+    faulty.set_plan(FaultPlan {
+        fail_first_puts: u64::MAX,
+        ..Default::default()
+    });
+    v.write(4 * CS, &pattern(6, CS as usize)).unwrap();
+    v.flush().unwrap();
+    assert!(v.sync().is_err());
+    assert_eq!(s.dirty_chunks().unwrap(), 1);
+    faulty.set_plan(FaultPlan::default());
+    v.sync().unwrap();
+    assert_eq!(s.dirty_chunks().unwrap(), 0);
+}
+
+#[test]
+fn background_upload_happens_without_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = storage(dir.path(), mem_blobs());
+    let mut v = s.create_volume("b", 4 * CS, CS).unwrap();
+    v.write(0, &pattern(8, 2 * CS as usize)).unwrap();
+    v.flush().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.dirty_chunks().unwrap() > 0 {
+        assert!(Instant::now() < deadline, "background uploader never ran");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn cache_stays_within_budget_and_evicts_only_clean_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = mem_blobs();
+    let faulty = Arc::new(FaultyBlobs::new(
+        blobs,
+        FaultPlan {
+            fail_first_puts: u64::MAX,
+            ..Default::default()
+        },
+    ));
+    let config = StorageConfig {
+        cache_budget: 3 * CS,
+        upload_interval: Duration::from_secs(3600),
+    };
+    let s = Storage::open(
+        dir.path(),
+        ChunkStore::new(faulty.clone(), RetryPolicy::fast()),
+        config,
+    )
+    .unwrap();
+    let mut v = s.create_volume("e", 16 * CS, CS).unwrap();
+    let data: Vec<u8> = (0..16)
+        .flat_map(|i| pattern(i as u8 + 1, CS as usize))
+        .collect();
+    v.write(0, &data).unwrap();
+    v.flush().unwrap();
+    // Nothing uploaded: all 16 chunks are dirty and must stay despite the budget.
+    assert_eq!(s.cached_bytes().unwrap(), 16 * CS);
+    faulty.set_plan(FaultPlan::default());
+    v.sync().unwrap();
+    assert!(s.cached_bytes().unwrap() <= 3 * CS);
+    // Evicted chunks come back from the store.
+    assert_eq!(read_all(&v), data);
+    assert!(s.cached_bytes().unwrap() <= 3 * CS);
+}
+
+#[test]
+fn works_over_a_file_url_store() {
+    let objects = tempfile::tempdir().unwrap();
+    let url: bothy_store::StoreUrl = format!("file://{}", objects.path().display())
+        .parse()
+        .unwrap();
+    let open = |dir: &Path| {
+        let store = ChunkStore::new(
+            Arc::new(ObjectBlobs::new(url.open().unwrap())),
+            RetryPolicy::fast(),
+        );
+        Storage::open(dir, store, StorageConfig::default()).unwrap()
+    };
+    let first = tempfile::tempdir().unwrap();
+    let data = pattern(42, 3 * CS as usize);
+    {
+        let s = open(first.path());
+        let mut v = s.create_volume("files", 4 * CS, CS).unwrap();
+        v.write(CS, &data).unwrap();
+        v.sync().unwrap();
+    }
+    assert!(objects.path().join("chunks").is_dir());
+    assert!(objects.path().join("maps/files/head").is_dir());
+    let empty = tempfile::tempdir().unwrap();
+    let s = open(empty.path());
+    let v = s.recover_volume("files").unwrap();
+    let mut buf = vec![0u8; data.len()];
+    v.read(CS, &mut buf).unwrap();
+    assert_eq!(buf, data);
+}
