@@ -16,6 +16,14 @@ const STAND_IN_INIT: &str = "trap 'exit 0' TERM; while true; do sleep 3600 & wai
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// These tests start real boxes: without root they fail rather than pass empty.
+fn require_root() {
+    assert!(
+        is_root(),
+        "the runtime tests start real boxes: run them as root"
+    );
+}
+
 fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
@@ -165,10 +173,7 @@ fn process_ends(pid: i32) -> bool {
 
 #[tokio::test]
 async fn box_is_isolated_limited_and_networked() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    require_root();
     let t = test_runtime().await;
     let s = spec("b00000000001a", "isolated-box");
     let _guard = create_and_start(&t, &s).await;
@@ -275,10 +280,7 @@ async fn box_is_isolated_limited_and_networked() {
 
 #[tokio::test]
 async fn stop_and_start_keep_the_disk_and_destroy_leaves_nothing() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    require_root();
     let t = test_runtime().await;
     let s = spec("b00000000002b", "durable");
     let guard = create_and_start(&t, &s).await;
@@ -333,10 +335,7 @@ async fn stop_and_start_keep_the_disk_and_destroy_leaves_nothing() {
 
 #[tokio::test]
 async fn a_new_runtime_adopts_running_boxes_and_repairs_the_network() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    require_root();
     let t = test_runtime().await;
     let s = spec("b00000000003c", "adopted");
     let _guard = create_and_start(&t, &s).await;
@@ -389,10 +388,7 @@ async fn a_new_runtime_adopts_running_boxes_and_repairs_the_network() {
 
 #[tokio::test]
 async fn two_daemons_run_boxes_with_the_same_id_side_by_side() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    require_root();
     let (a, b) = (test_runtime().await, test_runtime().await);
     let s = spec("b00000000004d", "twin");
     let mut other = s.clone();
@@ -425,10 +421,7 @@ async fn missing_base_image_is_reported() {
 
 #[tokio::test]
 async fn bad_specs_are_refused_before_touching_the_host() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    require_root();
     let t = test_runtime().await;
     for bad in [spec("../etc", "x"), spec("b1", "bad host"), spec("b1", "")] {
         let err = t.rt.create(&bad).await.expect_err("bad spec accepted");
@@ -442,10 +435,7 @@ async fn bad_specs_are_refused_before_touching_the_host() {
 
 #[tokio::test]
 async fn disk_size_follows_the_spec() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    require_root();
     let t = test_runtime().await;
     // Smaller and larger than the image's 100 GiB.
     for (id, gb) in [("b00000000006f", 2u64), ("b000000000070", 150)] {
@@ -467,10 +457,7 @@ async fn disk_size_follows_the_spec() {
 
 #[tokio::test]
 async fn a_box_cannot_redirect_the_runtime_writes_to_the_host() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    require_root();
     let t = test_runtime().await;
     let host_dir = tempfile::tempdir().expect("temp dir");
     let host_file = host_dir.path().join("hosts");
