@@ -31,11 +31,13 @@ for tool in crun pasta mmdebstrap mkfs.ext4 losetup python3; do
   fi
 done
 
-if ! "$VENV/bin/python" -c 'import sprites, pytest, httpx' >/dev/null 2>&1; then
-  say "creating the SDK test venv in $VENV"
+if ! "$VENV/bin/python" -c 'import sprites, pytest, httpx, moto.server' >/dev/null 2>&1; then
+  say "creating the test venv in $VENV"
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q --disable-pip-version-check 'sprites-py==0.7.*' pytest httpx
+  "$VENV/bin/pip" install -q --disable-pip-version-check 'sprites-py==0.7.*' pytest httpx 'moto[server]'
 fi
+# The S3-compatible server the object-store tests start on loopback.
+export BOTHY_TEST_MOTO="$VENV/bin/moto_server"
 
 target_dir="$(cargo metadata --format-version 1 --no-deps |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"

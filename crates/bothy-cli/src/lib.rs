@@ -9,6 +9,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod duration;
+pub mod env_tool;
 pub mod envflag;
 mod output;
 pub mod progress;

@@ -16,6 +16,7 @@
 //! # Ok(()) }
 //! ```
 
+mod checkpoints;
 mod error;
 mod exec;
 pub mod frame;

@@ -87,57 +87,6 @@ pub(crate) fn set_xattr(path: &Path, name: &str, value: &[u8]) -> std::io::Resul
     Ok(())
 }
 
-/// Copies `src` to `dst` (created or truncated) reading only the data
-/// extents of `src`, so a 100 GiB sparse image with 400 MB of data costs
-/// 400 MB of copying and the copy is as sparse as the source.
-pub(crate) fn copy_sparse(src: &Path, dst: &Path) -> std::io::Result<()> {
-    let input = File::open(src)?;
-    let output = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(dst)?;
-    let len = input.metadata()?.len();
-    output.set_len(len)?;
-    let (ifd, ofd) = (input.as_raw_fd(), output.as_raw_fd());
-    let mut pos: i64 = 0;
-    while (pos as u64) < len {
-        // SAFETY: lseek on an fd we own; it only moves the file offset.
-        let data = unsafe { libc::lseek(ifd, pos, libc::SEEK_DATA) };
-        if data < 0 {
-            let err = std::io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::ENXIO) {
-                break; // no data after `pos`: the rest is a hole
-            }
-            return Err(err);
-        }
-        // SAFETY: as above.
-        let hole = unsafe { libc::lseek(ifd, data, libc::SEEK_HOLE) };
-        if hole < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let mut off_in = data;
-        let mut off_out = data;
-        while off_in < hole {
-            let chunk = (hole - off_in) as usize;
-            // SAFETY: the offsets point at live i64s and both fds are open.
-            let n = unsafe { libc::copy_file_range(ifd, &mut off_in, ofd, &mut off_out, chunk, 0) };
-            if n < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if n == 0 {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    format!("{} shrank while being copied", src.display()),
-                ));
-            }
-        }
-        pos = hole;
-    }
-    output.sync_all()
-}
-
 /// Whether `path` is a mount point, from the kernel's mount table.
 pub(crate) fn is_mount_point(path: &Path) -> std::io::Result<bool> {
     let table = std::fs::read_to_string("/proc/self/mountinfo")?;

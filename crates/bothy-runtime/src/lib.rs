@@ -33,8 +33,9 @@
 //! range for every box; the base image's files are stored shifted (see
 //! [`image`]).
 
+mod base;
+pub mod disk;
 pub mod image;
-pub mod volume;
 
 mod crun;
 mod dirs;
@@ -52,6 +53,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// Where a box reaches its own control API (`bothy-env`): a unix socket the
+/// daemon serves at [`Runtime::env_socket`] on the host.
+pub const ENV_SOCKET_IN_BOX: &str = "/.bothy/run/api.sock";
+
 /// Parent of every daemon's box mount points (`MOUNT_ROOT/<instance>/<id>`).
 pub const MOUNT_ROOT: &str = "/run/bothy";
 
@@ -59,8 +64,8 @@ use crate::dirs::{
     make_box_dir, prepare_data_dir, prepare_mount_dir, remove_empty_cgroup_parents,
     remove_if_exists,
 };
+use crate::disk::{DiskSource, Disks};
 use crate::validate::{check_name, check_socket_path, check_spec};
-use crate::volume::{LoopVolume, Volume};
 
 /// Box uid/gid 0 is this host uid/gid; box ids 0..[`ID_RANGE`] map to
 /// `UID_SHIFT..UID_SHIFT + ID_RANGE`.
@@ -97,7 +102,15 @@ pub struct RuntimeConfig {
     pub image_dir: PathBuf,
     /// The bothy binary, bind-mounted into every box as its init.
     pub exe: PathBuf,
+    /// Where volume chunks and map snapshots live: `file:///dir` or
+    /// `s3://bucket?endpoint=..&region=..`; `None` = `DIR/objects`.
+    pub object_store: Option<String>,
+    /// Byte budget of the local chunk cache (`DIR/storage/cache`).
+    pub cache_bytes: u64,
 }
+
+/// Default local chunk cache budget.
+pub const DEFAULT_CACHE_BYTES: u64 = 10 << 30;
 
 /// Resources of one box.
 #[derive(Debug, Clone, PartialEq)]
@@ -116,13 +129,16 @@ pub struct Runtime {
     cfg: RuntimeConfig,
     init: oci::Init,
     crun: crun::Crun,
+    disks: Arc<Disks>,
     /// One operation at a time per box (start and stop racing would leave
     /// half a box).
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Runtime {
-    pub fn new(cfg: RuntimeConfig) -> Result<Self, RuntimeError> {
+    /// Checks the host, opens the volume storage and, the first time, imports
+    /// the base image into it (seconds; later starts skip it).
+    pub async fn new(cfg: RuntimeConfig) -> Result<Self, RuntimeError> {
         if !nix::unistd::geteuid().is_root() {
             return Err(RuntimeError::HostNotReady(
                 "the box runtime needs root (loop devices, mounts, namespaces): run the daemon as root".into(),
@@ -134,17 +150,28 @@ impl Runtime {
             host::PASTA,
             host::LOSETUP,
             host::MOUNT,
-            host::MKFS_EXT4,
             host::RESIZE2FS,
         ])?;
-        if image::find_base(&cfg.image_dir).is_none() {
-            return Err(RuntimeError::NoBaseImage(cfg.image_dir.clone()));
+        if !Path::new("/dev/fuse").exists() {
+            return Err(RuntimeError::HostNotReady(
+                "/dev/fuse is missing: box disks are served over FUSE; load the fuse module (modprobe fuse)".into(),
+            ));
         }
+        let Some(base_image) = image::find_base(&cfg.image_dir) else {
+            return Err(RuntimeError::NoBaseImage(cfg.image_dir.clone()));
+        };
         prepare_data_dir(&cfg.data_dir)?;
-        prepare_mount_dir(&PathBuf::from(MOUNT_ROOT).join(&cfg.instance))?;
+        let mount_root = PathBuf::from(MOUNT_ROOT).join(&cfg.instance);
+        prepare_mount_dir(&mount_root)?;
+        let storage = open_storage(&cfg, base_image).await?;
         let run_dir = cfg.data_dir.join("run");
         let crun = crun::Crun::new(run_dir.join("crun"));
         Ok(Self {
+            disks: Arc::new(Disks::new(
+                storage,
+                base::volume_name(image::IMAGE_VERSION),
+                mount_root,
+            )),
             cfg,
             init: oci::Init::default(),
             crun,
@@ -159,20 +186,70 @@ impl Runtime {
         self
     }
 
-    /// Makes the box's disk from the base image. Does nothing if it exists.
-    pub async fn create(&self, spec: &BoxSpec) -> Result<(), RuntimeError> {
+    /// Makes the box's disk (a metadata-only clone of the base image, or of
+    /// another box's checkpoint). Does nothing if it exists.
+    pub async fn create(&self, spec: &BoxSpec, source: DiskSource) -> Result<(), RuntimeError> {
         check_spec(spec)?;
+        if let DiskSource::Checkpoint { box_id, .. } = &source {
+            check_name("box id", box_id, 32)?;
+        }
         let lock = self.lock(&spec.id);
         let _guard = lock.lock().await;
-        let base = image::find_base(&self.cfg.image_dir)
-            .ok_or_else(|| RuntimeError::NoBaseImage(self.cfg.image_dir.clone()))?;
         make_box_dir(&self.box_dir(&spec.id))?;
         let size = if spec.storage_gb == 0 {
             image::DEFAULT_DISK_BYTES
         } else {
             spec.storage_gb << 30
         };
-        self.volume(&spec.id).create_from_base(&base, size).await
+        self.disks.create(&spec.id, source, size).await
+    }
+
+    /// A crash-consistent checkpoint of the box's whole disk, taken without
+    /// stopping it. Returns the volume's checkpoint number.
+    pub async fn checkpoint(&self, id: &str) -> Result<u64, RuntimeError> {
+        check_name("box id", id, 32)?;
+        let lock = self.lock(id);
+        let _guard = lock.lock().await;
+        self.disks.checkpoint(id).await
+    }
+
+    /// The volume's checkpoint numbers.
+    pub async fn checkpoints(&self, id: &str) -> Result<Vec<u64>, RuntimeError> {
+        check_name("box id", id, 32)?;
+        self.disks.checkpoints(id).await
+    }
+
+    /// Stops the box, keeps its current disk as a new checkpoint (returned),
+    /// brings the disk back to `checkpoint` and boots the box again.
+    pub async fn restore(&self, spec: &BoxSpec, checkpoint: u64) -> Result<u64, RuntimeError> {
+        check_spec(spec)?;
+        let lock = self.lock(&spec.id);
+        let _guard = lock.lock().await;
+        self.stop_unlocked(&spec.id, false).await?;
+        let safety = self.disks.restore(&spec.id, checkpoint).await;
+        // Whatever happened to the disk, the box comes back up.
+        let booted = self.boot(spec).await;
+        let safety = safety?;
+        booted?;
+        Ok(safety)
+    }
+
+    pub async fn delete_checkpoint(&self, id: &str, checkpoint: u64) -> Result<(), RuntimeError> {
+        check_name("box id", id, 32)?;
+        let lock = self.lock(id);
+        let _guard = lock.lock().await;
+        self.disks.delete_checkpoint(id, checkpoint).await
+    }
+
+    /// Frees chunks that no disk or checkpoint refers to any more.
+    pub async fn collect_garbage(&self) -> Result<(usize, usize), RuntimeError> {
+        let r = self.disks.gc().await?;
+        Ok((r.deleted_objects, r.deleted_cached))
+    }
+
+    /// The storage stack under the boxes' disks.
+    pub fn storage(&self) -> &Arc<bothy_volume::Storage> {
+        self.disks.storage()
     }
 
     pub async fn start(&self, spec: &BoxSpec) -> Result<(), RuntimeError> {
@@ -183,6 +260,9 @@ impl Runtime {
         let cid = self.container_id(id);
         let pasta = self.pasta(id);
         match self.crun.state(&cid).await? {
+            // Its disk is served by this process: one left by an earlier
+            // daemon process is dead, so the box must boot again.
+            Some(_) if !self.disks.is_attached(id) => self.stop_unlocked(id, false).await?,
             Some(state) if state.is_alive() => {
                 if state.status == "paused" {
                     self.crun.resume(&cid).await?;
@@ -196,7 +276,7 @@ impl Runtime {
                 // The socket's file is gone, so nobody can reach the agent
                 // listening on it: boot the box again.
                 tracing::warn!(box_id = %id, "agent socket missing; restarting the box");
-                self.stop_unlocked(id).await?;
+                self.stop_unlocked(id, false).await?;
             }
             Some(_) => self.crun.delete(&cid).await?,
             None => {}
@@ -211,7 +291,7 @@ impl Runtime {
         let cid = self.container_id(id);
         let box_dir = self.box_dir(id);
         let run_dir = self.make_private_dir(&self.cfg.data_dir.join("run"))?;
-        let rootfs = self.volume(id).attach().await?;
+        let rootfs = self.disks.attach(id).await?;
         // A box that broke its own /etc (full disk, /etc made a file) still
         // boots; it just keeps its own files.
         if let Err(e) = etc::write_identity(&rootfs, &spec.hostname, network::DNS_ADDR) {
@@ -219,12 +299,14 @@ impl Runtime {
         }
         let bundle = box_dir.join("bundle");
         std::fs::create_dir_all(&bundle)?;
+        let env_dir = self.env_dir(id)?;
         let config = oci::config(
             spec,
             &rootfs,
             &self.cfg.exe,
             &self.cgroup_path(id),
             &self.init,
+            &env_dir,
         );
         fsutil::write_atomic(
             &bundle.join("config.json"),
@@ -268,20 +350,30 @@ impl Runtime {
             }
         };
         if let Err(e) = self.pasta(id).start(pid).await {
-            let _ = self.stop_unlocked(id).await;
+            let _ = self.stop_unlocked(id, false).await;
             return Err(e);
         }
         Ok(())
     }
 
+    /// Stops the box and makes its disk whole in the object store.
     pub async fn stop(&self, id: &str) -> Result<(), RuntimeError> {
         check_name("box id", id, 32)?;
         let lock = self.lock(id);
         let _guard = lock.lock().await;
-        self.stop_unlocked(id).await
+        self.stop_unlocked(id, true).await
     }
 
-    async fn stop_unlocked(&self, id: &str) -> Result<(), RuntimeError> {
+    /// The sync barrier for a running box (see [`Disks::sync`]).
+    pub async fn sync(&self, id: &str) -> Result<(), RuntimeError> {
+        check_name("box id", id, 32)?;
+        self.disks.upload_pending().await?;
+        let lock = self.lock(id);
+        let _guard = lock.lock().await;
+        self.disks.sync(id).await
+    }
+
+    async fn stop_unlocked(&self, id: &str, sync: bool) -> Result<(), RuntimeError> {
         let cid = self.container_id(id);
         if let Some(state) = self.crun.state(&cid).await? {
             if state.status == "paused" {
@@ -302,7 +394,7 @@ impl Runtime {
             self.crun.delete(&cid).await?;
         }
         self.pasta(id).stop()?;
-        self.volume(id).detach().await?;
+        self.disks.detach(id, sync).await?;
         remove_if_exists(&self.agent_socket(id))?;
         // The daemon's parent cgroup goes with its last box, so a clean shutdown
         // leaves nothing behind on the host.
@@ -314,8 +406,16 @@ impl Runtime {
         check_name("box id", id, 32)?;
         let lock = self.lock(id);
         let _guard = lock.lock().await;
-        self.stop_unlocked(id).await?;
-        self.volume(id).destroy().await?;
+        self.stop_unlocked(id, false).await?;
+        self.disks.destroy(id).await?;
+        let env_dir = self.cfg.data_dir.join("run").join("env").join(id);
+        if env_dir.exists() {
+            std::fs::remove_dir_all(&env_dir)?;
+        }
+        let box_dir = self.box_dir(id);
+        if box_dir.exists() {
+            std::fs::remove_dir_all(&box_dir)?;
+        }
         remove_empty_cgroup_parents(&self.cgroup_path(id));
         self.locks.lock().map(|mut l| l.remove(id)).ok();
         Ok(())
@@ -328,6 +428,29 @@ impl Runtime {
             .state(&self.container_id(id))
             .await?
             .is_some_and(|s| s.is_alive()))
+    }
+
+    /// Host path of the socket the box sees at [`ENV_SOCKET_IN_BOX`]; whoever
+    /// serves it must make it connectable by box root only (host uid
+    /// [`UID_SHIFT`], mode 0600).
+    pub fn env_socket(&self, id: &str) -> PathBuf {
+        self.cfg
+            .data_dir
+            .join("run")
+            .join("env")
+            .join(id)
+            .join("api.sock")
+    }
+
+    /// The directory of [`Runtime::env_socket`], made searchable for the box.
+    fn env_dir(&self, id: &str) -> Result<PathBuf, RuntimeError> {
+        let dir = self.cfg.data_dir.join("run").join("env").join(id);
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&dir)?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+        Ok(dir)
     }
 
     /// Host path of the box's agent socket (in a directory the box cannot see).
@@ -361,19 +484,6 @@ impl Runtime {
         self.cfg.data_dir.join("boxes").join(id)
     }
 
-    fn volume(&self, id: &str) -> LoopVolume {
-        LoopVolume::new(self.box_dir(id), self.mount_dir().join(id))
-    }
-
-    /// Where this daemon mounts its boxes' disks. Not in the data dir: the box's
-    /// init resolves its rootfs path from inside its user namespace, so every
-    /// directory on the way must be searchable by the box's host uid, and a data
-    /// dir may well live under a private directory such as /root. /run is
-    /// searchable everywhere, and mounts do not outlive a reboot anyway.
-    fn mount_dir(&self) -> PathBuf {
-        PathBuf::from(MOUNT_ROOT).join(&self.cfg.instance)
-    }
-
     fn pasta(&self, id: &str) -> network::Pasta {
         network::Pasta::new(
             self.cfg
@@ -405,4 +515,38 @@ impl Runtime {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
         Ok(dir.to_path_buf())
     }
+}
+
+/// Opens the daemon's volume storage (`DIR/storage`) over its object store and
+/// makes sure the base image is in it.
+async fn open_storage(
+    cfg: &RuntimeConfig,
+    base_image: PathBuf,
+) -> Result<Arc<bothy_volume::Storage>, RuntimeError> {
+    let url = match &cfg.object_store {
+        Some(u) => u.clone(),
+        None => format!("file://{}", cfg.data_dir.join("objects").display()),
+    };
+    let parsed: bothy_store::StoreUrl = url
+        .parse()
+        .map_err(|e| RuntimeError::Failed(format!("--object-store {url}: {e}")))?;
+    let dir = cfg.data_dir.join("storage");
+    let cache_bytes = cfg.cache_bytes;
+    let storage = tokio::task::spawn_blocking(move || {
+        let objects = parsed
+            .open()
+            .map_err(|e| RuntimeError::Failed(format!("cannot open object store {url}: {e}")))?;
+        let store = bothy_store::ChunkStore::from_object_store(objects);
+        let config = bothy_volume::StorageConfig {
+            cache_budget: cache_bytes,
+            ..Default::default()
+        };
+        let storage = bothy_volume::Storage::open(&dir, store, config)
+            .map_err(|e| RuntimeError::Failed(format!("cannot open volume storage in {}: {e}", dir.display())))?;
+        base::ensure_imported(&storage, &base::volume_name(image::IMAGE_VERSION), &base_image)?;
+        Ok::<_, RuntimeError>(storage)
+    })
+    .await
+    .map_err(|e| RuntimeError::Failed(format!("opening storage failed: {e}")))??;
+    Ok(Arc::new(storage))
 }

@@ -10,6 +10,11 @@ use crate::{BoxSpec, ID_RANGE, UID_SHIFT};
 /// Where the bothy binary appears inside a box (read-only).
 pub(crate) const EXE_DIR: &str = "/.bothy";
 pub(crate) const EXE_IN_BOX: &str = "/.bothy/bothy";
+/// The box's own control socket lives in this directory (see
+/// [`crate::ENV_SOCKET_IN_BOX`]).
+pub(crate) const ENV_DIR_IN_BOX: &str = "/.bothy/run";
+/// `bothy-env` in the box: the bothy binary under another name.
+pub(crate) const ENV_TOOL_IN_BOX: &str = "/usr/local/bin/bothy-env";
 
 /// The fd on which pid 1 finds the agent's listening socket.
 pub(crate) const AGENT_FD: i32 = 3;
@@ -90,6 +95,7 @@ pub(crate) fn config(
     exe: &Path,
     cgroup_path: &str,
     init: &Init,
+    env_dir: &Path,
 ) -> Value {
     let id_map = json!([{ "containerID": 0, "hostID": UID_SHIFT, "size": ID_RANGE }]);
     let caps = CAPABILITIES;
@@ -143,6 +149,10 @@ pub(crate) fn config(
               "options": ["nosuid", "noexec", "nodev", "relatime", "ro"] },
             { "destination": EXE_IN_BOX, "type": "bind", "source": exe,
               "options": ["bind", "ro", "nosuid", "nodev"] },
+            { "destination": ENV_TOOL_IN_BOX, "type": "bind", "source": exe,
+              "options": ["bind", "ro", "nosuid", "nodev"] },
+            { "destination": ENV_DIR_IN_BOX, "type": "bind", "source": env_dir,
+              "options": ["bind", "ro", "nosuid", "nodev", "noexec"] },
         ],
         "linux": {
             "uidMappings": id_map,
@@ -211,6 +221,7 @@ mod tests {
             Path::new("/bin/bothy"),
             "/bothy-x/b1",
             &Init::default(),
+            Path::new("/data/run/env/b1"),
         );
         let res = &c["linux"]["resources"];
         assert_eq!(res["memory"]["limit"], 512 * 1024 * 1024);
@@ -218,5 +229,11 @@ mod tests {
         assert_eq!(c["hostname"], "dev");
         assert_eq!(c["process"]["args"][0], EXE_IN_BOX);
         assert_eq!(c["linux"]["uidMappings"][0]["hostID"], UID_SHIFT);
+        let env = c["mounts"]
+            .as_array()
+            .and_then(|m| m.iter().find(|m| m["destination"] == ENV_DIR_IN_BOX))
+            .expect("env dir mounted");
+        assert_eq!(env["source"], "/data/run/env/b1");
+        assert!(env["options"].as_array().is_some_and(|o| o.contains(&"ro".into())));
     }
 }

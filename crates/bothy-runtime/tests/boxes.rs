@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bothy_runtime::image::{self, DEFAULT_IMAGE_DIR};
-use bothy_runtime::{BoxSpec, Runtime, RuntimeConfig, RuntimeError};
+use bothy_runtime::disk::DiskSource;
+use bothy_runtime::{BoxSpec, Runtime, RuntimeConfig, RuntimeError, DEFAULT_CACHE_BYTES, MOUNT_ROOT};
 
 /// pid 1 of a test box: exits on SIGTERM like a well-behaved init.
 const STAND_IN_INIT: &str = "trap 'exit 0' TERM; while true; do sleep 3600 & wait $!; done";
@@ -59,8 +60,10 @@ async fn test_runtime() -> TestRuntime {
         instance: format!("t{}x{n}", std::process::id()),
         image_dir: DEFAULT_IMAGE_DIR.into(),
         exe: "/bin/true".into(),
+        object_store: None,
+        cache_bytes: DEFAULT_CACHE_BYTES,
     };
-    let rt = runtime_for(&cfg);
+    let rt = runtime_for(&cfg).await;
     TestRuntime {
         rt: Arc::new(rt),
         cfg,
@@ -68,8 +71,9 @@ async fn test_runtime() -> TestRuntime {
     }
 }
 
-fn runtime_for(cfg: &RuntimeConfig) -> Runtime {
+async fn runtime_for(cfg: &RuntimeConfig) -> Runtime {
     Runtime::new(cfg.clone())
+        .await
         .expect("runtime")
         .with_init_args(vec!["/bin/sh".into(), "-c".into(), STAND_IN_INIT.into()])
 }
@@ -114,7 +118,7 @@ async fn create_and_start(t: &TestRuntime, spec: &BoxSpec) -> BoxGuard {
         id: spec.id.clone(),
     };
     let t0 = Instant::now();
-    t.rt.create(spec).await.expect("create");
+    t.rt.create(spec, DiskSource::Base).await.expect("create");
     let t1 = Instant::now();
     t.rt.start(spec).await.expect("start");
     eprintln!(
@@ -144,13 +148,19 @@ fn mounts_mentioning(path: &Path) -> Vec<String> {
         .collect()
 }
 
-fn loop_devices_of(disk: &Path) -> String {
+/// Loop devices whose backing file is under `dir` (the FUSE files of a
+/// runtime's disks).
+fn loop_devices_under(dir: &Path) -> String {
     let out = std::process::Command::new("losetup")
-        .arg("-j")
-        .arg(disk)
+        .args(["--list", "--noheadings", "--raw", "--output", "NAME,BACK-FILE"])
         .output()
         .expect("losetup");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    let needle = dir.to_string_lossy().to_string();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(&needle))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Waits (up to 5 s) for `pid` to be gone or a zombie: a killed daemon is
@@ -295,23 +305,23 @@ async fn stop_and_start_keep_the_disk_and_destroy_leaves_nothing() {
     );
 
     let box_dir = t.cfg.data_dir.join("boxes").join(&s.id);
+    let mounts = Path::new(MOUNT_ROOT).join(&t.cfg.instance);
     let t0 = Instant::now();
     rt.stop(&s.id).await.expect("stop");
     eprintln!("stop {:?}", t0.elapsed());
     rt.stop(&s.id).await.expect("stop is idempotent");
     assert!(!rt.is_running(&s.id).await.expect("is_running"));
     assert!(
-        mounts_mentioning(&box_dir).is_empty(),
+        mounts_mentioning(&mounts).is_empty(),
         "still mounted after stop"
     );
-    assert_eq!(loop_devices_of(&box_dir.join("disk.ext4")), "");
+    assert_eq!(loop_devices_under(&mounts), "");
 
     let t0 = Instant::now();
     rt.start(&s).await.expect("restart");
     eprintln!("cold start {:?}", t0.elapsed());
     assert_eq!(sh(rt, &s.id, "cat /root/note").await, "kept");
 
-    let disk = box_dir.join("disk.ext4");
     rt.destroy(&s.id).await.expect("destroy");
     rt.destroy(&s.id).await.expect("destroy is idempotent");
     assert!(!box_dir.exists(), "box dir left behind");
@@ -319,7 +329,8 @@ async fn stop_and_start_keep_the_disk_and_destroy_leaves_nothing() {
         mounts_mentioning(&t.cfg.data_dir).is_empty(),
         "mounts left behind"
     );
-    assert_eq!(loop_devices_of(&disk), "");
+    assert!(mounts_mentioning(&mounts).is_empty(), "mounts left behind");
+    assert_eq!(loop_devices_under(&mounts), "");
     assert!(!rt.agent_socket(&s.id).exists(), "socket left behind");
     assert!(!rt.is_running(&s.id).await.expect("is_running"));
     for controller in ["memory", "pids"] {
@@ -333,15 +344,19 @@ async fn stop_and_start_keep_the_disk_and_destroy_leaves_nothing() {
     drop(guard);
 }
 
+/// A box's disk is served by the runtime's process, so a box that outlived
+/// its runtime (a daemon SIGKILL) has a dead disk: the next runtime boots it
+/// again, with what it had synced, and a fresh network.
 #[tokio::test]
-async fn a_new_runtime_adopts_running_boxes_and_repairs_the_network() {
+async fn a_new_runtime_reboots_boxes_whose_runtime_went_away() {
     require_root();
     let t = test_runtime().await;
     let s = spec("b00000000003c", "adopted");
-    let _guard = create_and_start(&t, &s).await;
+    // No guard yet: a guard would keep the old runtime alive.
+    t.rt.create(&s, DiskSource::Base).await.expect("create");
+    t.rt.start(&s).await.expect("start");
+    sh(&t.rt, &s.id, "echo kept > /root/note && sync").await;
     let boot_time = sh(&t.rt, &s.id, "cut -d' ' -f22 /proc/1/stat").await;
-
-    // As after a daemon SIGKILL: a fresh runtime, and pasta died too.
     let pid_file = t
         .cfg
         .data_dir
@@ -352,38 +367,26 @@ async fn a_new_runtime_adopts_running_boxes_and_repairs_the_network() {
         .trim()
         .parse()
         .expect("pid");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pasta_pid),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("kill pasta");
-    let fresh = runtime_for(&t.cfg);
-    fresh.start(&s).await.expect("adopting start");
-    assert_eq!(
+    // The old runtime goes away without stopping anything: its disks die.
+    let TestRuntime { rt, cfg, _dir } = t;
+    drop(rt);
+    let fresh = Arc::new(runtime_for(&cfg).await);
+    let _guard = BoxGuard {
+        rt: fresh.clone(),
+        id: s.id.clone(),
+    };
+    fresh.start(&s).await.expect("start after the runtime went away");
+    assert_ne!(
         sh(&fresh, &s.id, "cut -d' ' -f22 /proc/1/stat").await,
         boot_time,
-        "box was rebooted"
+        "a box on a dead disk was kept"
     );
-    let new_pid: i32 = std::fs::read_to_string(&pid_file)
-        .expect("pasta pid")
-        .trim()
-        .parse()
-        .expect("pid");
-    assert_ne!(new_pid, pasta_pid);
-    assert!(
-        Path::new(&format!("/proc/{new_pid}")).exists(),
-        "pasta not restarted"
-    );
-    // A healthy box is left alone: same pasta.
+    assert_eq!(sh(&fresh, &s.id, "cat /root/note").await, "kept");
+    assert!(process_ends(pasta_pid), "the old pasta outlived its box");
+    // A healthy box is left alone.
+    let again = sh(&fresh, &s.id, "cut -d' ' -f22 /proc/1/stat").await;
     fresh.start(&s).await.expect("start of a healthy box");
-    let same_pid: i32 = std::fs::read_to_string(&pid_file)
-        .expect("pasta pid")
-        .trim()
-        .parse()
-        .expect("pid");
-    assert_eq!(same_pid, new_pid, "pasta restarted needlessly");
-    fresh.destroy(&s.id).await.expect("destroy");
-    assert!(process_ends(new_pid), "pasta outlived the box");
+    assert_eq!(sh(&fresh, &s.id, "cut -d' ' -f22 /proc/1/stat").await, again);
 }
 
 #[tokio::test]
@@ -410,8 +413,10 @@ async fn missing_base_image_is_reported() {
         instance: "noimage".into(),
         image_dir: dir.path().join("images"),
         exe: "/bin/true".into(),
+        object_store: None,
+        cache_bytes: DEFAULT_CACHE_BYTES,
     };
-    match Runtime::new(cfg) {
+    match Runtime::new(cfg).await {
         Err(RuntimeError::NoBaseImage(p)) => assert_eq!(p, dir.path().join("images")),
         Err(RuntimeError::HostNotReady(msg)) if !is_root() => assert!(msg.contains("root")),
         Err(e) => panic!("unexpected error: {e}"),
@@ -424,7 +429,11 @@ async fn bad_specs_are_refused_before_touching_the_host() {
     require_root();
     let t = test_runtime().await;
     for bad in [spec("../etc", "x"), spec("b1", "bad host"), spec("b1", "")] {
-        let err = t.rt.create(&bad).await.expect_err("bad spec accepted");
+        let err = t
+            .rt
+            .create(&bad, DiskSource::Base)
+            .await
+            .expect_err("bad spec accepted");
         assert!(err.to_string().contains("invalid"), "{err}");
     }
     let made = std::fs::read_dir(t.cfg.data_dir.join("boxes"))

@@ -13,7 +13,9 @@ use std::time::Duration;
 use bothy_runtime::BoxSpec;
 use tokio::sync::watch;
 
-use crate::boxes::{BoxError, Boxes};
+use crate::boxes::{BoxError, Boxes, DiskSource};
+use crate::checkpoint_store::CheckpointRow;
+use crate::envsock::EnvSockets;
 use crate::error::ApiError;
 use crate::store::{RowState, SpriteRow, Store};
 
@@ -22,6 +24,8 @@ const CREATE_TIMEOUT: Duration = Duration::from_secs(120);
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 const DESTROY_TIMEOUT: Duration = Duration::from_secs(60);
+const CHECKPOINT_TIMEOUT: Duration = Duration::from_secs(60);
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Status checks are on the path of list/get: a wedged box must not hang them.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -43,6 +47,7 @@ struct Inner<B> {
     /// One async lock per box id, so create/destroy/wake of a box never race.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     shutdown: watch::Receiver<bool>,
+    env: EnvSockets,
 }
 
 /// Now as RFC 3339 with milliseconds, the precision every other timestamp has.
@@ -93,6 +98,7 @@ impl<B: Boxes> App<B> {
                 boxes,
                 locks: Mutex::new(HashMap::new()),
                 shutdown,
+                env: EnvSockets::default(),
             }),
         }
     }
@@ -140,7 +146,7 @@ impl<B: Boxes> App<B> {
     /// Creates and starts the box of a row already inserted as `creating`; on
     /// failure removes what was made and the row. Runs to completion even if the
     /// caller goes away, so the row never stays half-made while the daemon runs.
-    pub async fn finish_create(&self, row: SpriteRow) -> Result<(), ApiError> {
+    pub async fn finish_create(&self, row: SpriteRow, source: DiskSource) -> Result<(), ApiError> {
         let app = self.clone();
         let task = tokio::spawn(async move {
             let lock = app.lock_of(&row.id);
@@ -150,7 +156,7 @@ impl<B: Boxes> App<B> {
                 bounded(
                     CREATE_TIMEOUT,
                     "creating the box",
-                    app.inner.boxes.create(&spec),
+                    app.inner.boxes.create(&spec, &source),
                 )
                 .await?;
                 bounded(
@@ -168,6 +174,7 @@ impl<B: Boxes> App<B> {
                         .set_state(row.id.clone(), RowState::Ready, t.clone())
                         .await?;
                     app.store().mark_running(row.id.clone(), t).await?;
+                    app.serve_env(&row.id);
                     tracing::info!(box_id = %row.id, name = %row.name, org = %row.org, "sprite created");
                     Ok(())
                 }
@@ -200,6 +207,7 @@ impl<B: Boxes> App<B> {
             app.store()
                 .set_state(row.id.clone(), RowState::Destroying, now())
                 .await?;
+            app.inner.env.remove(&row.id);
             bounded(
                 DESTROY_TIMEOUT,
                 "destroying the box",
@@ -213,6 +221,7 @@ impl<B: Boxes> App<B> {
             })?;
             app.store().delete_sprite(row.id.clone()).await?;
             tracing::info!(box_id = %row.id, name = %row.name, org = %row.org, "sprite destroyed");
+            app.collect_garbage_later();
             Ok(())
         });
         let res = task
@@ -226,6 +235,12 @@ impl<B: Boxes> App<B> {
 
     /// Makes sure the box runs (waking a cold one), or says why it cannot.
     pub async fn ensure_running(&self, row: &SpriteRow) -> Result<(), ApiError> {
+        self.ensure_ready(row)?;
+        self.wake(row).await
+    }
+
+    /// Refuses a sprite that is still being created or destroyed.
+    pub fn ensure_ready(&self, row: &SpriteRow) -> Result<(), ApiError> {
         match row.state {
             RowState::Ready => {}
             RowState::Creating => {
@@ -241,6 +256,10 @@ impl<B: Boxes> App<B> {
                 )))
             }
         }
+        Ok(())
+    }
+
+    async fn wake(&self, row: &SpriteRow) -> Result<(), ApiError> {
         let lock = self.lock_of(&row.id);
         let _guard = lock.lock().await;
         // A destroy may have run while this waited for the lock: never start a
@@ -313,12 +332,193 @@ impl<B: Boxes> App<B> {
                     }
                 }
                 RowState::Ready => {
+                    self.serve_env(&row.id);
+                    if let Err(e) = self.adopt_orphan_checkpoints(&row).await {
+                        tracing::warn!(box_id = %row.id, error = %e, "cannot reconcile checkpoints");
+                    }
                     // Failures are recorded and reported on exec; keep going.
                     let _ = self.start_locked(&row).await;
                 }
             }
         }
         Ok(())
+    }
+
+    /// A checkpoint the volume layer made but whose record a crash prevented
+    /// (a checkpoint or a restore's safety copy) is kept, as an automatic one:
+    /// a checkpoint exists whole or not at all, and restore never loses work.
+    async fn adopt_orphan_checkpoints(&self, row: &SpriteRow) -> Result<(), ApiError> {
+        let known: std::collections::HashSet<u64> = self
+            .store()
+            .checkpoints(row.id.clone())
+            .await?
+            .iter()
+            .map(|c| c.volume_checkpoint)
+            .collect();
+        let found = bounded(
+            CHECKPOINT_TIMEOUT,
+            "listing checkpoints",
+            self.inner.boxes.volume_checkpoints(&row.id),
+        )
+        .await?;
+        for n in found.into_iter().filter(|n| !known.contains(n)) {
+            tracing::info!(box_id = %row.id, volume_checkpoint = n, "keeping a checkpoint made just before a crash");
+            self.store()
+                .add_checkpoint(
+                    row.id.clone(),
+                    n,
+                    Some("made just before the daemon stopped unexpectedly".into()),
+                    true,
+                    now(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Checkpoints the box's disk while it runs.
+    pub async fn checkpoint(
+        &self,
+        row: &SpriteRow,
+        comment: Option<String>,
+    ) -> Result<CheckpointRow, ApiError> {
+        self.ensure_running(row).await?;
+        let app = self.clone();
+        let row = row.clone();
+        // Like create: once started it completes, whoever is waiting.
+        let task = tokio::spawn(async move {
+            let lock = app.lock_of(&row.id);
+            let _guard = lock.lock().await;
+            let n = bounded(
+                CHECKPOINT_TIMEOUT,
+                "checkpointing the box",
+                app.inner.boxes.checkpoint(&row.id),
+            )
+            .await
+            .map_err(|e| ApiError::Internal(format!("could not checkpoint {:?}: {e}", row.name)))?;
+            let made = app
+                .store()
+                .add_checkpoint(row.id.clone(), n, comment, false, now())
+                .await?;
+            tracing::info!(box_id = %row.id, checkpoint = %made.id(), "checkpoint created");
+            app.sync_later(&row.id);
+            Ok(made)
+        });
+        task.await
+            .map_err(|e| ApiError::Internal(format!("checkpoint task failed: {e}")))?
+    }
+
+    /// Brings the box back to checkpoint `seq`, keeping the state it replaces
+    /// as an automatic checkpoint (returned).
+    pub async fn restore(&self, row: &SpriteRow, seq: u64) -> Result<CheckpointRow, ApiError> {
+        let target = self.checkpoint_of(row, seq).await?;
+        let app = self.clone();
+        let row = row.clone();
+        // Runs to the end even if the caller goes away: a restore asked from
+        // inside the box kills the caller's connection on the way.
+        let task = tokio::spawn(async move {
+            let lock = app.lock_of(&row.id);
+            let _guard = lock.lock().await;
+            let safety = bounded(
+                RESTORE_TIMEOUT,
+                "restoring the box",
+                app.inner.boxes.restore(&spec_of(&row), target.volume_checkpoint),
+            )
+            .await
+            .map_err(|e| {
+                ApiError::Internal(format!(
+                    "could not restore {:?} to {}: {e}; its disk is unchanged or kept as an automatic checkpoint (checkpoint list --include-auto)",
+                    row.name,
+                    target.id()
+                ))
+            })?;
+            let kept = app
+                .store()
+                .add_checkpoint(
+                    row.id.clone(),
+                    safety,
+                    Some(format!("automatic, before restoring {}", target.id())),
+                    true,
+                    now(),
+                )
+                .await?;
+            let mut history = target.history.clone();
+            history.push(target.id());
+            app.store().set_history(row.id.clone(), history).await?;
+            if let Err(e) = app.store().mark_running(row.id.clone(), now()).await {
+                tracing::warn!(box_id = %row.id, error = %e, "could not record last_running_at");
+            }
+            tracing::info!(box_id = %row.id, to = %target.id(), kept = %kept.id(), "box restored");
+            Ok(kept)
+        });
+        task.await
+            .map_err(|e| ApiError::Internal(format!("restore task failed: {e}")))?
+    }
+
+    pub async fn checkpoint_of(&self, row: &SpriteRow, seq: u64) -> Result<CheckpointRow, ApiError> {
+        self.store()
+            .checkpoint(row.id.clone(), seq)
+            .await?
+            .ok_or_else(|| {
+                ApiError::NotFound(format!(
+                    "sprite {:?} has no checkpoint v{seq}; `checkpoint list --include-auto` shows the ones it has",
+                    row.name
+                ))
+            })
+    }
+
+    pub async fn delete_checkpoint(&self, row: &SpriteRow, seq: u64) -> Result<(), ApiError> {
+        let target = self.checkpoint_of(row, seq).await?;
+        let app = self.clone();
+        let row = row.clone();
+        let task = tokio::spawn(async move {
+            let lock = app.lock_of(&row.id);
+            let _guard = lock.lock().await;
+            // The record goes first: a crash in between leaves a volume
+            // checkpoint that recovery adopts again, never a record without
+            // its data.
+            app.store().delete_checkpoint(row.id.clone(), seq).await?;
+            bounded(
+                CHECKPOINT_TIMEOUT,
+                "deleting the checkpoint",
+                app.inner.boxes.delete_checkpoint(&row.id, target.volume_checkpoint),
+            )
+            .await
+            .map_err(|e| ApiError::Internal(format!("could not delete {}: {e}", target.id())))?;
+            app.collect_garbage_later();
+            Ok(())
+        });
+        task.await
+            .map_err(|e| ApiError::Internal(format!("delete task failed: {e}")))?
+    }
+
+    /// Serves the box's own control socket (bothy-env), if boxes have one.
+    fn serve_env(&self, id: &str) {
+        if let Some(path) = self.inner.boxes.env_socket(id) {
+            self.inner.env.ensure(self, id, path);
+        }
+    }
+
+    /// Ships a box's disk and checkpoints to the object store in the
+    /// background: the checkpoint is already durable locally.
+    fn sync_later(&self, id: &str) {
+        let app = self.clone();
+        let id = id.to_string();
+        tokio::spawn(async move {
+            if let Err(e) = app.inner.boxes.sync(&id).await {
+                tracing::warn!(box_id = %id, error = %e, "syncing to the object store failed; retried at the next checkpoint or shutdown");
+            }
+        });
+    }
+
+    /// Frees unreferenced chunks in the background.
+    fn collect_garbage_later(&self) {
+        let app = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = app.inner.boxes.collect_garbage().await {
+                tracing::warn!(error = %e, "garbage collection failed; it runs again after the next delete");
+            }
+        });
     }
 
     /// Stops every box (on SIGTERM/SIGINT).

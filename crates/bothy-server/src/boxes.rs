@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use bothy_agent::client::{AgentClient, AgentError, SessionReader, SessionWriter};
 use bothy_agent::proto::{Input, Output, SessionInfo, SpawnRequest};
+pub use bothy_runtime::disk::DiskSource;
 use bothy_runtime::{BoxSpec, Runtime, RuntimeError};
 use tokio::sync::mpsc;
 
@@ -57,7 +58,11 @@ pub struct ExecChannels {
 /// Boxes and their exec sessions. Every call is idempotent where the runtime's
 /// is, and none is expected to bound its own duration: callers add timeouts.
 pub trait Boxes: Send + Sync + 'static {
-    fn create(&self, spec: &BoxSpec) -> impl Future<Output = Result<(), BoxError>> + Send;
+    fn create(
+        &self,
+        spec: &BoxSpec,
+        source: &DiskSource,
+    ) -> impl Future<Output = Result<(), BoxError>> + Send;
     fn start(&self, spec: &BoxSpec) -> impl Future<Output = Result<(), BoxError>> + Send;
     fn stop(&self, id: &str) -> impl Future<Output = Result<(), BoxError>> + Send;
     fn destroy(&self, id: &str) -> impl Future<Output = Result<(), BoxError>> + Send;
@@ -80,6 +85,30 @@ pub trait Boxes: Send + Sync + 'static {
         session: &str,
         signal: i32,
     ) -> impl Future<Output = Result<(), BoxError>> + Send;
+    /// A crash-consistent checkpoint of the running box's disk; returns the
+    /// volume's checkpoint number.
+    fn checkpoint(&self, id: &str) -> impl Future<Output = Result<u64, BoxError>> + Send;
+    /// The volume's checkpoint numbers.
+    fn volume_checkpoints(&self, id: &str)
+        -> impl Future<Output = Result<Vec<u64>, BoxError>> + Send;
+    /// Stops the box, keeps its disk as a new checkpoint (returned), brings the
+    /// disk back to `checkpoint`, boots the box.
+    fn restore(
+        &self,
+        spec: &BoxSpec,
+        checkpoint: u64,
+    ) -> impl Future<Output = Result<u64, BoxError>> + Send;
+    fn delete_checkpoint(
+        &self,
+        id: &str,
+        checkpoint: u64,
+    ) -> impl Future<Output = Result<(), BoxError>> + Send;
+    /// Frees storage nothing refers to any more.
+    fn collect_garbage(&self) -> impl Future<Output = Result<(), BoxError>> + Send;
+    /// Makes the box's disk and checkpoints durable in the object store.
+    fn sync(&self, id: &str) -> impl Future<Output = Result<(), BoxError>> + Send;
+    /// Where to serve the box's own control socket, if boxes have one.
+    fn env_socket(&self, id: &str) -> Option<std::path::PathBuf>;
 }
 
 /// Boxes made by the runtime (crun containers) with the agent as pid 1.
@@ -98,8 +127,8 @@ impl RealBoxes {
 }
 
 impl Boxes for RealBoxes {
-    async fn create(&self, spec: &BoxSpec) -> Result<(), BoxError> {
-        Ok(self.runtime.create(spec).await?)
+    async fn create(&self, spec: &BoxSpec, source: &DiskSource) -> Result<(), BoxError> {
+        Ok(self.runtime.create(spec, source.clone()).await?)
     }
     async fn start(&self, spec: &BoxSpec) -> Result<(), BoxError> {
         Ok(self.runtime.start(spec).await?)
@@ -126,6 +155,29 @@ impl Boxes for RealBoxes {
     }
     async fn kill(&self, id: &str, session: &str, signal: i32) -> Result<(), BoxError> {
         Ok(self.agent(id).kill(session, signal).await?)
+    }
+    async fn checkpoint(&self, id: &str) -> Result<u64, BoxError> {
+        Ok(self.runtime.checkpoint(id).await?)
+    }
+    async fn volume_checkpoints(&self, id: &str) -> Result<Vec<u64>, BoxError> {
+        Ok(self.runtime.checkpoints(id).await?)
+    }
+    async fn restore(&self, spec: &BoxSpec, checkpoint: u64) -> Result<u64, BoxError> {
+        Ok(self.runtime.restore(spec, checkpoint).await?)
+    }
+    async fn delete_checkpoint(&self, id: &str, checkpoint: u64) -> Result<(), BoxError> {
+        Ok(self.runtime.delete_checkpoint(id, checkpoint).await?)
+    }
+    async fn collect_garbage(&self) -> Result<(), BoxError> {
+        let (objects, cached) = self.runtime.collect_garbage().await?;
+        tracing::info!(objects, cached, "garbage collected");
+        Ok(())
+    }
+    fn env_socket(&self, id: &str) -> Option<std::path::PathBuf> {
+        Some(self.runtime.env_socket(id))
+    }
+    async fn sync(&self, id: &str) -> Result<(), BoxError> {
+        Ok(self.runtime.sync(id).await?)
     }
 }
 

@@ -24,10 +24,13 @@ mod auth;
 mod boxes;
 mod bridge;
 mod datadir;
+mod envsock;
 mod error;
 mod params;
+pub mod replica;
 mod routes;
 mod store;
+mod checkpoint_store;
 
 #[cfg(test)]
 mod tests;
@@ -54,6 +57,10 @@ pub struct DaemonConfig {
     pub image_dir: PathBuf,
     /// The running bothy binary (bind-mounted into boxes as their init).
     pub exe: PathBuf,
+    /// Object store URL; `None` = `DATA_DIR/objects`.
+    pub object_store: Option<String>,
+    /// Local chunk cache budget.
+    pub cache_bytes: u64,
 }
 
 /// Why the daemon could not start or stopped with an error.
@@ -109,7 +116,10 @@ async fn serve(cfg: DaemonConfig) -> Result<(), DaemonError> {
         instance: datadir::instance_id(&data_dir),
         image_dir: cfg.image_dir.clone(),
         exe: cfg.exe.clone(),
-    })?;
+        object_store: cfg.object_store.clone(),
+        cache_bytes: cfg.cache_bytes,
+    })
+    .await?;
     serve_with(
         &data_dir,
         cfg.listen,

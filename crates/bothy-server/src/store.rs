@@ -129,7 +129,20 @@ impl Store {
                  created_at TEXT NOT NULL,
                  updated_at TEXT NOT NULL,
                  last_running_at TEXT,
-                 UNIQUE (org, name));",
+                 UNIQUE (org, name));
+             CREATE TABLE IF NOT EXISTS checkpoints (
+                 sprite_id TEXT NOT NULL REFERENCES sprites(id) ON DELETE CASCADE,
+                 seq INTEGER NOT NULL,
+                 volume_checkpoint INTEGER NOT NULL,
+                 comment TEXT,
+                 created_at TEXT NOT NULL,
+                 auto INTEGER NOT NULL,
+                 history TEXT NOT NULL,
+                 PRIMARY KEY (sprite_id, seq));
+             CREATE TABLE IF NOT EXISTS lineage (
+                 sprite_id TEXT PRIMARY KEY REFERENCES sprites(id) ON DELETE CASCADE,
+                 next_seq INTEGER NOT NULL,
+                 history TEXT NOT NULL);",
         )?;
         let version: Option<i64> = conn
             .query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))
@@ -311,6 +324,18 @@ impl Store {
                 out.push(sprite_from_row(r)?);
             }
             Ok(out)
+        })
+        .await
+    }
+
+    pub async fn sprite_by_id(&self, id: String) -> Result<Option<SpriteRow>, StoreError> {
+        self.run(move |c| {
+            let mut st = c.prepare(&format!("SELECT {SPRITE_COLUMNS} FROM sprites WHERE id = ?1"))?;
+            let mut rows = st.query([id])?;
+            match rows.next()? {
+                Some(r) => Ok(Some(sprite_from_row(r)?)),
+                None => Ok(None),
+            }
         })
         .await
     }

@@ -11,6 +11,8 @@ pub mod chunks;
 pub mod faulty;
 pub mod format;
 pub mod retry;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod url;
 
 pub use blobs::{Blobs, ObjectBlobs};

@@ -98,11 +98,8 @@ pub fn copy_map(conn: &Connection, from: i64, to: i64) -> Result<(), VolumeError
 
 pub fn lookup(conn: &Connection, gen: i64, idx: u64) -> Result<Option<ChunkHash>, VolumeError> {
     let hash: Option<Vec<u8>> = conn
-        .query_row(
-            "SELECT hash FROM map WHERE gen = ?1 AND idx = ?2",
-            params![gen, idx as i64],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT hash FROM map WHERE gen = ?1 AND idx = ?2")?
+        .query_row(params![gen, idx as i64], |r| r.get(0))
         .optional()?;
     hash.map(|h| to_hash(&h)).transpose()
 }

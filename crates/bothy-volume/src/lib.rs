@@ -30,9 +30,10 @@
 
 pub mod cache;
 pub mod db;
+mod maintenance;
 pub mod snapshot;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
@@ -115,7 +116,7 @@ struct Inner {
     db: Mutex<Connection>,
     cache: ChunkCache,
     store: ChunkStore,
-    rt: tokio::runtime::Runtime,
+    rt: maintenance::IoRuntime,
     budget: u64,
     clock: AtomicI64,
     fence: RwLock<()>,
@@ -125,6 +126,9 @@ struct Inner {
     wake: Mutex<Wake>,
     wake_cv: Condvar,
     interval: Duration,
+    /// LRU clock values of cache hits not yet written to the cache table:
+    /// a committed SQLite update per read would cost an fsync per read.
+    touched: Mutex<HashMap<ChunkHash, i64>>,
 }
 
 #[derive(Default)]
@@ -151,7 +155,7 @@ impl Storage {
             db: Mutex::new(conn),
             cache: ChunkCache::open(&dir.join("cache"))?,
             store,
-            rt,
+            rt: maintenance::IoRuntime::new(rt),
             budget: config.cache_budget,
             clock: AtomicI64::new(clock),
             fence: RwLock::new(()),
@@ -159,6 +163,7 @@ impl Storage {
             wake: Mutex::new(Wake::default()),
             wake_cv: Condvar::new(),
             interval: config.upload_interval,
+            touched: Mutex::new(HashMap::new()),
         });
         let bg = inner.clone();
         let uploader = std::thread::Builder::new()
@@ -272,6 +277,51 @@ impl Storage {
         tx.commit()?;
         drop(conn);
         self.open_volume(name)
+    }
+
+    /// Names of all volumes on this host, sorted.
+    pub fn volume_names(&self) -> Result<Vec<String>, VolumeError> {
+        let conn = self.inner.db();
+        let mut stmt = conn.prepare("SELECT name FROM volumes ORDER BY name")?;
+        let names = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(names)
+    }
+
+    /// Deletes a volume: its map snapshots in the object store first (head
+    /// and checkpoints, so the store never names chunks GC may free), then
+    /// its head map, checkpoints and their maps here. Its chunks are freed by
+    /// the next [`Storage::gc`] (chunks still dirty in the cache are uploaded
+    /// first, then freed by a later GC). Deleting a volume that is open is
+    /// the caller's mistake: that handle's later flushes write rows no
+    /// volume owns. Repeating it is harmless and returns `NoSuchVolume`.
+    pub fn delete_volume(&self, name: &str) -> Result<(), VolumeError> {
+        check_name(name)?;
+        let inner = &self.inner;
+        let keys = inner
+            .rt
+            .block_on(inner.store.list_objects(&format!("maps/{name}/")))?;
+        for key in keys {
+            inner.rt.block_on(inner.store.delete_object(&key))?;
+        }
+        let mut conn = inner.db();
+        let tx = conn.transaction()?;
+        let existed = db::volume(&tx, name)?.is_some();
+        tx.execute(
+            "DELETE FROM map WHERE gen IN (SELECT gen FROM generations WHERE volume = ?1)",
+            [name],
+        )?;
+        tx.execute("DELETE FROM checkpoints WHERE volume = ?1", [name])?;
+        tx.execute("DELETE FROM shipped WHERE volume = ?1", [name])?;
+        tx.execute("DELETE FROM generations WHERE volume = ?1", [name])?;
+        tx.execute("DELETE FROM volumes WHERE name = ?1", [name])?;
+        tx.commit()?;
+        if existed {
+            Ok(())
+        } else {
+            Err(VolumeError::NoSuchVolume(name.into()))
+        }
     }
 
     /// Deletes unreferenced chunks from the object store and the cache.
@@ -409,10 +459,7 @@ impl Inner {
     /// A chunk's content, through the cache.
     fn fetch(&self, hash: &ChunkHash) -> Result<Vec<u8>, VolumeError> {
         if let Some(data) = self.cache.read(hash)? {
-            self.db().execute(
-                "UPDATE cache SET last_used = ?2 WHERE hash = ?1",
-                params![&hash.as_bytes()[..], self.tick()],
-            )?;
+            self.touch(hash);
             return Ok(data);
         }
         let data = self.rt.block_on(self.store.get(hash))?.to_vec();
@@ -428,9 +475,71 @@ impl Inner {
         Ok(data)
     }
 
+    fn touch(&self, hash: &ChunkHash) {
+        let tick = self.tick();
+        self.touched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(*hash, tick);
+    }
+
+    /// Fills `dst` from `within` of chunk `hash` (of `chunk_size` bytes),
+    /// reading only that range when the cache can.
+    fn read_range(
+        &self,
+        hash: &ChunkHash,
+        chunk_size: u64,
+        within: usize,
+        dst: &mut [u8],
+    ) -> Result<(), VolumeError> {
+        if self.cache.read_range(hash, within as u64, dst)? {
+            self.touch(hash);
+            return Ok(());
+        }
+        let data = self.chunk_data(hash, chunk_size)?;
+        dst.copy_from_slice(&data[within..within + dst.len()]);
+        Ok(())
+    }
+
+    /// A whole chunk, checked to have the volume's chunk size.
+    fn chunk_data(&self, hash: &ChunkHash, chunk_size: u64) -> Result<Vec<u8>, VolumeError> {
+        let data = self.fetch(hash)?;
+        // A map recovered from the store could name a valid chunk of another
+        // size; slicing it would panic.
+        if data.len() as u64 != chunk_size {
+            return Err(VolumeError::ChunkLength {
+                hash: hash.to_hex(),
+                len: data.len(),
+                want: chunk_size,
+            });
+        }
+        Ok(data)
+    }
+
+    /// Writes the LRU clock of recent cache hits to the cache table in one
+    /// transaction.
+    fn save_touched(&self, conn: &mut Connection) -> Result<(), VolumeError> {
+        let touched = std::mem::take(&mut *self.touched.lock().unwrap_or_else(|p| p.into_inner()));
+        if touched.is_empty() {
+            return Ok(());
+        }
+        let tx = conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "UPDATE cache SET last_used = MAX(last_used, ?2) WHERE hash = ?1",
+            )?;
+            for (hash, tick) in &touched {
+                stmt.execute(params![&hash.as_bytes()[..], tick])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Drops least-recently-used clean chunks until the cache fits its budget.
     fn evict(&self) -> Result<(), VolumeError> {
-        let conn = self.db();
+        let mut conn = self.db();
+        self.save_touched(&mut conn)?;
         let mut total: i64 =
             conn.query_row("SELECT COALESCE(SUM(len), 0) FROM cache", [], |r| r.get(0))?;
         if total as u64 <= self.budget {
@@ -458,6 +567,14 @@ impl Inner {
             .rt
             .block_on(self.store.put_object(key, Bytes::from(body)))?)
     }
+}
+
+fn is_zero(data: &[u8]) -> bool {
+    // Word-sized compares (vectorised by the compiler): this runs over every
+    // changed chunk at flush.
+    let mut words = data.chunks_exact(8);
+    words.by_ref().all(|w| u64::from_ne_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]) == 0)
+        && words.remainder().iter().all(|&b| b == 0)
 }
 
 /// Names end up in object-store keys, so they are kept to one plain segment.
@@ -527,60 +644,69 @@ impl Volume {
         out
     }
 
-    /// The current content of a chunk, `None` for zeros.
-    fn chunk(&self, idx: u64) -> Result<Option<Vec<u8>>, VolumeError> {
-        if let Some(p) = self.pending.get(&idx) {
-            return Ok(p.clone());
-        }
-        let Some(hash) = db::lookup(&self.inner.db(), self.head, idx)? else {
-            return Ok(None);
-        };
-        let data = self.inner.fetch(&hash)?;
-        // A map recovered from the store could name a valid chunk of another
-        // size; slicing it would panic.
-        if data.len() as u64 != self.chunk_size {
-            return Err(VolumeError::ChunkLength {
-                hash: hash.to_hex(),
-                len: data.len(),
-                want: self.chunk_size,
-            });
-        }
-        Ok(Some(data))
-    }
-
     pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), VolumeError> {
         self.check_range(offset, buf.len() as u64)?;
         for (idx, within, at, n) in self.pieces(offset, buf.len() as u64) {
             let dst = &mut buf[at..at + n];
-            match self.chunk(idx)? {
-                Some(data) => dst.copy_from_slice(&data[within..within + n]),
+            if let Some(p) = self.pending.get(&idx) {
+                match p {
+                    Some(data) => dst.copy_from_slice(&data[within..within + n]),
+                    None => dst.fill(0),
+                }
+                continue;
+            }
+            let hash = db::lookup(&self.inner.db(), self.head, idx)?;
+            match hash {
+                Some(hash) => self.inner.read_range(&hash, self.chunk_size, within, dst)?,
                 None => dst.fill(0),
             }
         }
         Ok(())
     }
 
-    fn modify(
+    /// Applies `src` (bytes, or zeros for `None`) to `len` bytes at
+    /// `offset`. Changed chunks are edited in place in `pending`, so a small
+    /// write costs a copy of its own bytes once the chunk is loaded; chunks
+    /// that end up all zeros are found at flush time.
+    fn modify_range(
         &mut self,
         offset: u64,
         len: u64,
-        mut f: impl FnMut(&mut [u8], usize),
+        src: Option<&[u8]>,
     ) -> Result<(), VolumeError> {
         self.check_range(offset, len)?;
+        let cs = self.chunk_size as usize;
         for (idx, within, at, n) in self.pieces(offset, len) {
-            let mut data = if n as u64 == self.chunk_size {
-                vec![0u8; n]
-            } else {
-                self.chunk(idx)?
-                    .unwrap_or_else(|| vec![0u8; self.chunk_size as usize])
+            let piece = src.map(|d| &d[at..at + n]);
+            if n == cs {
+                self.pending.insert(idx, piece.map(<[u8]>::to_vec));
+                continue;
+            }
+            let slot = match self.pending.get_mut(&idx) {
+                Some(slot) => slot,
+                None => {
+                    // Bound first: a guard in the match scrutinee would hold
+                    // the map lock across the fetch, which takes it again.
+                    let hash = db::lookup(&self.inner.db(), self.head, idx)?;
+                    let current = match hash {
+                        Some(hash) => Some(self.inner.chunk_data(&hash, self.chunk_size)?),
+                        // Zeroing a range of an unmapped chunk changes nothing.
+                        None if piece.is_none() => continue,
+                        None => None,
+                    };
+                    self.pending.entry(idx).or_insert(current)
+                }
             };
-            f(&mut data[within..within + n], at);
-            let entry = if data.iter().all(|&b| b == 0) {
-                None
-            } else {
-                Some(data)
-            };
-            self.pending.insert(idx, entry);
+            match (slot.as_mut(), piece) {
+                (Some(data), Some(p)) => data[within..within + n].copy_from_slice(p),
+                (Some(data), None) => data[within..within + n].fill(0),
+                (None, Some(p)) => {
+                    let mut data = vec![0u8; cs];
+                    data[within..within + n].copy_from_slice(p);
+                    *slot = Some(data);
+                }
+                (None, None) => {}
+            }
         }
         if self.pending.len() as u64 * self.chunk_size > MAX_PENDING_BYTES {
             self.flush()?;
@@ -590,15 +716,30 @@ impl Volume {
 
     /// Writes `data` at `offset`; durable after the next [`Volume::flush`].
     pub fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), VolumeError> {
-        self.modify(offset, data.len() as u64, |dst, at| {
-            dst.copy_from_slice(&data[at..at + dst.len()])
-        })
+        self.modify_range(offset, data.len() as u64, Some(data))
     }
 
     /// Zeros a range; chunks that become all zeros are dropped from the map
     /// and cost nothing.
     pub fn punch_hole(&mut self, offset: u64, len: u64) -> Result<(), VolumeError> {
-        self.modify(offset, len, |dst, _| dst.fill(0))
+        self.modify_range(offset, len, None)
+    }
+
+    /// Number of chunks that hold data (the rest are holes), counting
+    /// unflushed writes. Cost grows with the map.
+    pub fn allocated_chunks(&self) -> Result<u64, VolumeError> {
+        let conn = self.inner.db();
+        let mut n: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM map WHERE gen = ?1",
+            [self.head],
+            |r| r.get(0),
+        )?;
+        for (idx, p) in &self.pending {
+            let mapped = db::lookup(&conn, self.head, *idx)?.is_some();
+            let data = p.as_ref().is_some_and(|d| !is_zero(d));
+            n += i64::from(data) - i64::from(mapped);
+        }
+        Ok(n.max(0) as u64)
     }
 
     /// Makes every write so far durable on local disk.
@@ -611,12 +752,12 @@ impl Volume {
         let mut hashed = Vec::with_capacity(self.pending.len());
         for (idx, data) in &self.pending {
             let hash = match data {
-                Some(d) => {
+                Some(d) if !is_zero(d) => {
                     let h = ChunkHash::of(d);
                     inner.cache.write(&h, d)?;
                     Some((h, d.len()))
                 }
-                None => None,
+                _ => None,
             };
             hashed.push((*idx, hash));
         }

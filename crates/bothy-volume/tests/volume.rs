@@ -418,3 +418,132 @@ fn works_over_a_file_url_store() {
     v.read(CS, &mut buf).unwrap();
     assert_eq!(buf, data);
 }
+
+#[derive(Debug, Clone)]
+enum CrashOp {
+    Write(u64, Vec<u8>),
+    Punch(u64, u64),
+    Flush,
+    Checkpoint,
+    /// Drop everything without flushing and open it again.
+    Crash,
+}
+
+fn crash_op(size: u64) -> impl Strategy<Value = CrashOp> {
+    let range = (0..size).prop_flat_map(move |off| (Just(off), 0..=(size - off).min(3 * CS)));
+    prop_oneof![
+        4 => range.clone().prop_flat_map(|(off, len)| {
+            (Just(off), proptest::collection::vec(any::<u8>(), len as usize))
+        }).prop_map(|(o, d)| CrashOp::Write(o, d)),
+        2 => range.prop_map(|(o, l)| CrashOp::Punch(o, l)),
+        2 => Just(CrashOp::Flush),
+        1 => Just(CrashOp::Checkpoint),
+        2 => Just(CrashOp::Crash),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    /// A crash loses exactly the writes since the last flush (checkpoint
+    /// flushes too), never part of a flushed one.
+    #[test]
+    fn a_crash_loses_only_unflushed_writes(ops in proptest::collection::vec(crash_op(8 * CS), 1..40)) {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = mem_blobs();
+        let mut s = storage(dir.path(), blobs.clone());
+        let mut v = s.create_volume("k", 8 * CS, CS).unwrap();
+        let mut model = vec![0u8; (8 * CS) as usize];
+        let mut durable = model.clone();
+        for op in ops {
+            match op {
+                CrashOp::Write(o, d) => {
+                    v.write(o, &d).unwrap();
+                    model[o as usize..o as usize + d.len()].copy_from_slice(&d);
+                }
+                CrashOp::Punch(o, l) => {
+                    v.punch_hole(o, l).unwrap();
+                    model[o as usize..(o + l) as usize].fill(0);
+                }
+                CrashOp::Flush => {
+                    v.flush().unwrap();
+                    durable = model.clone();
+                }
+                CrashOp::Checkpoint => {
+                    v.checkpoint().unwrap();
+                    durable = model.clone();
+                }
+                CrashOp::Crash => {
+                    drop(v);
+                    drop(s);
+                    s = storage(dir.path(), blobs.clone());
+                    v = s.open_volume("k").unwrap();
+                    model = durable.clone();
+                    prop_assert!(read_all(&v) == model);
+                }
+            }
+            let mapped = v.allocated_chunks().unwrap();
+            let want = model.chunks(CS as usize).filter(|c| c.iter().any(|&b| b != 0)).count() as u64;
+            prop_assert_eq!(mapped, want);
+        }
+        prop_assert!(read_all(&v) == model);
+    }
+}
+
+#[test]
+fn small_reads_and_writes_see_the_same_bytes_as_whole_chunk_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = storage(dir.path(), mem_blobs());
+    let mut v = s.create_volume("small", 4 * CS, CS).unwrap();
+    let data = pattern(3, 4 * CS as usize);
+    v.write(0, &data).unwrap();
+    v.flush().unwrap();
+    // Range reads from the cache, in pieces that straddle chunks.
+    let mut got = vec![0u8; data.len()];
+    for (i, piece) in got.chunks_mut(1000).enumerate() {
+        v.read(i as u64 * 1000, piece).unwrap();
+    }
+    assert_eq!(got, data);
+    // A small write into a flushed chunk keeps the rest of it.
+    v.write(CS + 10, b"xyz").unwrap();
+    v.flush().unwrap();
+    let mut want = data.clone();
+    want[CS as usize + 10..CS as usize + 13].copy_from_slice(b"xyz");
+    assert_eq!(read_all(&v), want);
+    // Zeroing a chunk piece by piece turns it into a hole.
+    assert_eq!(v.allocated_chunks().unwrap(), 4);
+    v.punch_hole(2 * CS, CS / 2).unwrap();
+    v.punch_hole(2 * CS + CS / 2, CS / 2).unwrap();
+    v.flush().unwrap();
+    assert_eq!(v.allocated_chunks().unwrap(), 3);
+}
+
+#[test]
+fn delete_volume_frees_its_chunks_and_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = mem_blobs();
+    let s = storage(dir.path(), blobs.clone());
+    let mut keep = s.create_volume("keep", 4 * CS, CS).unwrap();
+    keep.write(0, &pattern(1, CS as usize)).unwrap();
+    keep.sync().unwrap();
+    let mut gone = s.create_volume("gone", 4 * CS, CS).unwrap();
+    gone.write(0, &pattern(2, 2 * CS as usize)).unwrap();
+    gone.checkpoint().unwrap();
+    gone.write(2 * CS, &pattern(3, CS as usize)).unwrap();
+    gone.sync().unwrap();
+    drop(gone);
+    assert_eq!(s.volume_names().unwrap(), vec!["gone".to_string(), "keep".to_string()]);
+    s.delete_volume("gone").unwrap();
+    assert_eq!(s.volume_names().unwrap(), vec!["keep".to_string()]);
+    assert!(matches!(s.open_volume("gone"), Err(VolumeError::NoSuchVolume(_))));
+    assert!(matches!(s.delete_volume("gone"), Err(VolumeError::NoSuchVolume(_))));
+    let report = s.gc().unwrap();
+    assert_eq!(report.deleted_objects, 3);
+    // Nothing of it is left in the store to recover from.
+    let empty = tempfile::tempdir().unwrap();
+    let s2 = storage(empty.path(), blobs);
+    assert!(matches!(s2.recover_volume("gone"), Err(VolumeError::NoSuchVolume(_))));
+    assert_eq!(read_all(&s2.recover_volume("keep").unwrap())[..CS as usize], pattern(1, CS as usize)[..]);
+    // The name can be used again.
+    s.create_volume("gone", 4 * CS, CS).unwrap();
+}

@@ -18,6 +18,8 @@ pub fn daemon(args: DaemonArgs) -> i32 {
         listen: args.listen,
         image_dir: image_dir(args.image_dir),
         exe,
+        object_store: args.object_store,
+        cache_bytes: args.cache_size,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -14,6 +14,15 @@ fn main() {
     if args.len() == 2 && args[1] == "init" {
         std::process::exit(admin::init());
     }
+    // Inside a box the binary is also mounted as `bothy-env`.
+    let called = args
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .map(|n| n == "bothy-env")
+        .unwrap_or(false);
+    if called {
+        std::process::exit(bothy_cli::env_tool::main(args));
+    }
 
     // Usage errors exit 2 and --help/--version exit 0, both inside clap.
     let cli = Cli::parse_from(args);

@@ -2,7 +2,7 @@
 
 use anyhow::{Context as _, Result};
 use bothy_api::names::validate_sprite_name;
-use bothy_api::{CreateSpriteRequest, SpriteConfig};
+use bothy_api::{CheckpointRef, CreateSpriteRequest, SpriteConfig};
 
 use crate::cli::CreateArgs;
 use crate::{output, terminal, Context};
@@ -18,10 +18,15 @@ pub async fn run(ctx: &Context, args: CreateArgs) -> Result<i32> {
             storage_gb: args.storage_gb,
             region: None,
         });
+    let from_checkpoint = match &args.from {
+        Some(from) => Some(parse_fork_source(from)?),
+        None => None,
+    };
     let request = CreateSpriteRequest {
         name: args.name.clone(),
         config,
         labels: (!args.labels.is_empty()).then(|| args.labels.clone()),
+        from_checkpoint,
         ..Default::default()
     };
     let sprite = client
@@ -37,4 +42,31 @@ pub async fn run(ctx: &Context, args: CreateArgs) -> Result<i32> {
         return Ok(0);
     }
     super::console::open(&client, &sprite.name).await
+}
+
+/// `NAME@vN`.
+fn parse_fork_source(s: &str) -> Result<CheckpointRef> {
+    let (sprite, checkpoint) = s
+        .rsplit_once('@')
+        .filter(|(_, id)| bothy_api::parse_checkpoint_id(id).is_some())
+        .ok_or_else(|| anyhow::anyhow!("--from wants NAME@vN (a bothy and one of its checkpoints), not {s:?}"))?;
+    validate_sprite_name(sprite).map_err(|e| anyhow::anyhow!("--from: {e}"))?;
+    Ok(CheckpointRef {
+        sprite: sprite.to_string(),
+        checkpoint: checkpoint.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_fork_source;
+
+    #[test]
+    fn fork_sources() {
+        let r = parse_fork_source("dev@v3").expect("valid");
+        assert_eq!((r.sprite.as_str(), r.checkpoint.as_str()), ("dev", "v3"));
+        for bad in ["dev", "dev@", "@v1", "dev@3", "Dev@v1", "dev@v0"] {
+            assert!(parse_fork_source(bad).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -1,6 +1,9 @@
 //! The HTTP router: which handler serves which path.
 
+mod checkpoints;
 mod exec;
+
+pub use checkpoints::{checkpoint_lines, restore_lines, to_api as to_api_checkpoint};
 mod org;
 mod sprites;
 
@@ -29,6 +32,22 @@ pub fn router<B: Boxes>(app: App<B>) -> Router {
             get(sprites::get_one::<B>)
                 .put(sprites::update::<B>)
                 .delete(sprites::destroy::<B>),
+        )
+        .route(
+            "/v1/sprites/{name}/checkpoint",
+            post(checkpoints::create::<B>),
+        )
+        .route(
+            "/v1/sprites/{name}/checkpoints",
+            get(checkpoints::list::<B>),
+        )
+        .route(
+            "/v1/sprites/{name}/checkpoints/{id}",
+            get(checkpoints::get_one::<B>).delete(checkpoints::delete::<B>),
+        )
+        .route(
+            "/v1/sprites/{name}/checkpoints/{id}/restore",
+            post(checkpoints::restore::<B>),
         )
         .route("/v1/sprites/{name}/exec", get(exec::exec_or_list::<B>))
         .route("/v1/sprites/{name}/exec/{id}", get(exec::attach::<B>))

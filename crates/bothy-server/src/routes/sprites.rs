@@ -5,14 +5,14 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::Json;
 use bothy_api::{
-    CreateSpriteRequest, Sprite, SpriteConfig, SpriteList, UpdateSpriteRequest, UrlSettings,
+    CheckpointRef, CreateSpriteRequest, Sprite, SpriteConfig, SpriteList, UpdateSpriteRequest, UrlSettings,
 };
 use futures_util::future::join_all;
 
 use super::ApiJson;
 use crate::app::{now, App};
 use crate::auth::{hex, Caller};
-use crate::boxes::Boxes;
+use crate::boxes::{Boxes, DiskSource};
 use crate::error::{ApiError, ApiResult};
 use crate::params::{encode_continuation, parse_list_query};
 use crate::store::{RowState, SpriteRow, StoreError};
@@ -149,6 +149,10 @@ pub async fn create<B: Boxes>(
     caller: Caller,
     ApiJson(req): ApiJson<CreateSpriteRequest>,
 ) -> ApiResult<(StatusCode, Json<Sprite>)> {
+    let fork = match &req.from_checkpoint {
+        Some(from) => Some(fork_source(&app, &caller, from).await?),
+        None => None,
+    };
     let row = row_from_request(caller.org(), req)?;
     match app.store().insert_sprite(row.clone()).await {
         Ok(()) => {}
@@ -160,12 +164,48 @@ pub async fn create<B: Boxes>(
         }
         Err(e) => return Err(e.into()),
     }
-    app.finish_create(row.clone()).await?;
+    let source = match &fork {
+        Some((source, _)) => source.clone(),
+        None => DiskSource::Base,
+    };
+    app.finish_create(row.clone(), source).await?;
+    if let Some((_, history)) = fork {
+        app.store().set_history(row.id.clone(), history).await?;
+    }
     let row = load(&app, &caller, &row.name).await?;
     Ok((StatusCode::CREATED, Json(to_sprite(&row, "running"))))
 }
 
-async fn load<B: Boxes>(app: &App<B>, caller: &Caller, name: &str) -> ApiResult<SpriteRow> {
+/// The disk a fork starts from, and its history (`src@vN` and before).
+async fn fork_source<B: Boxes>(
+    app: &App<B>,
+    caller: &Caller,
+    from: &CheckpointRef,
+) -> ApiResult<(DiskSource, Vec<String>)> {
+    let seq = bothy_api::parse_checkpoint_id(&from.checkpoint).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "from_checkpoint.checkpoint {:?} is not a checkpoint id; use v1, v2, ...",
+            from.checkpoint.chars().take(64).collect::<String>()
+        ))
+    })?;
+    bothy_api::names::validate_sprite_name(&from.sprite).map_err(|message| ApiError::BadRequest {
+        code: "invalid_name",
+        message: format!("from_checkpoint.sprite: {message}"),
+    })?;
+    let src = load(app, caller, &from.sprite).await?;
+    let ckpt = app.checkpoint_of(&src, seq).await?;
+    let mut history: Vec<String> = ckpt.history.iter().map(|h| format!("{}@{h}", src.name)).collect();
+    history.push(format!("{}@{}", src.name, ckpt.id()));
+    Ok((
+        DiskSource::Checkpoint {
+            box_id: src.id,
+            checkpoint: ckpt.volume_checkpoint,
+        },
+        history,
+    ))
+}
+
+pub async fn load<B: Boxes>(app: &App<B>, caller: &Caller, name: &str) -> ApiResult<SpriteRow> {
     app.store()
         .sprite(caller.org().to_string(), name.to_string())
         .await?

@@ -7,7 +7,7 @@ use bothy_agent::proto::{Input, Output, SessionInfo, SpawnRequest};
 use bothy_runtime::BoxSpec;
 use tokio::sync::mpsc;
 
-use crate::boxes::{BoxError, Boxes, ExecChannels};
+use crate::boxes::{BoxError, Boxes, DiskSource, ExecChannels};
 
 /// What the fake remembers, shared with the test.
 #[derive(Default)]
@@ -21,6 +21,11 @@ pub struct FakeState {
     pub killed: Vec<(String, i32)>,
     /// Sessions whose client went away without ending them.
     pub detached: usize,
+    /// Each box's disk, as a stand-in byte string the test sets.
+    pub disks: HashMap<String, Vec<u8>>,
+    /// (box id, volume checkpoint) → disk content.
+    pub checkpoints: HashMap<(String, u64), Vec<u8>>,
+    pub gc_runs: usize,
 }
 
 #[derive(Clone, Default)]
@@ -33,8 +38,18 @@ impl FakeBoxes {
 }
 
 impl Boxes for FakeBoxes {
-    async fn create(&self, spec: &BoxSpec) -> Result<(), BoxError> {
-        self.state().volumes.insert(spec.id.clone());
+    async fn create(&self, spec: &BoxSpec, source: &DiskSource) -> Result<(), BoxError> {
+        let mut s = self.state();
+        let content = match source {
+            DiskSource::Base => Vec::new(),
+            DiskSource::Checkpoint { box_id, checkpoint } => s
+                .checkpoints
+                .get(&(box_id.clone(), *checkpoint))
+                .cloned()
+                .ok_or_else(|| BoxError::Failed("no such checkpoint".into()))?,
+        };
+        s.volumes.insert(spec.id.clone());
+        s.disks.insert(spec.id.clone(), content);
         Ok(())
     }
     async fn start(&self, spec: &BoxSpec) -> Result<(), BoxError> {
@@ -184,5 +199,57 @@ impl Boxes for FakeBoxes {
     async fn kill(&self, _id: &str, session: &str, signal: i32) -> Result<(), BoxError> {
         self.state().killed.push((session.into(), signal));
         Ok(())
+    }
+    async fn checkpoint(&self, id: &str) -> Result<u64, BoxError> {
+        let mut s = self.state();
+        Ok(s.snapshot(id))
+    }
+    async fn volume_checkpoints(&self, id: &str) -> Result<Vec<u64>, BoxError> {
+        let s = self.state();
+        let mut ids: Vec<u64> = s.checkpoints.keys().filter(|(b, _)| b == id).map(|(_, n)| *n).collect();
+        ids.sort_unstable();
+        Ok(ids)
+    }
+    async fn restore(&self, spec: &BoxSpec, checkpoint: u64) -> Result<u64, BoxError> {
+        let mut s = self.state();
+        let content = s
+            .checkpoints
+            .get(&(spec.id.clone(), checkpoint))
+            .cloned()
+            .ok_or_else(|| BoxError::Failed("no such volume checkpoint".into()))?;
+        let safety = s.snapshot(&spec.id);
+        s.disks.insert(spec.id.clone(), content);
+        s.running.insert(spec.id.clone());
+        Ok(safety)
+    }
+    async fn delete_checkpoint(&self, id: &str, checkpoint: u64) -> Result<(), BoxError> {
+        self.state().checkpoints.remove(&(id.to_string(), checkpoint));
+        Ok(())
+    }
+    async fn collect_garbage(&self) -> Result<(), BoxError> {
+        self.state().gc_runs += 1;
+        Ok(())
+    }
+    fn env_socket(&self, _id: &str) -> Option<std::path::PathBuf> {
+        None
+    }
+    async fn sync(&self, _id: &str) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+impl FakeState {
+    fn snapshot(&mut self, id: &str) -> u64 {
+        let next = self
+            .checkpoints
+            .keys()
+            .filter(|(b, _)| b == id)
+            .map(|(_, n)| *n)
+            .max()
+            .unwrap_or(0)
+            + 1;
+        let content = self.disks.get(id).cloned().unwrap_or_default();
+        self.checkpoints.insert((id.to_string(), next), content);
+        next
     }
 }

@@ -2,6 +2,7 @@
 //! validation, error shapes, pagination, exec framing and crash recovery,
 //! without root or real boxes.
 
+mod checkpoints;
 mod daemon;
 mod exec_ws;
 mod fake;

@@ -161,8 +161,6 @@ async fn unimplemented_routes_say_so_and_unknown_paths_are_404() {
     let h = harness().await;
     h.create("dev").await;
     for (m, uri) in [
-        (Method::POST, "/v1/sprites/dev/checkpoint"),
-        (Method::GET, "/v1/sprites/dev/checkpoints"),
         (Method::GET, "/v1/sprites/dev/services"),
         (Method::GET, "/v1/sprites/dev/fs/read"),
         (Method::POST, "/v1/sprites/dev/upgrade"),

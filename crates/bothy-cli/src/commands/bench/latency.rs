@@ -1,17 +1,25 @@
-//! `bothy bench`: latency of create, of exec, and of bare namespaces for
-//! reference. Prints one JSON line per bench on stdout.
+//! `bothy bench create|exec|unshare`: latency of create, of exec, and of
+//! bare namespaces for reference.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use bothy_api::CreateSpriteRequest;
-use bothy_client::{Client, ExecEvent, ExecParams};
+use bothy_client::{Client, ExecParams};
 
-use crate::stats::BenchReport;
+use super::{bench_prefix, destroy_all, report, run_true};
 use crate::Context;
 
 pub async fn create(ctx: &Context, runs: usize) -> Result<i32> {
     let client = ctx.client()?;
+    let samples = create_samples(&client, runs).await?;
+    report("create", &samples)?;
+    Ok(0)
+}
+
+/// Creates `runs` bothies one after another, timing each create, and
+/// destroys them all again.
+pub async fn create_samples(client: &Client, runs: usize) -> Result<Vec<Duration>> {
     let prefix = bench_prefix();
     let mut created = Vec::new();
     let mut samples = Vec::with_capacity(runs);
@@ -35,10 +43,9 @@ pub async fn create(ctx: &Context, runs: usize) -> Result<i32> {
         }
     }
     // Clean up whatever happened above; the numbers stand even if cleanup fails.
-    let cleanup = destroy_all(&client, &created).await;
+    let cleanup = destroy_all(client, &created).await;
     outcome?;
-    report("create", &samples)?;
-    cleanup.map(|()| 0)
+    cleanup.map(|()| samples)
 }
 
 pub async fn exec(ctx: &Context, runs: usize) -> Result<i32> {
@@ -71,23 +78,6 @@ async fn time_execs(client: &Client, name: &str, runs: usize) -> Result<Vec<Dura
     Ok(samples)
 }
 
-/// Connects, runs `true`, returns at its exit frame.
-async fn run_true(client: &Client, name: &str, params: &ExecParams) -> Result<()> {
-    let conn = client.exec(name, params).await?;
-    let (mut tx, mut rx) = conn.split();
-    tx.send_stdin_eof().await?;
-    loop {
-        match rx.next_event().await? {
-            Some(ExecEvent::Exit(0)) => break,
-            Some(ExecEvent::Exit(code)) => anyhow::bail!("`true` exited {code} in {name}"),
-            Some(_) => continue,
-            None => anyhow::bail!("the connection closed before `true` exited in {name}"),
-        }
-    }
-    let _ = tokio::time::timeout(Duration::from_millis(200), tx.close()).await;
-    Ok(())
-}
-
 pub async fn unshare(runs: usize) -> Result<i32> {
     let args = [
         "--user",
@@ -118,32 +108,4 @@ pub async fn unshare(runs: usize) -> Result<i32> {
     }
     report("unshare", &samples)?;
     Ok(0)
-}
-
-fn report(bench: &str, samples: &[Duration]) -> Result<()> {
-    let report = BenchReport::from_samples(bench, samples)
-        .ok_or_else(|| anyhow::anyhow!("no {bench} run finished"))?;
-    println!("{}", serde_json::to_string(&report)?);
-    Ok(())
-}
-
-/// `bench-<random>`: unlikely to clash with a user's bothy or a parallel bench.
-fn bench_prefix() -> String {
-    format!("bench-{:08x}", rand::random::<u32>())
-}
-
-async fn destroy_all(client: &Client, names: &[String]) -> Result<()> {
-    let mut first_error = None;
-    for name in names {
-        if let Err(e) = client.destroy_sprite(name).await {
-            eprintln!("warning: could not destroy {name}: {e}");
-            first_error.get_or_insert(e);
-        }
-    }
-    match first_error {
-        Some(e) => Err(anyhow::Error::new(e).context(
-            "cleaning up bench bothies (`bothy list --prefix bench-` shows what is left)",
-        )),
-        None => Ok(()),
-    }
 }

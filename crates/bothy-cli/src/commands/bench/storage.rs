@@ -1,0 +1,399 @@
+//! `bothy bench storage`: the same io-worker workloads in a box's disk and,
+//! in the same run, on reference file systems on this host; then the
+//! daemon's memory per box.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+use bothy_client::Client;
+use serde::Serialize;
+
+use super::reference::{self, JuiceFs, LoopExt4};
+use super::workload::WorkloadResult;
+use super::{bench_prefix, create_box, destroy_all, run_checked};
+use crate::cli::{BenchStorageArgs, BenchTarget, BenchWorkload};
+use crate::Context;
+
+/// Where the worker runs inside a box (the box's root disk).
+const BOX_DIR: &str = "/root/bench";
+/// The bothy binary as every box sees it.
+const EXE_IN_BOX: &str = "/.bothy/bothy";
+/// Extra idle boxes for the memory estimate.
+const IDLE_BOXES: usize = 4;
+
+const WORKLOADS: [BenchWorkload; 4] = [
+    BenchWorkload::SeqWrite,
+    BenchWorkload::SeqRead,
+    BenchWorkload::RandWrite,
+    BenchWorkload::Untar,
+];
+
+#[derive(Serialize)]
+struct StorageLine<'a> {
+    bench: &'static str,
+    target: &'a str,
+    #[serde(flatten)]
+    result: &'a WorkloadResult,
+}
+
+#[derive(Serialize)]
+struct MemoryLine {
+    bench: &'static str,
+    target: &'static str,
+    workload: &'static str,
+    daemon_pid: i32,
+    rss_before_mib: f64,
+    rss_with_box_mib: f64,
+    rss_with_idle_boxes_mib: f64,
+    idle_boxes: usize,
+    rss_per_idle_volume_mib: f64,
+    rss_after_workloads_mib: f64,
+}
+
+pub async fn storage(ctx: &Context, args: BenchStorageArgs) -> Result<i32> {
+    let targets = selected_targets(&args);
+    let mut failures = Vec::new();
+    for target in targets {
+        let outcome = match target {
+            BenchTarget::Bothy => bothy_target(ctx, &args).await,
+            BenchTarget::LoopExt4 => loop_ext4_target(&args).await,
+            BenchTarget::Juicefs => juicefs_target(&args).await,
+        };
+        if let Err(e) = outcome {
+            eprintln!("error: {} target: {e:#}", target.name());
+            failures.push(target.name());
+        }
+    }
+    if failures.is_empty() {
+        Ok(0)
+    } else {
+        anyhow::bail!("these targets failed: {}", failures.join(", "))
+    }
+}
+
+fn selected_targets(args: &BenchStorageArgs) -> Vec<BenchTarget> {
+    let all = [BenchTarget::Bothy, BenchTarget::LoopExt4, BenchTarget::Juicefs];
+    all.into_iter()
+        .filter(|t| args.target.is_empty() || args.target.contains(t))
+        .filter(|t| !(args.skip_juicefs && *t == BenchTarget::Juicefs))
+        .collect()
+}
+
+fn worker_args(workload: BenchWorkload, dir: &str, args: &BenchStorageArgs) -> Vec<String> {
+    vec![
+        "bench".into(),
+        "io-worker".into(),
+        workload.name().into(),
+        "--dir".into(),
+        dir.into(),
+        "--size-mb".into(),
+        args.size_mb.to_string(),
+        "--files".into(),
+        args.files.to_string(),
+    ]
+}
+
+fn print_line(target: &str, result: &WorkloadResult) -> Result<()> {
+    let line = StorageLine {
+        bench: "storage",
+        target,
+        result,
+    };
+    println!("{}", serde_json::to_string(&line)?);
+    Ok(())
+}
+
+fn parse_worker_output(stdout: &[u8]) -> Result<WorkloadResult> {
+    let text = String::from_utf8_lossy(stdout);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .ok_or_else(|| anyhow::anyhow!("the io-worker printed nothing"))?;
+    serde_json::from_str(line).with_context(|| format!("bad io-worker line {line:?}"))
+}
+
+/// The page cache holds what was just written; every target reads it back
+/// from its storage, not from memory.
+fn before_workload(workload: BenchWorkload) -> Result<()> {
+    if workload == BenchWorkload::SeqRead {
+        reference::drop_caches()?;
+    }
+    Ok(())
+}
+
+/// Runs the worker (this binary) on the host in `dir`.
+async fn host_workloads(target: &str, dir: &Path, args: &BenchStorageArgs) -> Result<()> {
+    let exe = std::env::current_exe().context("cannot find the bothy binary")?;
+    let dir = dir
+        .to_str()
+        .ok_or_else(|| anyhow::anyhow!("{} is not UTF-8", dir.display()))?;
+    for workload in WORKLOADS {
+        before_workload(workload)?;
+        let out = tokio::process::Command::new(&exe)
+            .args(worker_args(workload, dir, args))
+            .output()
+            .await
+            .context("cannot run the io-worker")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "io-worker {} on {target} failed ({}): {}",
+            workload.name(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        print_line(target, &parse_worker_output(&out.stdout)?)?;
+    }
+    Ok(())
+}
+
+/// Where reference file systems are made: beside the daemon's data dir, so
+/// on the same file system as the box disks' chunk cache.
+fn scratch_parent(args: &BenchStorageArgs) -> PathBuf {
+    if let Some(dir) = &args.scratch_dir {
+        return dir.clone();
+    }
+    let data_dir =
+        crate::config::data_dir(std::env::var_os("BOTHY_DATA_DIR").map(PathBuf::from));
+    data_dir
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(std::env::temp_dir)
+}
+
+async fn loop_ext4_target(args: &BenchStorageArgs) -> Result<()> {
+    // Room for every workload with ext4's own overhead; sparse, so free.
+    let size = (args.size_mb as u64 + 4096) << 20;
+    let fs = LoopExt4::setup(&scratch_parent(args), size)?;
+    host_workloads("loop-ext4", &fs.dir()?, args).await
+}
+
+async fn juicefs_target(args: &BenchStorageArgs) -> Result<()> {
+    let bin = match reference::juicefs_binary() {
+        Ok(bin) => bin,
+        Err(e) => {
+            eprintln!("skipping juicefs: {e:#} (--skip-juicefs silences this)");
+            return Ok(());
+        }
+    };
+    let fs = JuiceFs::setup(&scratch_parent(args), bin)?;
+    host_workloads("juicefs", &fs.dir()?, args).await
+}
+
+async fn bothy_target(ctx: &Context, args: &BenchStorageArgs) -> Result<()> {
+    let client = ctx.client()?;
+    let daemon = match args.daemon_pid {
+        Some(pid) => Some(pid),
+        None => client
+            .base_url()
+            .port_or_known_default()
+            .and_then(find_daemon_pid),
+    };
+    if daemon.is_none() {
+        eprintln!(
+            "warning: no local daemon process found for {} (pass --daemon-pid): no memory line",
+            client.base_url()
+        );
+    }
+    let prefix = bench_prefix();
+    let name = format!("{prefix}-storage");
+    let mut boxes = Vec::new();
+    let outcome = bothy_run(&client, args, daemon, &prefix, &name, &mut boxes).await;
+    let cleanup = destroy_all(&client, &boxes).await;
+    outcome?;
+    cleanup
+}
+
+async fn bothy_run(
+    client: &Client,
+    args: &BenchStorageArgs,
+    daemon: Option<i32>,
+    prefix: &str,
+    name: &str,
+    boxes: &mut Vec<String>,
+) -> Result<()> {
+    let rss_before = daemon.map(rss_mib).transpose()?;
+    create_box(client, name).await?;
+    boxes.push(name.to_string());
+    run_checked(client, name, &["true"]).await?;
+    let rss_with_box = daemon.map(rss_mib).transpose()?;
+
+    let mut idle = Vec::new();
+    for i in 0..IDLE_BOXES.saturating_sub(1) {
+        let idle_name = format!("{prefix}-idle-{i}");
+        create_box(client, &idle_name).await?;
+        boxes.push(idle_name.clone());
+        run_checked(client, &idle_name, &["true"]).await?;
+        idle.push(idle_name);
+    }
+    let rss_with_idle = daemon.map(rss_mib).transpose()?;
+    // The idle boxes only served the memory estimate.
+    destroy_all(client, &idle).await?;
+    boxes.retain(|b| !idle.contains(b));
+
+    for workload in WORKLOADS {
+        before_workload(workload)?;
+        let mut cmd = vec![EXE_IN_BOX.to_string()];
+        cmd.extend(worker_args(workload, BOX_DIR, args));
+        let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
+        let stdout = run_checked(client, name, &cmd).await?;
+        print_line("bothy", &parse_worker_output(&stdout)?)?;
+    }
+
+    if let (Some(pid), Some(before), Some(with_box), Some(with_idle)) =
+        (daemon, rss_before, rss_with_box, rss_with_idle)
+    {
+        let line = MemoryLine {
+            bench: "storage",
+            target: "bothy",
+            workload: "memory",
+            daemon_pid: pid,
+            rss_before_mib: round1(before),
+            rss_with_box_mib: round1(with_box),
+            rss_with_idle_boxes_mib: round1(with_idle),
+            idle_boxes: IDLE_BOXES,
+            rss_per_idle_volume_mib: round1((with_idle - before) / IDLE_BOXES as f64),
+            rss_after_workloads_mib: round1(rss_mib(pid)?),
+        };
+        println!("{}", serde_json::to_string(&line)?);
+    }
+    Ok(())
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+/// VmRSS of a process in MiB.
+fn rss_mib(pid: i32) -> Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("cannot read the status of process {pid}"))?;
+    parse_vm_rss_kib(&status)
+        .map(|kib| kib as f64 / 1024.0)
+        .ok_or_else(|| anyhow::anyhow!("no VmRSS for process {pid}"))
+}
+
+fn parse_vm_rss_kib(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+}
+
+/// The process listening on the API's loopback port: its socket inode from
+/// /proc/net/tcp{,6}, then the process holding that inode.
+fn find_daemon_pid(port: u16) -> Option<i32> {
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        if let Ok(text) = std::fs::read_to_string(table) {
+            inodes.extend(listening_inodes(&text, port));
+        }
+    }
+    let wanted: Vec<String> = inodes.iter().map(|i| format!("socket:[{i}]")).collect();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if let Ok(target) = std::fs::read_link(fd.path()) {
+                if wanted.iter().any(|w| target.as_os_str() == w.as_str()) {
+                    return Some(pid);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Inodes of sockets in state LISTEN (0A) on `port` in a /proc/net/tcp table.
+fn listening_inodes(table: &str, port: u16) -> Vec<u64> {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let local = cols.get(1)?;
+            let local_port = u16::from_str_radix(local.rsplit(':').next()?, 16).ok()?;
+            (local_port == port && *cols.get(3)? == "0A")
+                .then(|| cols.get(9)?.parse().ok())
+                .flatten()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listening_sockets_are_found_by_port() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+   0: 0100007F:1D2E 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 12345 1 0\n\
+   1: 0100007F:1D2E 0100007F:9C40 01 00000000:00000000 00:00000000 00000000     0        0 777 1 0\n\
+   2: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 999 1 0\n";
+        assert_eq!(listening_inodes(table, 7470), vec![12345]);
+        assert_eq!(listening_inodes(table, 8080), vec![999]);
+        assert!(listening_inodes(table, 1).is_empty());
+    }
+
+    #[test]
+    fn our_own_listener_is_found() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        assert_eq!(find_daemon_pid(port), Some(std::process::id() as i32));
+    }
+
+    #[test]
+    fn rss_of_this_process() {
+        assert_eq!(parse_vm_rss_kib("Name:\tx\nVmRSS:\t  2048 kB\n"), Some(2048));
+        assert!(rss_mib(std::process::id() as i32).expect("own rss") > 0.0);
+    }
+
+    #[test]
+    fn worker_lines_parse_with_the_last_line_winning() {
+        let r = parse_worker_output(b"noise\n{\"workload\":\"untar\",\"files_per_s\":5.0,\"seconds\":2.0}\n\n")
+            .expect("parses");
+        assert_eq!(r.files_per_s, Some(5.0));
+        let line = serde_json::to_value(StorageLine {
+            bench: "storage",
+            target: "loop-ext4",
+            result: &r,
+        })
+        .expect("json");
+        assert_eq!(line["target"], "loop-ext4");
+        assert_eq!(line["files_per_s"], 5.0);
+        assert!(line.get("mb_per_s").is_none());
+    }
+
+    #[test]
+    fn loop_ext4_runs_the_worker_and_cleans_up() {
+        let parent = tempfile::tempdir().expect("temp dir");
+        let fs = LoopExt4::setup(parent.path(), 256 << 20).expect("loop-ext4 (needs root)");
+        let dir = fs.dir().expect("mounted");
+        let args = super::super::WorkerArgs {
+            dir: &dir,
+            size_mb: 4,
+            files: 100,
+        };
+        std::fs::create_dir_all(&dir).expect("bench dir");
+        super::super::workload::run(BenchWorkload::SeqWrite, &args).expect("seq-write");
+        super::super::workload::run(BenchWorkload::SeqRead, &args).expect("seq-read");
+        super::super::workload::run(BenchWorkload::Untar, &args).expect("untar");
+        drop(fs);
+        let left = std::fs::read_dir(parent.path()).expect("readable").count();
+        assert_eq!(left, 0, "the scratch directory is gone");
+        let loops = std::process::Command::new("losetup")
+            .arg("-a")
+            .output()
+            .expect("losetup");
+        let listing = String::from_utf8_lossy(&loops.stdout);
+        assert!(
+            !listing.contains(&parent.path().display().to_string()),
+            "{listing}"
+        );
+    }
+}
