@@ -53,6 +53,10 @@ pub struct Disks {
     attached: Mutex<HashMap<String, Attached>>,
     /// One garbage collection at a time.
     gc_lock: tokio::sync::Mutex<()>,
+    /// Set when a disk could not be brought back from the object store: its
+    /// chunks are in the store but no local map names them, so a collection
+    /// now would delete them.
+    gc_blocked: std::sync::atomic::AtomicBool,
 }
 
 /// Loop devices over our FUSE files use direct I/O: no second page cache
@@ -80,6 +84,7 @@ impl Disks {
             mount_root,
             attached: Mutex::default(),
             gc_lock: tokio::sync::Mutex::new(()),
+            gc_blocked: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -397,8 +402,34 @@ impl Disks {
         self.with_volume(id, |v| v.sync()).await
     }
 
+    /// Brings box `id`'s disk and checkpoints back from the object store if
+    /// this host does not have it (a host that lost its data dir). Returns
+    /// whether it did.
+    pub async fn recover(self: &Arc<Self>, id: &str) -> Result<bool, RuntimeError> {
+        let me = Arc::clone(self);
+        let vid = id.to_string();
+        let result = blocking(move || {
+            if me.storage.volume_names().map_err(volume_err)?.contains(&vid) {
+                return Ok(false);
+            }
+            me.storage.recover_volume(&vid).map_err(volume_err)?;
+            Ok(true)
+        })
+        .await;
+        if result.is_err() {
+            self.gc_blocked
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        result
+    }
+
     /// Frees chunks no volume or checkpoint refers to any more.
     pub async fn gc(self: &Arc<Self>) -> Result<bothy_volume::GcReport, RuntimeError> {
+        if self.gc_blocked.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(RuntimeError::Failed(
+                "garbage collection is off until the daemon restarts: a box's disk could not be recovered from the object store, and collecting now would delete its chunks".into(),
+            ));
+        }
         let _one = self.gc_lock.lock().await;
         let me = Arc::clone(self);
         blocking(move || me.storage.gc().map_err(volume_err)).await

@@ -241,6 +241,15 @@ impl Runtime {
         self.disks.delete_checkpoint(id, checkpoint).await
     }
 
+    /// Brings the box's disk back from the object store if this host lacks
+    /// it; returns whether it did.
+    pub async fn recover_disk(&self, id: &str) -> Result<bool, RuntimeError> {
+        check_name("box id", id, 32)?;
+        let lock = self.lock(id);
+        let _guard = lock.lock().await;
+        self.disks.recover(id).await
+    }
+
     /// Frees chunks that no disk or checkpoint refers to any more.
     pub async fn collect_garbage(&self) -> Result<(usize, usize), RuntimeError> {
         let r = self.disks.gc().await?;
@@ -517,16 +526,22 @@ impl Runtime {
     }
 }
 
+/// The object store a daemon with data dir `data_dir` uses: `flag`, or a
+/// directory in the data dir.
+pub fn object_store_url(data_dir: &Path, flag: Option<&str>) -> String {
+    match flag {
+        Some(u) => u.to_string(),
+        None => format!("file://{}", data_dir.join("objects").display()),
+    }
+}
+
 /// Opens the daemon's volume storage (`DIR/storage`) over its object store and
 /// makes sure the base image is in it.
 async fn open_storage(
     cfg: &RuntimeConfig,
     base_image: PathBuf,
 ) -> Result<Arc<bothy_volume::Storage>, RuntimeError> {
-    let url = match &cfg.object_store {
-        Some(u) => u.clone(),
-        None => format!("file://{}", cfg.data_dir.join("objects").display()),
-    };
+    let url = object_store_url(&cfg.data_dir, cfg.object_store.as_deref());
     let parsed: bothy_store::StoreUrl = url
         .parse()
         .map_err(|e| RuntimeError::Failed(format!("--object-store {url}: {e}")))?;

@@ -26,6 +26,8 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 const DESTROY_TIMEOUT: Duration = Duration::from_secs(60);
 const CHECKPOINT_TIMEOUT: Duration = Duration::from_secs(60);
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Bringing a disk back from the object store reads its map snapshots.
+const RECOVER_TIMEOUT: Duration = Duration::from_secs(300);
 /// Status checks are on the path of list/get: a wedged box must not hang them.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -333,7 +335,12 @@ impl<B: Boxes> App<B> {
                 }
                 RowState::Ready => {
                     self.serve_env(&row.id);
-                    if let Err(e) = self.adopt_orphan_checkpoints(&row).await {
+                    match bounded(RECOVER_TIMEOUT, "recovering the disk", self.inner.boxes.recover_disk(&row.id)).await {
+                        Ok(true) => tracing::info!(box_id = %row.id, name = %row.name, "disk recovered from the object store"),
+                        Ok(false) => {}
+                        Err(e) => tracing::error!(box_id = %row.id, name = %row.name, error = %e, "cannot recover the disk from the object store"),
+                    }
+                    if let Err(e) = self.reconcile_checkpoints(&row).await {
                         tracing::warn!(box_id = %row.id, error = %e, "cannot reconcile checkpoints");
                     }
                     // Failures are recorded and reported on exec; keep going.
@@ -344,23 +351,26 @@ impl<B: Boxes> App<B> {
         Ok(())
     }
 
-    /// A checkpoint the volume layer made but whose record a crash prevented
-    /// (a checkpoint or a restore's safety copy) is kept, as an automatic one:
-    /// a checkpoint exists whole or not at all, and restore never loses work.
-    async fn adopt_orphan_checkpoints(&self, row: &SpriteRow) -> Result<(), ApiError> {
-        let known: std::collections::HashSet<u64> = self
-            .store()
-            .checkpoints(row.id.clone())
-            .await?
-            .iter()
-            .map(|c| c.volume_checkpoint)
-            .collect();
+    /// Makes checkpoint records and the volume's checkpoints agree after a
+    /// crash, so that a checkpoint exists whole or not at all and restore
+    /// never loses work: a volume checkpoint without a record (a checkpoint
+    /// or a restore's safety copy whose record a crash prevented) is kept as
+    /// an automatic one; a record whose data is gone (state restored from a
+    /// snapshot newer than the disk's last sync) is dropped.
+    async fn reconcile_checkpoints(&self, row: &SpriteRow) -> Result<(), ApiError> {
+        let records = self.store().checkpoints(row.id.clone()).await?;
         let found = bounded(
             CHECKPOINT_TIMEOUT,
             "listing checkpoints",
             self.inner.boxes.volume_checkpoints(&row.id),
         )
         .await?;
+        for gone in records.iter().filter(|c| !found.contains(&c.volume_checkpoint)) {
+            tracing::warn!(box_id = %row.id, checkpoint = %gone.id(), "checkpoint record without data; dropping it");
+            self.store().delete_checkpoint(row.id.clone(), gone.seq).await?;
+        }
+        let known: std::collections::HashSet<u64> =
+            records.iter().map(|c| c.volume_checkpoint).collect();
         for n in found.into_iter().filter(|n| !known.contains(n)) {
             tracing::info!(box_id = %row.id, volume_checkpoint = n, "keeping a checkpoint made just before a crash");
             self.store()

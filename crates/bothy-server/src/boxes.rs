@@ -105,6 +105,9 @@ pub trait Boxes: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), BoxError>> + Send;
     /// Frees storage nothing refers to any more.
     fn collect_garbage(&self) -> impl Future<Output = Result<(), BoxError>> + Send;
+    /// Brings the box's disk back from the object store if this host lacks
+    /// it (empty data dir); returns whether it did.
+    fn recover_disk(&self, id: &str) -> impl Future<Output = Result<bool, BoxError>> + Send;
     /// Makes the box's disk and checkpoints durable in the object store.
     fn sync(&self, id: &str) -> impl Future<Output = Result<(), BoxError>> + Send;
     /// Where to serve the box's own control socket, if boxes have one.
@@ -178,6 +181,9 @@ impl Boxes for RealBoxes {
     }
     async fn sync(&self, id: &str) -> Result<(), BoxError> {
         Ok(self.runtime.sync(id).await?)
+    }
+    async fn recover_disk(&self, id: &str) -> Result<bool, BoxError> {
+        Ok(self.runtime.recover_disk(id).await?)
     }
 }
 

@@ -37,6 +37,7 @@ mod tests;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bothy_runtime::{Runtime, RuntimeConfig};
@@ -44,6 +45,7 @@ use tokio::sync::watch;
 
 use crate::app::App;
 use crate::boxes::{Boxes, RealBoxes};
+use crate::replica::StateReplica;
 use crate::store::Store;
 
 /// How `bothy daemon` was started.
@@ -82,6 +84,10 @@ pub enum DaemonError {
     },
     #[error("server: {0}")]
     Serve(std::io::Error),
+    #[error("object store: {0}")]
+    ObjectStore(String),
+    #[error("state replica: {0}")]
+    Replica(#[from] replica::ReplicaError),
 }
 
 /// How long open connections get to finish after SIGTERM before boxes stop.
@@ -111,12 +117,25 @@ async fn serve(cfg: DaemonConfig) -> Result<(), DaemonError> {
         path: cfg.data_dir.clone(),
         source,
     })?;
+    let url = bothy_runtime::object_store_url(&data_dir, cfg.object_store.as_deref());
+    let objects = url
+        .parse::<bothy_store::StoreUrl>()
+        .and_then(|u| u.open())
+        .map_err(|e| DaemonError::ObjectStore(format!("{url}: {e}")))?;
+    let replica = Arc::new(StateReplica::new(objects));
+    // A host that lost its disk (or a new host) starts from the state the
+    // object store holds; its boxes' disks come back from there too.
+    let state = data_dir.join(STATE_DB);
+    let recovered = !state.exists() && replica.fetch_latest(&state).await?;
+    if recovered {
+        tracing::info!(store = %url, "empty data dir: state restored from the object store");
+    }
     let runtime = Runtime::new(RuntimeConfig {
         data_dir: data_dir.clone(),
         instance: datadir::instance_id(&data_dir),
         image_dir: cfg.image_dir.clone(),
         exe: cfg.exe.clone(),
-        object_store: cfg.object_store.clone(),
+        object_store: Some(url),
         cache_bytes: cfg.cache_bytes,
     })
     .await?;
@@ -125,8 +144,38 @@ async fn serve(cfg: DaemonConfig) -> Result<(), DaemonError> {
         cfg.listen,
         RealBoxes::new(runtime),
         wait_for_signal(),
+        Some(Replication { replica, recovered }),
     )
     .await
+}
+
+/// The state database's file in the data dir.
+const STATE_DB: &str = "state.db";
+/// How often changes to the state database are looked for and shipped.
+const SHIP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Where the state database is replicated, and whether this start restored it.
+struct Replication {
+    replica: Arc<StateReplica>,
+    recovered: bool,
+}
+
+/// Ships the state database whenever it changed, until `stop` fires.
+async fn ship_state(replica: Arc<StateReplica>, store: Store, mut stop: watch::Receiver<bool>) {
+    let mut shipped_at = None;
+    loop {
+        let changes = store.total_changes();
+        if shipped_at != Some(changes) {
+            match replica.ship(store.connection()).await {
+                Ok(_) => shipped_at = Some(changes),
+                Err(e) => tracing::warn!(error = %e, "shipping the state database failed; retrying"),
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(SHIP_INTERVAL) => {}
+            _ = stop.changed() => return,
+        }
+    }
 }
 
 /// The daemon over any [`Boxes`], until `stop` completes: serve the API, recover
@@ -136,10 +185,13 @@ async fn serve_with<B: Boxes>(
     listen: SocketAddr,
     boxes: B,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
+    replication: Option<Replication>,
 ) -> Result<(), DaemonError> {
-    let store = Store::open(&data_dir.join("state.db"))?;
-    bootstrap_admin(&store, data_dir).await?;
+    let store = Store::open(&data_dir.join(STATE_DB))?;
+    let recovered = replication.as_ref().is_some_and(|r| r.recovered);
+    bootstrap_admin(&store, data_dir, recovered).await?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let shutdown_rx_for_ship = shutdown_rx.clone();
     let app = App::new(store, boxes, shutdown_rx);
 
     let listener = tokio::net::TcpListener::bind(listen)
@@ -157,6 +209,15 @@ async fn serve_with<B: Boxes>(
         if let Err(e) = recovering.recover().await {
             tracing::error!(error = %e, "recovery after restart failed");
         }
+    });
+
+    let shipping = replication.map(|r| {
+        let task = tokio::spawn(ship_state(
+            r.replica.clone(),
+            app.store().clone(),
+            shutdown_rx_for_ship.clone(),
+        ));
+        (r.replica, task)
     });
 
     eprintln!("bothy daemon listening on http://{addr}");
@@ -188,17 +249,39 @@ async fn serve_with<B: Boxes>(
     if let Err(e) = app.stop_all().await {
         tracing::error!(error = %e, "stopping boxes failed");
     }
+    if let Some((replica, shipper)) = shipping {
+        shipper.abort();
+        // After the boxes' own sync barriers: the last state names only
+        // checkpoints that are in the store.
+        if let Err(e) = replica.ship(app.store().connection()).await {
+            tracing::error!(error = %e, "shipping the state database at shutdown failed");
+        }
+    }
     tracing::info!("stopped");
     Ok(())
 }
 
 /// First start: the `default` org and an admin token, written to the data dir.
-async fn bootstrap_admin(store: &Store, data_dir: &Path) -> Result<(), DaemonError> {
+/// A start that restored the state from the object store has tokens but no
+/// token file: it gets a new admin token (the old tokens keep working).
+async fn bootstrap_admin(store: &Store, data_dir: &Path, recovered: bool) -> Result<(), DaemonError> {
     let token = auth::new_token();
     let path = data_dir.join(datadir::ADMIN_TOKEN_FILE);
     // The file is written before the hash is committed: a crash in between
     // leaves an unused file that the next start overwrites.
     if store.has_tokens().await? {
+        if recovered && !path.exists() {
+            datadir::write_private_atomic(&path, format!("{token}\n").as_bytes()).map_err(
+                |source| DaemonError::DataDir {
+                    path: path.clone(),
+                    source,
+                },
+            )?;
+            store
+                .add_admin_token(auth::hash_token(&token), app::now())
+                .await?;
+            tracing::info!(path = %path.display(), "state restored: wrote a new admin token");
+        }
         return Ok(());
     }
     datadir::write_private_atomic(&path, format!("{token}\n").as_bytes()).map_err(|source| {

@@ -163,6 +163,20 @@ impl Store {
         })
     }
 
+    /// The connection, for whole-database copies (state replication).
+    pub fn connection(&self) -> &Arc<Mutex<Connection>> {
+        &self.conn
+    }
+
+    /// Rows changed through this connection since it was opened: a cheap
+    /// way to tell whether anything was written.
+    pub fn total_changes(&self) -> u64 {
+        self.conn
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .total_changes()
+    }
+
     /// Runs `f` on the blocking pool with the connection.
     pub async fn run<R, F>(&self, f: F) -> Result<R, StoreError>
     where
@@ -200,6 +214,19 @@ impl Store {
             )?;
             tx.commit()?;
             Ok(true)
+        })
+        .await
+    }
+
+    /// Another admin token for org `default`.
+    pub async fn add_admin_token(&self, hash: String, now: String) -> Result<(), StoreError> {
+        self.run(move |c| {
+            c.execute(
+                "INSERT INTO tokens (hash, org, is_admin, description, created)
+                 VALUES (?1, 'default', 1, 'admin token made when the state was restored', ?2)",
+                params![hash, now],
+            )?;
+            Ok(())
         })
         .await
     }

@@ -42,7 +42,11 @@ impl ChunkCache {
     /// once after a batch to make the names durable too).
     pub fn write(&self, hash: &ChunkHash, data: &[u8]) -> Result<(), VolumeError> {
         let path = self.path(hash);
-        let tmp = self.dir.join(format!("{}.tmp", hash.to_hex()));
+        // Unique per write: two threads fetching the same chunk at once must
+        // not rename each other's half-written file away.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = self.dir.join(format!("{}.{n}.tmp", hash.to_hex()));
         let mut f = File::create(&tmp)?;
         f.write_all(data)?;
         f.sync_all()?;

@@ -569,6 +569,51 @@ impl Inner {
     }
 }
 
+/// Most chunks a flush hashes and writes to the cache at once.
+const FLUSH_THREADS: usize = 4;
+
+/// Hashes and durably writes changed chunks to the cache, in parallel when
+/// there are several: their fsyncs overlap instead of queueing one by one.
+/// Gives each index with its hash and length (`None` for a hole).
+#[allow(clippy::type_complexity)]
+fn store_chunks(
+    cache: &ChunkCache,
+    pending: &[(u64, Option<&Vec<u8>>)],
+) -> Result<Vec<(u64, Option<(ChunkHash, usize)>)>, VolumeError> {
+    let one = |(idx, data): &(u64, Option<&Vec<u8>>)| -> Result<_, VolumeError> {
+        Ok((
+            *idx,
+            match data {
+                Some(d) => {
+                    let h = ChunkHash::of(d);
+                    cache.write(&h, d)?;
+                    Some((h, d.len()))
+                }
+                None => None,
+            },
+        ))
+    };
+    let busy = pending.iter().filter(|(_, d)| d.is_some()).count();
+    if busy <= 1 {
+        return pending.iter().map(one).collect();
+    }
+    let per = pending.len().div_ceil(FLUSH_THREADS.min(busy));
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = pending
+            .chunks(per)
+            .map(|part| scope.spawn(move || part.iter().map(one).collect::<Result<Vec<_>, _>>()))
+            .collect();
+        let mut out = Vec::with_capacity(pending.len());
+        for w in workers {
+            let part = w
+                .join()
+                .map_err(|_| std::io::Error::other("a flush worker panicked"))??;
+            out.extend(part);
+        }
+        Ok(out)
+    })
+}
+
 fn is_zero(data: &[u8]) -> bool {
     // Word-sized compares (vectorised by the compiler): this runs over every
     // changed chunk at flush.
@@ -749,18 +794,12 @@ impl Volume {
         }
         let inner = self.inner.clone();
         let _fence = inner.fence.read().unwrap_or_else(|p| p.into_inner());
-        let mut hashed = Vec::with_capacity(self.pending.len());
-        for (idx, data) in &self.pending {
-            let hash = match data {
-                Some(d) if !is_zero(d) => {
-                    let h = ChunkHash::of(d);
-                    inner.cache.write(&h, d)?;
-                    Some((h, d.len()))
-                }
-                _ => None,
-            };
-            hashed.push((*idx, hash));
-        }
+        let pending: Vec<(u64, Option<&Vec<u8>>)> = self
+            .pending
+            .iter()
+            .map(|(idx, data)| (*idx, data.as_ref().filter(|d| !is_zero(d))))
+            .collect();
+        let hashed = store_chunks(&inner.cache, &pending)?;
         inner.cache.sync_dir()?;
         let mut conn = inner.db();
         let tx = conn.transaction()?;

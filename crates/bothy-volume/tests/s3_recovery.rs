@@ -159,6 +159,7 @@ fn a_slow_then_failing_store_blocks_neither_writes_nor_flush() {
             took < SLOW / 2,
             "write+flush took {took:?} while the store is slow"
         );
+        eprintln!("write+flush while a put sleeps {SLOW:?}: {took:?}");
     }
 
     // Now the store fails every put: still no effect on writers.
@@ -172,6 +173,7 @@ fn a_slow_then_failing_store_blocks_neither_writes_nor_flush() {
             took < SLOW / 2,
             "write+flush took {took:?} while the store fails"
         );
+        eprintln!("write+flush while every put fails: {took:?}");
     }
     assert!(
         s.dirty_chunks().unwrap() > 0,

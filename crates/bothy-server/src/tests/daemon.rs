@@ -37,9 +37,15 @@ async fn start(
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let dir = dir.to_path_buf();
     let task = tokio::spawn(async move {
-        crate::serve_with(&dir, port, fake, async move {
-            let _ = rx.await;
-        })
+        crate::serve_with(
+            &dir,
+            port,
+            fake,
+            async move {
+                let _ = rx.await;
+            },
+            None,
+        )
         .await
     });
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);

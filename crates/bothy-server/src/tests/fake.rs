@@ -236,6 +236,9 @@ impl Boxes for FakeBoxes {
     async fn sync(&self, _id: &str) -> Result<(), BoxError> {
         Ok(())
     }
+    async fn recover_disk(&self, _id: &str) -> Result<bool, BoxError> {
+        Ok(false)
+    }
 }
 
 impl FakeState {

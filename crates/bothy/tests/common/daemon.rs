@@ -33,11 +33,19 @@ pub struct Daemon {
     pub scratch: PathBuf,
     child: Mutex<Option<Child>>,
     footprint: Footprint,
+    /// Extra `bothy daemon` arguments and environment (an object store).
+    extra_args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Daemon {
     /// Starts a daemon with a fresh data dir and waits until it answers.
     pub fn start() -> Self {
+        Self::start_with(Vec::new(), Vec::new())
+    }
+
+    /// Like [`Daemon::start`], with extra daemon arguments and environment.
+    pub fn start_with(extra_args: Vec<String>, env: Vec<(String, String)>) -> Self {
         let work = tempfile::Builder::new()
             .prefix("bothy-test-")
             .tempdir()
@@ -59,10 +67,17 @@ impl Daemon {
             token: String::new(),
             scratch,
             child: Mutex::new(None),
+            extra_args,
+            env,
         };
         daemon.spawn();
-        daemon.token = wait_until("the admin token file", READY_TIMEOUT, || {
-            let t = fs::read_to_string(daemon.data_dir.join("admin-token"))
+        daemon.token = daemon.read_token();
+        daemon
+    }
+
+    fn read_token(&self) -> String {
+        wait_until("the admin token file", READY_TIMEOUT, || {
+            let t = fs::read_to_string(self.data_dir.join("admin-token"))
                 .map_err(|e| e.to_string())?;
             let t = t.trim().to_string();
             if t.is_empty() {
@@ -70,8 +85,17 @@ impl Daemon {
             } else {
                 Ok(t)
             }
-        });
-        daemon
+        })
+    }
+
+    /// Stops the daemon, deletes its whole data dir (as a lost disk would) and
+    /// starts it again on the same object store; the admin token is re-read.
+    pub fn restart_with_empty_data_dir(&mut self) {
+        assert_eq!(self.stop(), 0, "the daemon did not stop cleanly");
+        fs::remove_dir_all(&self.data_dir)
+            .unwrap_or_else(|e| panic!("cannot delete {:?}: {e}", self.data_dir));
+        self.spawn();
+        self.token = self.read_token();
     }
 
     /// Starts the daemon process on this data dir and port; waits for the port.
@@ -95,6 +119,8 @@ impl Daemon {
         if let Ok(dir) = std::env::var("BOTHY_IMAGE_DIR") {
             cmd.arg("--image-dir").arg(dir);
         }
+        cmd.args(&self.extra_args);
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         let child = cmd
             .stdin(Stdio::null())
             .stdout(log)

@@ -76,7 +76,8 @@ impl Footprint {
         found
     }
 
-    /// Loop devices whose backing file is under the data dir.
+    /// Loop devices whose backing file is under the data dir or the
+    /// instance's mount dir (where box disks are served over FUSE).
     pub fn loop_devices(&self) -> Vec<String> {
         let mut found = Vec::new();
         let Ok(entries) = fs::read_dir("/sys/block") else {
@@ -89,8 +90,10 @@ impl Footprint {
             }
             let backing =
                 fs::read_to_string(entry.path().join("loop/backing_file")).unwrap_or_default();
-            if Path::new(backing.trim()).starts_with(&self.data_dir) {
-                found.push(format!("/dev/{name} -> {}", backing.trim()));
+            let backing = Path::new(backing.trim().trim_end_matches(" (deleted)"));
+            let mount_dir = Path::new("/run/bothy").join(&self.instance);
+            if backing.starts_with(&self.data_dir) || backing.starts_with(&mount_dir) {
+                found.push(format!("/dev/{name} -> {}", backing.display()));
             }
         }
         found

@@ -216,7 +216,7 @@ fn rand_write(path: &Path) -> Result<WorkloadResult> {
         file.write_all_at(&block, index * BLOCK as u64)
             .with_context(|| format!("writing {}", path.display()))?;
         done += 1;
-        if done % FSYNC_EVERY == 0 {
+        if done.is_multiple_of(FSYNC_EVERY) {
             file.sync_data()
                 .with_context(|| format!("fsync of {}", path.display()))?;
             if started.elapsed() > RAND_DEADLINE {

@@ -1,0 +1,75 @@
+//! Durable state is a URL: a daemon whose data dir is lost comes back from its
+//! object store alone (a real S3 server on loopback) with every box, every
+//! checkpoint and every synced byte.
+
+mod common;
+
+use bothy_store::testing::S3Server;
+use common::Daemon;
+
+fn checkpoint_ids(d: &Daemon, name: &str) -> Vec<String> {
+    let out = d
+        .cli(&["--json", "checkpoint", "list", "--include-auto", "-s", name])
+        .run()
+        .assert_success("checkpoint list");
+    out.json()
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c["id"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn an_empty_data_dir_comes_back_from_the_object_store() {
+    let s3 = S3Server::start()
+        .unwrap_or_else(|e| panic!("cannot start the S3 test server ({e}); run scripts/test.sh, which installs it"));
+    let mut d = Daemon::start_with(vec!["--object-store".into(), s3.url()], s3.env());
+
+    d.create("keep");
+    d.sh(
+        "keep",
+        "echo before > /root/note && head -c 3000000 /dev/urandom > /root/blob \
+         && sha256sum /root/blob > /root/blob.sum && sync",
+    );
+    d.cli(&["checkpoint", "create", "-s", "keep", "--comment", "first"])
+        .run()
+        .assert_success("checkpoint create");
+    d.sh("keep", "echo after > /root/note && sync");
+    d.cli(&["create", "copy", "--from", "keep@v1", "--skip-console"])
+        .run()
+        .assert_success("fork");
+    d.sh("copy", "echo forked > /root/own && sync");
+    assert!(
+        s3.count_objects("chunks/").unwrap_or(0) > 0,
+        "chunks reach the S3 store"
+    );
+
+    // The host loses its disk; a new daemon has only the object store.
+    d.restart_with_empty_data_dir();
+    assert_eq!(d.names(), vec!["copy".to_string(), "keep".to_string()]);
+    d.wait_running("keep");
+    d.wait_running("copy");
+    assert_eq!(d.sh("keep", "cat /root/note"), "after\n", "the synced head is back");
+    d.sh("keep", "sha256sum -c --quiet /root/blob.sum");
+    assert_eq!(d.sh("copy", "cat /root/note /root/own"), "before\nforked\n");
+    assert_eq!(checkpoint_ids(&d, "keep"), vec!["v1".to_string()]);
+    let info = d
+        .cli(&["--json", "checkpoint", "info", "v1", "-s", "keep"])
+        .run()
+        .assert_success("checkpoint info")
+        .json();
+    assert_eq!(info["comment"], "first");
+
+    // The checkpoint's data came back too.
+    d.cli(&["restore", "-s", "keep", "v1"])
+        .run()
+        .assert_success("restore after recovery");
+    assert_eq!(d.sh("keep", "cat /root/note"), "before\n");
+    d.sh("keep", "sha256sum -c --quiet /root/blob.sum");
+
+    d.shutdown();
+    assert!(d.leftovers().is_empty(), "{:?}", d.leftovers());
+}
