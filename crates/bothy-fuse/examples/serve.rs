@@ -18,7 +18,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err("usage: serve STATE_DIR STORE_DIR MOUNT_DIR SIZE CHUNK_SIZE DIRECT_IO".into());
     };
     let url: StoreUrl = format!("file://{store}").parse()?;
-    let store = ChunkStore::new(Arc::new(ObjectBlobs::new(url.open()?)), RetryPolicy::default());
+    let store = ChunkStore::new(
+        Arc::new(ObjectBlobs::new(url.open()?)),
+        RetryPolicy::default(),
+    );
     let storage = Storage::open(Path::new(state), store, StorageConfig::default())?;
     let volume = match storage.open_volume("bench") {
         Ok(v) => v,

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    InitFlags, KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
-    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty,
+    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::Shared;
@@ -210,7 +210,9 @@ impl Filesystem for DiskFs {
         let res = {
             let guard = self.shared.read();
             match guard.as_ref() {
-                Some(v) => v.read(offset, &mut buf).map_err(|e| volume_errno("read", e)),
+                Some(v) => v
+                    .read(offset, &mut buf)
+                    .map_err(|e| volume_errno("read", e)),
                 None => Err(Errno::EIO),
             }
         };

@@ -191,7 +191,8 @@ impl VolumeMount {
             }
         };
         match res {
-            Ok(()) => {}
+            // EINVAL: already unmounted from outside; the server has ended.
+            Ok(()) | Err(nix::errno::Errno::EINVAL) => {}
             Err(nix::errno::Errno::EBUSY) => {
                 self.detach_lazily();
                 return Err(FuseError::Busy {
@@ -208,7 +209,11 @@ impl VolumeMount {
         if let Some(server) = self.server.take() {
             server.join().map_err(|_| FuseError::ServerPanicked)?;
         }
-        let mut volume = self.shared.write().take().ok_or(FuseError::ServerPanicked)?;
+        let mut volume = self
+            .shared
+            .write()
+            .take()
+            .ok_or(FuseError::ServerPanicked)?;
         volume.flush()?;
         Ok(volume)
     }

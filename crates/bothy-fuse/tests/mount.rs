@@ -189,12 +189,16 @@ fn child_server() {
     let storage = open_storage(Path::new(parts[0]), Path::new(parts[1]));
     let volume = match parts[3].split_once(':') {
         Some((size, chunk)) => storage
-            .create_volume("v", size.parse().expect("size"), chunk.parse().expect("chunk"))
+            .create_volume(
+                "v",
+                size.parse().expect("size"),
+                chunk.parse().expect("chunk"),
+            )
             .expect("create"),
         None => storage.open_volume("v").expect("open"),
     };
-    let _mount = VolumeMount::mount(volume, Path::new(parts[2]), MountOptions::default())
-        .expect("mount");
+    let _mount =
+        VolumeMount::mount(volume, Path::new(parts[2]), MountOptions::default()).expect("mount");
     loop {
         std::thread::park();
     }
@@ -269,9 +273,13 @@ fn buffered_and_direct_io_match_a_model() {
             .write(true)
             .open(&disk)
             .expect("open");
-        for (i, (off, len)) in [(0u64, 10usize), (MIB - 3, 7), (3 * MIB + 5, 2 * MIB as usize + 11)]
-            .into_iter()
-            .enumerate()
+        for (i, (off, len)) in [
+            (0u64, 10usize),
+            (MIB - 3, 7),
+            (3 * MIB + 5, 2 * MIB as usize + 11),
+        ]
+        .into_iter()
+        .enumerate()
         {
             let data = pattern(i as u64 + 1, len);
             f.write_all_at(&data, off).expect("write");
@@ -293,14 +301,18 @@ fn buffered_and_direct_io_match_a_model() {
         d.sync_all().expect("fsync");
         let mut rbuf = Aligned::new(MIB as usize);
         for chunk in 0..(size / MIB) {
-            d.read_exact_at(rbuf.get(), chunk * MIB).expect("direct read");
+            d.read_exact_at(rbuf.get(), chunk * MIB)
+                .expect("direct read");
             let want = &model[(chunk * MIB) as usize..((chunk + 1) * MIB) as usize];
             assert!(rbuf.get() == want, "O_DIRECT read of MiB {chunk} differs");
         }
         let mut all = Vec::new();
         f.seek(SeekFrom::Start(0)).expect("seek");
         f.read_to_end(&mut all).expect("read all");
-        assert!(all == model, "buffered read differs (direct_io {direct_io})");
+        assert!(
+            all == model,
+            "buffered read differs (direct_io {direct_io})"
+        );
         // Reads past the end are short; writes past it and resizing fail.
         let mut tail = [0u8; 100];
         assert_eq!(f.read_at(&mut tail, size - 10).expect("read tail"), 10);
@@ -331,7 +343,8 @@ fn fallocate_punches_holes_and_frees_chunks() {
         .write(true)
         .open(m.disk_path())
         .expect("open");
-    f.write_all_at(&pattern(1, 6 * MIB as usize), 0).expect("write");
+    f.write_all_at(&pattern(1, 6 * MIB as usize), 0)
+        .expect("write");
     f.sync_all().expect("fsync");
     assert_eq!(m.with_volume(|v| v.allocated_chunks()).expect("count"), 6);
     let punch = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
@@ -374,7 +387,8 @@ fn fsynced_writes_survive_a_killed_server() {
     let kept = pattern(5, 3 * MIB as usize + 123);
     f.write_all_at(&kept, 1000).expect("write");
     f.sync_all().expect("fsync");
-    f.write_all_at(&pattern(6, 4096), 7 * MIB).expect("unsynced write");
+    f.write_all_at(&pattern(6, 4096), 7 * MIB)
+        .expect("unsynced write");
     server.kill();
     wait_for("the mount to die", || is_dead_mount(&dirs.fuse));
     drop(f);

@@ -1,7 +1,9 @@
 //! The Debian base image, built once per host with mmdebstrap.
 //!
 //! The image is an ext4 filesystem image (a sparse file of
-//! [`DEFAULT_DISK_BYTES`]) that every box's disk starts as a copy of.
+//! [`DEFAULT_DISK_BYTES`]). Each daemon imports it once into its volume
+//! storage as a checkpointed volume; every box's disk is a metadata-only clone
+//! of that checkpoint.
 //!
 //! Ownership: boxes run in a user namespace that maps box uid/gid 0..65535 to
 //! host 100000..165535 ([`crate::UID_SHIFT`]). Rather than idmapping the mount

@@ -1,25 +1,38 @@
-//! Boxes on a Linux host: the base image, each box's volume (its disk), the OCI
+//! Boxes on a Linux host: the base image, each box's disk (a volume of the
+//! storage stack, served over FUSE, on a loop device, as ext4), the OCI
 //! container (crun) with its namespaces, cgroup limits and seccomp filter, and
 //! user-mode networking (pasta).
 //!
 //! Public surface used by the daemon (bothy-server) — the contract:
 //! - [`RuntimeConfig`], [`Runtime::new`] (checks host tools and the base image,
-//!   with errors that say what to install or run).
-//! - [`Runtime::create`] makes a box's volume from the base image (does not start).
-//! - [`Runtime::start`] idempotently brings a box to running: volume attached and
+//!   with errors that say what to install or run; opens the volume storage and,
+//!   once per storage, imports the base image into it as a checkpointed volume).
+//! - [`Runtime::create`] makes a box's disk: a metadata-only clone of the base
+//!   image's checkpoint or of another box's checkpoint (fork). Does not start.
+//! - [`Runtime::start`] idempotently brings a box to running: disk attached and
 //!   mounted, container running with the agent as pid 1, network up. It returns
 //!   once the agent answers on [`Runtime::agent_socket`]. Called for every box on
-//!   daemon start, so it must adopt a box that kept running while the daemon was
-//!   down (after a SIGKILL) and boot one that is not running (after a reboot).
-//! - [`Runtime::stop`], [`Runtime::destroy`]: idempotent.
-//! - [`image`]: building and finding the shared base image.
+//!   daemon start. Box disks are served by the daemon's own process, so a box
+//!   left running by a previous daemon process (a SIGKILL) has a dead disk: it
+//!   is torn down and booted again, with everything it had fsynced.
+//! - [`Runtime::checkpoint`], [`Runtime::restore`], [`Runtime::delete_checkpoint`],
+//!   [`Runtime::sync`] (the object-store barrier), [`Runtime::recover_disk`]
+//!   (a disk from the object store alone), [`Runtime::collect_garbage`].
+//! - [`Runtime::stop`] (syncs the disk to the object store), [`Runtime::destroy`]:
+//!   idempotent.
+//! - [`image`]: building and finding the shared base image file.
 //!
 //! On the host, a daemon with data dir `DIR` and instance `I` uses:
-//! - `DIR/boxes/<id>/`: `disk.ext4`, `bundle/config.json`, `crun.log`;
+//! - `DIR/storage/` (block maps `volumes.db`, chunk cache `cache/`) and, unless
+//!   `--object-store` says otherwise, `DIR/objects/` (the object store);
+//! - `DIR/boxes/<id>/`: `bundle/config.json`, `crun.log`;
+//! - `/run/bothy/I/fuse/<id>/disk`: the box's disk as a file (FUSE, served by
+//!   the daemon), attached to a loop device;
 //! - `/run/bothy/I/<id>`: the mount point of the box's disk, its root;
 //! - `DIR/run/` (0700, never visible in a box): `<id>.sock` (the agent's
 //!   listening socket, fd 3 of the box's init), `<id>.pasta.pid`, `crun/`
-//!   (crun's state);
+//!   (crun's state), `env/<id>/api.sock` (the box's own control socket, the
+//!   only thing of DIR a box sees, at [`ENV_SOCKET_IN_BOX`]);
 //! - container `bothy-I-<id>`, cgroup `/bothy-I/<id>` (in each v1 hierarchy,
 //!   or the v2 tree).
 //!

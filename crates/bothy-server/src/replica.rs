@@ -9,13 +9,21 @@
 //!
 //! Why a snapshot is never seen half-written: each is uploaded with a single
 //! PUT, which S3 makes visible atomically (all or nothing); the local-directory
-//! store writes a temporary file and renames it. Snapshots are never
-//! overwritten (each ship takes a new sequence number). As a further guard
-//! against a damaged object, [`StateReplica::fetch_latest`] checks every
-//! candidate with SQLite's `quick_check` and falls back to the next older one.
+//! store writes a temporary file and renames it. A shipped snapshot is never
+//! overwritten: each ship takes a new sequence number (only the number of a
+//! PUT that reported failure is reused, by a PUT that replaces it whole). As
+//! a further guard against a damaged object, [`StateReplica::fetch_latest`]
+//! checks every candidate with SQLite's `quick_check` and falls back to the
+//! next older one.
 //!
 //! One daemon per object store: sequence numbers are counted in memory after
 //! one listing, so two writers would overwrite each other's snapshots.
+//!
+//! Store calls are retried with a [`RetryPolicy`]; an error that outlasts it
+//! is returned and nothing is lost: the next `ship` carries the same changes.
+//! Ordering is the caller's: ship state that names a volume checkpoint only
+//! after that volume's `sync`, or a recovered daemon may name a checkpoint
+//! the store does not hold.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -23,10 +31,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use bothy_store::{ChunkStore, RetryPolicy, StoreError};
 use bytes::Bytes;
-use futures_util::TryStreamExt;
-use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, PutPayload};
+use object_store::ObjectStore;
 use rusqlite::Connection;
 
 /// Snapshots kept in the store: the newest plus two older ones, so a
@@ -38,8 +45,8 @@ const SQLITE_MAGIC: &[u8] = b"SQLite format 3\0";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplicaError {
-    #[error("object store: {0}")]
-    Store(#[from] object_store::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error("copying the state database: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("state snapshot I/O: {0}")]
@@ -52,7 +59,9 @@ pub enum ReplicaError {
 
 /// Ships and fetches state snapshots; cheap to share behind an `Arc`.
 pub struct StateReplica {
-    store: Arc<dyn ObjectStore>,
+    /// Only its named-object calls are used: they bring the retry policy
+    /// and the transient/permanent error mapping of the volume layer.
+    store: ChunkStore,
     /// Counts `ship` calls, so a call can tell whether a snapshot taken by
     /// another call already includes everything it committed.
     requests: AtomicU64,
@@ -73,9 +82,15 @@ struct ShipState {
 }
 
 impl StateReplica {
+    /// Store calls are retried with [`RetryPolicy::default`] (about 11 s of
+    /// backoff before an error surfaces).
     pub fn new(store: Arc<dyn ObjectStore>) -> Self {
+        Self::with_retry(store, RetryPolicy::default())
+    }
+
+    pub fn with_retry(store: Arc<dyn ObjectStore>, retry: RetryPolicy) -> Self {
         Self {
-            store,
+            store: ChunkStore::new(Arc::new(bothy_store::ObjectBlobs::new(store)), retry),
             requests: AtomicU64::new(0),
             state: tokio::sync::Mutex::new(ShipState::default()),
         }
@@ -117,9 +132,7 @@ impl StateReplica {
             st.covered = covers;
             return Ok(last);
         }
-        self.store
-            .put(&key(seq), PutPayload::from_bytes(body))
-            .await?;
+        self.store.put_object(&key(seq), body).await?;
         st.known.get_or_insert_with(BTreeSet::new).insert(seq);
         st.covered = covers;
         st.last = Some(seq);
@@ -137,8 +150,9 @@ impl StateReplica {
         };
         let old: Vec<u64> = known.iter().rev().skip(KEEP).copied().collect();
         for seq in old {
-            match self.store.delete(&key(seq)).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {
+            // Deleting an absent object succeeds.
+            match self.store.delete_object(&key(seq)).await {
+                Ok(()) => {
                     known.remove(&seq);
                 }
                 Err(e) => {
@@ -164,10 +178,10 @@ impl StateReplica {
         }
         listed.sort_by_key(|(seq, _)| std::cmp::Reverse(*seq));
         for (seq, path) in &listed {
-            let body = match self.store.get(path).await {
-                Ok(r) => r.bytes().await?,
+            let body = match self.store.get_object(path).await {
+                Ok(body) => body,
                 // Pruned between listing and fetching: a newer one exists.
-                Err(object_store::Error::NotFound { .. }) => continue,
+                Err(StoreError::NotFound(_)) => continue,
                 Err(e) => return Err(e.into()),
             };
             let dest = dest.to_path_buf();
@@ -194,18 +208,17 @@ impl StateReplica {
 
     /// Snapshots in the store, by sequence number. Other names under
     /// `state/` are ignored, never guessed at.
-    async fn list(&self) -> Result<Vec<(u64, ObjectPath)>, ReplicaError> {
-        let prefix = ObjectPath::from(PREFIX);
-        let metas: Vec<_> = self.store.list(Some(&prefix)).try_collect().await?;
-        Ok(metas
+    async fn list(&self) -> Result<Vec<(u64, String)>, ReplicaError> {
+        let keys = self.store.list_objects(&format!("{PREFIX}/")).await?;
+        Ok(keys
             .into_iter()
-            .filter_map(|m| parse_key(m.location.as_ref()).map(|s| (s, m.location)))
+            .filter_map(|k| parse_key(&k).map(|s| (s, k)))
             .collect())
     }
 }
 
-fn key(seq: u64) -> ObjectPath {
-    ObjectPath::from(format!("{PREFIX}/{seq:020}.db"))
+fn key(seq: u64) -> String {
+    format!("{PREFIX}/{seq:020}.db")
 }
 
 fn parse_key(key: &str) -> Option<u64> {
@@ -285,6 +298,7 @@ mod tests {
     use super::*;
     use bothy_store::testing::S3Server;
     use object_store::local::LocalFileSystem;
+    use object_store::path::Path as ObjectPath;
 
     /// A live database like the daemon's: WAL mode, one table, one row.
     fn live_db(dir: &Path) -> Arc<Mutex<Connection>> {
@@ -404,11 +418,23 @@ mod tests {
         assert_eq!(replica.ship(&conn).await.unwrap(), 1);
         // Damage the way a broken writer or a bad disk would: a newer
         // snapshot that is truncated, and one that is not SQLite at all.
-        let good = store.get(&key(1)).await.unwrap().bytes().await.unwrap();
+        let good = store
+            .get(&ObjectPath::from(key(1)))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
         let half = good.slice(..good.len() / 2);
-        store.put(&key(2), half.into()).await.unwrap();
         store
-            .put(&key(3), Bytes::from_static(b"not a database").into())
+            .put(&ObjectPath::from(key(2)), half.into())
+            .await
+            .unwrap();
+        store
+            .put(
+                &ObjectPath::from(key(3)),
+                Bytes::from_static(b"not a database").into(),
+            )
             .await
             .unwrap();
         store
@@ -444,7 +470,7 @@ mod tests {
         assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
 
         // Only damaged snapshots: an error, never an empty start.
-        store.delete(&key(1)).await.unwrap();
+        store.delete(&ObjectPath::from(key(1))).await.unwrap();
         let err = StateReplica::new(store.clone())
             .fetch_latest(&dest)
             .await
@@ -551,8 +577,8 @@ mod tests {
 
     #[test]
     fn replica_keys_round_trip() {
-        assert_eq!(key(7).as_ref(), "state/00000000000000000007.db");
-        assert_eq!(parse_key(key(7).as_ref()), Some(7));
+        assert_eq!(key(7), "state/00000000000000000007.db");
+        assert_eq!(parse_key(&key(7)), Some(7));
         assert_eq!(parse_key("state/7.db"), None);
         assert_eq!(parse_key("state/0000000000000000000x.db"), None);
         assert_eq!(parse_key("maps/00000000000000000007.db"), None);

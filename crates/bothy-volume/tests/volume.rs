@@ -532,18 +532,33 @@ fn delete_volume_frees_its_chunks_and_is_idempotent() {
     gone.write(2 * CS, &pattern(3, CS as usize)).unwrap();
     gone.sync().unwrap();
     drop(gone);
-    assert_eq!(s.volume_names().unwrap(), vec!["gone".to_string(), "keep".to_string()]);
+    assert_eq!(
+        s.volume_names().unwrap(),
+        vec!["gone".to_string(), "keep".to_string()]
+    );
     s.delete_volume("gone").unwrap();
     assert_eq!(s.volume_names().unwrap(), vec!["keep".to_string()]);
-    assert!(matches!(s.open_volume("gone"), Err(VolumeError::NoSuchVolume(_))));
-    assert!(matches!(s.delete_volume("gone"), Err(VolumeError::NoSuchVolume(_))));
+    assert!(matches!(
+        s.open_volume("gone"),
+        Err(VolumeError::NoSuchVolume(_))
+    ));
+    assert!(matches!(
+        s.delete_volume("gone"),
+        Err(VolumeError::NoSuchVolume(_))
+    ));
     let report = s.gc().unwrap();
     assert_eq!(report.deleted_objects, 3);
     // Nothing of it is left in the store to recover from.
     let empty = tempfile::tempdir().unwrap();
     let s2 = storage(empty.path(), blobs);
-    assert!(matches!(s2.recover_volume("gone"), Err(VolumeError::NoSuchVolume(_))));
-    assert_eq!(read_all(&s2.recover_volume("keep").unwrap())[..CS as usize], pattern(1, CS as usize)[..]);
+    assert!(matches!(
+        s2.recover_volume("gone"),
+        Err(VolumeError::NoSuchVolume(_))
+    ));
+    assert_eq!(
+        read_all(&s2.recover_volume("keep").unwrap())[..CS as usize],
+        pattern(1, CS as usize)[..]
+    );
     // The name can be used again.
     s.create_volume("gone", 4 * CS, CS).unwrap();
 }

@@ -57,7 +57,8 @@ pub async fn storage(ctx: &Context, args: BenchStorageArgs) -> Result<i32> {
         let outcome = match target {
             BenchTarget::Bothy => bothy_target(ctx, &args).await,
             BenchTarget::LoopExt4 => loop_ext4_target(&args).await,
-            BenchTarget::Juicefs => juicefs_target(&args).await,
+            BenchTarget::Juicefs => juicefs_target(&args, false).await,
+            BenchTarget::JuicefsLoop => juicefs_target(&args, true).await,
         };
         if let Err(e) = outcome {
             eprintln!("error: {} target: {e:#}", target.name());
@@ -72,10 +73,16 @@ pub async fn storage(ctx: &Context, args: BenchStorageArgs) -> Result<i32> {
 }
 
 fn selected_targets(args: &BenchStorageArgs) -> Vec<BenchTarget> {
-    let all = [BenchTarget::Bothy, BenchTarget::LoopExt4, BenchTarget::Juicefs];
+    let all = [
+        BenchTarget::Bothy,
+        BenchTarget::LoopExt4,
+        BenchTarget::Juicefs,
+        BenchTarget::JuicefsLoop,
+    ];
+    let juicefs = [BenchTarget::Juicefs, BenchTarget::JuicefsLoop];
     all.into_iter()
         .filter(|t| args.target.is_empty() || args.target.contains(t))
-        .filter(|t| !(args.skip_juicefs && *t == BenchTarget::Juicefs))
+        .filter(|t| !(args.skip_juicefs && juicefs.contains(t)))
         .collect()
 }
 
@@ -161,14 +168,18 @@ fn scratch_parent(args: &BenchStorageArgs) -> PathBuf {
         .unwrap_or_else(std::env::temp_dir)
 }
 
+/// Room for every workload with ext4's own overhead; sparse, so free.
+fn loop_size(args: &BenchStorageArgs) -> u64 {
+    (args.size_mb as u64 + 4096) << 20
+}
+
 async fn loop_ext4_target(args: &BenchStorageArgs) -> Result<()> {
-    // Room for every workload with ext4's own overhead; sparse, so free.
-    let size = (args.size_mb as u64 + 4096) << 20;
-    let fs = LoopExt4::setup(&scratch_parent(args), size)?;
+    let fs = LoopExt4::setup(&scratch_parent(args), loop_size(args))?;
     host_workloads("loop-ext4", &fs.dir()?, args).await
 }
 
-async fn juicefs_target(args: &BenchStorageArgs) -> Result<()> {
+/// JuiceFS itself, or (`with_loop`) ext4 on a loop device over a file in it.
+async fn juicefs_target(args: &BenchStorageArgs, with_loop: bool) -> Result<()> {
     let bin = match reference::juicefs_binary() {
         Ok(bin) => bin,
         Err(e) => {
@@ -177,7 +188,16 @@ async fn juicefs_target(args: &BenchStorageArgs) -> Result<()> {
         }
     };
     let fs = JuiceFs::setup(&scratch_parent(args), bin)?;
-    host_workloads("juicefs", &fs.dir()?, args).await
+    if !with_loop {
+        return host_workloads("juicefs", &fs.dir()?, args).await;
+    }
+    let inner = fs.dir()?;
+    std::fs::create_dir_all(&inner)
+        .with_context(|| format!("cannot create {}", inner.display()))?;
+    // Declared after `fs`, so dropped first: ext4 and the loop device go
+    // before JuiceFS is unmounted.
+    let disk = LoopExt4::setup(&inner, loop_size(args))?;
+    host_workloads("juicefs-loop", &disk.dir()?, args).await
 }
 
 async fn bothy_target(ctx: &Context, args: &BenchStorageArgs) -> Result<()> {
