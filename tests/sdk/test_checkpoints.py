@@ -21,7 +21,7 @@ def box(client: SpritesClient) -> Iterator[Sprite]:
 
 
 def write(box: Sprite, text: str) -> None:
-    box.command("sh", "-c", f"printf '%s\\n' '{text}' > /root/state && sync").output()
+    box.command("sh", "-c", f"printf '%s\\n' '{text}' > /root/state && sync -f /").output()
 
 
 def test_create_list_get_restore(box: Sprite) -> None:

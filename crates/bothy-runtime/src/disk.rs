@@ -15,9 +15,18 @@
 //! [`Disks::detach`] clears what is left (a frozen filesystem is thawed first:
 //! its writers would otherwise hang in D state forever) and the box boots
 //! again; ext4 replays its journal on mount.
+//!
+//! The daemon never does I/O on its boxes' filesystems from its own threads:
+//! freeze, thaw and unmount write through the loop device to the FUSE server,
+//! which is this process. Were the daemon killed during such a call, its
+//! thread would wait in the kernel for an answer only the dead process could
+//! give, the process could never finish exiting, and its FUSE connection (and
+//! every `sync` on the host) would hang. So those calls run in child processes
+//! (`fsfreeze`, `umount`), which the kernel lets go once the daemon's FUSE
+//! connection closes. As a second line, a starting daemon aborts the FUSE
+//! connections of any mount of its instance that a previous process left.
 
 use std::collections::HashMap;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -279,7 +288,7 @@ impl Disks {
     /// clears what a crashed daemon left behind.
     pub async fn detach(self: &Arc<Self>, id: &str, sync: bool) -> Result<(), RuntimeError> {
         let mount_point = self.mount_point(id);
-        unmount_root(&mount_point)?;
+        unmount_root(&mount_point).await?;
         let attached = self.attached().remove(id);
         match attached {
             Some(a) => {
@@ -300,13 +309,17 @@ impl Disks {
             }
             None => self.clear_stale(id).await?,
         }
+        // Empty once unmounted; made again by the next attach.
+        for dir in [self.mount_point(id), self.fuse_dir(id)] {
+            let _ = std::fs::remove_dir(dir);
+        }
         Ok(())
     }
 
     /// Removes what a previous daemon process left for box `id`: a (possibly
     /// frozen) root mount, loop devices over its dead FUSE file, the FUSE mount.
     async fn clear_stale(&self, id: &str) -> Result<(), RuntimeError> {
-        unmount_root(&self.mount_point(id))?;
+        unmount_root(&self.mount_point(id)).await?;
         let fuse_dir = self.fuse_dir(id);
         let disk = fuse_dir.join("disk");
         for dev in loops_backed_by(&disk).await? {
@@ -324,13 +337,13 @@ impl Disks {
     pub async fn checkpoint(self: &Arc<Self>, id: &str) -> Result<u64, RuntimeError> {
         let mount_point = self.mount_point(id);
         let frozen = if self.is_attached(id) && fsutil::is_mount_point(&mount_point)? {
-            Some(Frozen::freeze(&mount_point)?)
+            Some(Frozen::freeze(&mount_point).await?)
         } else {
             None
         };
         let made = self.with_volume(id, |v| v.checkpoint()).await;
         if let Some(f) = frozen {
-            f.thaw()?;
+            f.thaw().await?;
         }
         let made = made?;
         Ok(made.0)
@@ -438,25 +451,21 @@ impl Disks {
 
 /// Unmounts a box root (lazily if busy), thawing it first if a crashed
 /// daemon left it frozen.
-fn unmount_root(mount_point: &Path) -> Result<(), RuntimeError> {
-    use nix::mount::{umount2, MntFlags};
+async fn unmount_root(mount_point: &Path) -> Result<(), RuntimeError> {
     if !fsutil::is_mount_point(mount_point)? {
         return Ok(());
     }
-    if let Ok(dir) = std::fs::File::open(mount_point) {
-        // EINVAL when not frozen: nothing to do.
-        let _ = fs_ioctl(&dir, FITHAW);
+    // Fails when not frozen: nothing to do then.
+    let _ = host::output(host::command(&host::FSFREEZE).arg("-u").arg(mount_point)).await;
+    let out = host::output(host::command(&host::UMOUNT).arg(mount_point)).await?;
+    if out.status_ok || !fsutil::is_mount_point(mount_point)? {
+        return Ok(());
     }
-    // EBUSY means a host process has a file open in the box's tree; detach
-    // lazily so the box still stops.
-    let result = match umount2(mount_point, MntFlags::empty()) {
-        Err(nix::errno::Errno::EBUSY) => {
-            tracing::warn!("{} is busy; detaching it lazily", mount_point.display());
-            umount2(mount_point, MntFlags::MNT_DETACH)
-        }
-        other => other,
-    };
-    result.map_err(|e| RuntimeError::Failed(format!("cannot unmount {}: {e}", mount_point.display())))
+    // Busy: a host process has a file open in the box's tree; detach lazily
+    // so the box still stops.
+    tracing::warn!("{} is busy ({}); detaching it lazily", mount_point.display(), out.stderr.trim());
+    host::run(host::command(&host::UMOUNT).arg("-l").arg(mount_point)).await?;
+    Ok(())
 }
 
 /// Loop devices whose backing file is `file` (by path: a dead FUSE file
@@ -502,40 +511,25 @@ async fn detach_loop(dev: &str) -> Result<(), RuntimeError> {
     }
 }
 
-// From linux/fs.h: _IOWR('X', 119, int) and _IOWR('X', 120, int).
-const FIFREEZE: libc::c_ulong = 0xC004_5877;
-const FITHAW: libc::c_ulong = 0xC004_5878;
-
-fn fs_ioctl(dir: &std::fs::File, request: libc::c_ulong) -> std::io::Result<()> {
-    let arg: libc::c_int = 0;
-    // SAFETY: both requests take an int argument the kernel ignores; the fd
-    // is open for the duration of the call.
-    let rc = unsafe { libc::ioctl(dir.as_raw_fd(), request as _, &arg) };
-    if rc < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 /// A frozen filesystem: writers in the box wait until it is thawed. Thawed
 /// on drop too, so an error path never leaves a box hanging.
 struct Frozen {
-    dir: Option<std::fs::File>,
+    mount_point: Option<PathBuf>,
 }
 
 impl Frozen {
-    fn freeze(mount_point: &Path) -> Result<Self, RuntimeError> {
-        let dir = std::fs::File::open(mount_point)?;
-        fs_ioctl(&dir, FIFREEZE).map_err(|e| {
-            RuntimeError::Failed(format!("cannot freeze {}: {e}", mount_point.display()))
-        })?;
-        Ok(Self { dir: Some(dir) })
+    async fn freeze(mount_point: &Path) -> Result<Self, RuntimeError> {
+        host::run(host::command(&host::FSFREEZE).arg("-f").arg(mount_point)).await?;
+        Ok(Self {
+            mount_point: Some(mount_point.to_path_buf()),
+        })
     }
 
-    fn thaw(mut self) -> Result<(), RuntimeError> {
-        match self.dir.take() {
-            Some(dir) => fs_ioctl(&dir, FITHAW)
-                .map_err(|e| RuntimeError::Failed(format!("cannot thaw a box disk: {e}"))),
+    async fn thaw(mut self) -> Result<(), RuntimeError> {
+        match self.mount_point.take() {
+            Some(m) => host::run(host::command(&host::FSFREEZE).arg("-u").arg(&m))
+                .await
+                .map(drop),
             None => Ok(()),
         }
     }
@@ -543,8 +537,50 @@ impl Frozen {
 
 impl Drop for Frozen {
     fn drop(&mut self) {
-        if let Some(dir) = self.dir.take() {
-            let _ = fs_ioctl(&dir, FITHAW);
+        if let Some(m) = self.mount_point.take() {
+            let _ = std::process::Command::new(host::FSFREEZE.name)
+                .arg("-u")
+                .arg(&m)
+                .status();
+        }
+    }
+}
+
+/// Aborts the FUSE connections of this instance's disk mounts that a previous
+/// daemon process left behind (see the module docs): a thread of it may be
+/// stuck waiting for its own FUSE server, which keeps it from exiting.
+pub fn abort_stale_connections(mount_root: &Path) {
+    let fuse_root = mount_root.join("fuse");
+    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let stale: Vec<String> = table
+        .lines()
+        .filter_map(|l| {
+            let fields: Vec<&str> = l.split(' ').collect();
+            let (dev, path) = (fields.get(2)?, fields.get(4)?);
+            let fstype = l.split(" - ").nth(1)?.split(' ').next()?;
+            let minor = dev.split_once(':')?.1;
+            (fstype.starts_with("fuse") && Path::new(path).starts_with(&fuse_root))
+                .then(|| minor.to_string())
+        })
+        .collect();
+    if stale.is_empty() {
+        return;
+    }
+    let control = Path::new("/sys/fs/fuse/connections");
+    if std::fs::read_dir(control).map(|mut d| d.next().is_none()).unwrap_or(true) {
+        let _ = nix::mount::mount(
+            Some("fusectl"),
+            control,
+            Some("fusectl"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        );
+    }
+    for minor in stale {
+        let abort = control.join(&minor).join("abort");
+        match std::fs::write(&abort, b"1") {
+            Ok(()) => tracing::info!(connection = %minor, "aborted a FUSE connection left by an earlier daemon process"),
+            Err(e) => tracing::debug!(connection = %minor, error = %e, "cannot abort a stale FUSE connection"),
         }
     }
 }

@@ -37,6 +37,14 @@ pub(crate) const RESIZE2FS: Tool = Tool {
     name: "resize2fs",
     package: "e2fsprogs",
 };
+pub(crate) const UMOUNT: Tool = Tool {
+    name: "umount",
+    package: "mount",
+};
+pub(crate) const FSFREEZE: Tool = Tool {
+    name: "fsfreeze",
+    package: "util-linux",
+};
 pub(crate) const MMDEBSTRAP: Tool = Tool {
     name: "mmdebstrap",
     package: "mmdebstrap",

@@ -164,6 +164,8 @@ impl Runtime {
             host::LOSETUP,
             host::MOUNT,
             host::RESIZE2FS,
+            host::UMOUNT,
+            host::FSFREEZE,
         ])?;
         if !Path::new("/dev/fuse").exists() {
             return Err(RuntimeError::HostNotReady(
@@ -176,6 +178,7 @@ impl Runtime {
         prepare_data_dir(&cfg.data_dir)?;
         let mount_root = PathBuf::from(MOUNT_ROOT).join(&cfg.instance);
         prepare_mount_dir(&mount_root)?;
+        disk::abort_stale_connections(&mount_root);
         let storage = open_storage(&cfg, base_image).await?;
         let run_dir = cfg.data_dir.join("run");
         let crun = crun::Crun::new(run_dir.join("crun"));
@@ -443,8 +446,13 @@ impl Runtime {
         Ok(())
     }
 
+    /// Whether the box runs on a live disk (one a previous daemon process
+    /// served is dead, and the box counts as not running until it reboots).
     pub async fn is_running(&self, id: &str) -> Result<bool, RuntimeError> {
         check_name("box id", id, 32)?;
+        if !self.disks.is_attached(id) {
+            return Ok(false);
+        }
         Ok(self
             .crun
             .state(&self.container_id(id))

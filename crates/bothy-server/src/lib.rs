@@ -194,12 +194,7 @@ async fn serve_with<B: Boxes>(
     let shutdown_rx_for_ship = shutdown_rx.clone();
     let app = App::new(store, boxes, shutdown_rx);
 
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|source| DaemonError::Listen {
-            addr: listen,
-            source,
-        })?;
+    let listener = bind_retrying(listen).await?;
     let addr = listener.local_addr().map_err(DaemonError::Serve)?;
 
     // Recovery runs in the background so the API answers at once; boxes not
@@ -259,6 +254,24 @@ async fn serve_with<B: Boxes>(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Binds the API address. A daemon restarted right after a crash may find
+/// the port still held by the dying process for a moment: retry briefly.
+async fn bind_retrying(addr: SocketAddr) -> Result<tokio::net::TcpListener, DaemonError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => return Ok(l),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(source) => return Err(DaemonError::Listen { addr, source }),
+        }
+    }
 }
 
 /// First start: the `default` org and an admin token, written to the data dir.

@@ -73,7 +73,7 @@ fn kill9_during_synced_writes_loses_nothing_acknowledged() {
         }
     });
 
-    d.kill9();
+    storage::kill9_unwedging(&d);
     let ended = wait_with_deadline(&mut writer.0, Duration::from_secs(60));
     assert!(
         ended.is_some(),
@@ -108,18 +108,22 @@ fn kill9_during_synced_writes_loses_nothing_acknowledged() {
         lines + 1 >= seen,
         "acknowledged lines survive: {seen} seen before the crash, {lines} after"
     );
+    eprintln!("writes: {seen} lines seen before the crash, {lines} after it");
     storage::assert_fsck_clean(&d, name, "after kill -9 during writes");
 
     // The box works normally afterwards.
-    d.sh(name, "echo fine > /root/after && sync && cat /root/after");
+    d.sh(name, "echo fine > /root/after && sync -f / && cat /root/after");
 }
 
-#[test]
-fn kill9_during_checkpoints_keeps_every_acknowledged_one() {
-    let d = Daemon::start();
-    let name = "ckpt";
-    d.create(name);
-
+/// Checkpoints back to back, each after a synced counter write, until the
+/// daemon is killed `crash_after` into the next checkpoint request; returns the
+/// checkpoints acknowledged before that, with the counter each one holds.
+fn checkpoint_until_crash(
+    d: &Daemon,
+    name: &str,
+    first: u64,
+    crash_after: Duration,
+) -> Vec<(String, u64)> {
     let acked: Mutex<Vec<(String, u64)>> = Mutex::new(Vec::new());
     let started = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
@@ -127,13 +131,17 @@ fn kill9_during_checkpoints_keeps_every_acknowledged_one() {
         // A panic below must not leave the scope waiting for the loop forever.
         let _stop = StopOnDrop(&stop);
         s.spawn(|| {
-            for n in 1u64.. {
+            for n in first.. {
                 if stop.load(Ordering::SeqCst) {
                     break;
                 }
                 let wrote = d.exec(
                     name,
-                    &["sh", "-c", &format!("echo {n} > /root/counter && sync")],
+                    &[
+                        "sh",
+                        "-c",
+                        &format!("echo {n} > /root/counter && sync /root/counter"),
+                    ],
                 );
                 if wrote.code != 0 {
                     break;
@@ -167,32 +175,52 @@ fn kill9_during_checkpoints_keeps_every_acknowledged_one() {
                 }
             },
         );
-        // Picks the crash point inside the checkpoint just requested (about
-        // a second long); nothing waits on it.
-        std::thread::sleep(Duration::from_millis(300));
+        // Picks the crash point inside the checkpoint just requested (a few
+        // hundred ms long); nothing waits on it.
+        std::thread::sleep(crash_after);
         stop.store(true, Ordering::SeqCst);
-        d.kill9();
+        storage::kill9_unwedging(d);
     });
-    let acked = acked.into_inner().unwrap_or_else(|p| p.into_inner());
-    assert!(acked.len() >= 3, "checkpoints before the crash: {acked:?}");
+    acked.into_inner().unwrap_or_else(|p| p.into_inner())
+}
 
-    let since = now_ms();
-    d.spawn();
-    wait_booted_since(&d, name, since);
+#[test]
+fn kill9_during_checkpoints_keeps_every_acknowledged_one() {
+    let d = Daemon::start();
+    let name = "ckpt";
+    d.create(name);
 
-    let listed = checkpoints(&d, name, true);
-    let listed_ids = ids(&listed);
-    for (id, _) in &acked {
-        assert!(
-            listed_ids.contains(id),
-            "acknowledged checkpoint {id} survives the crash: {listed_ids:?}"
+    // Three crashes at different points of a checkpoint request.
+    let mut acked: Vec<(String, u64)> = Vec::new();
+    let mut rounds = 0;
+    for crash_after_ms in [10, 80, 200] {
+        let first = acked.last().map(|(_, n)| n + 1).unwrap_or(1);
+        let round = checkpoint_until_crash(&d, name, first, Duration::from_millis(crash_after_ms));
+        assert!(round.len() >= 3, "checkpoints before the crash: {round:?}");
+        acked.extend(round);
+        rounds += 1;
+
+        let since = now_ms();
+        d.spawn();
+        wait_booted_since(&d, name, since);
+        let listed_ids = ids(&checkpoints(&d, name, true));
+        eprintln!(
+            "checkpoints: crash {crash_after_ms} ms into a request; acknowledged {:?}, listed after the crash {listed_ids:?}",
+            acked.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>()
         );
+        for (id, _) in &acked {
+            assert!(
+                listed_ids.contains(id),
+                "acknowledged checkpoint {id} survives the crash: {listed_ids:?}"
+            );
+        }
+        assert!(
+            listed_ids.len() <= acked.len() + rounds,
+            "only the checkpoint under way at each crash may be added: acknowledged {acked:?}, listed {listed_ids:?}"
+        );
+        storage::assert_fsck_clean(&d, name, "after kill -9 during checkpoints");
     }
-    assert!(
-        listed.len() <= acked.len() + 1,
-        "only the checkpoint under way may be added: acknowledged {acked:?}, listed {listed_ids:?}"
-    );
-    storage::assert_fsck_clean(&d, name, "after kill -9 during checkpoints");
+    let listed = checkpoints(&d, name, true);
     let live = d.sh(name, "cat /root/counter");
     let live: u64 = live
         .trim()

@@ -24,6 +24,8 @@ fn shared() -> &'static Daemon {
 /// the tests write and of a system directory they damage.
 const WATCHED: &[&str] = &["root", "usr/share"];
 
+// Scripts flush with `sync -f /` (syncfs of the box's own disk): a bare
+// `sync` is sync(2), which also waits on every other filesystem of the host.
 fn write_files(d: &Daemon, name: &str) {
     d.sh(
         name,
@@ -33,7 +35,7 @@ fn write_files(d: &Daemon, name: &str) {
          && printf 'hello\\n' > hello.txt \
          && : > empty \
          && ln -s hello.txt link \
-         && sync",
+         && sync -f /",
     );
 }
 
@@ -44,7 +46,7 @@ fn damage(d: &Daemon, name: &str) {
          && printf 'overwritten\\n' > /root/data/hello.txt \
          && rm -rf /root/* \
          && printf 'damage\\n' > /root/damage-marker \
-         && sync",
+         && sync -f /",
     );
 }
 
@@ -225,7 +227,7 @@ fn fork_from_a_checkpoint_is_an_independent_box() {
     let at_checkpoint = manifest(d, origin, &["root"]);
     let v1 = checkpoint(d, origin, Some("fork me"));
     // Written after the checkpoint: the fork must not have it.
-    d.sh(origin, "echo later > /root/after-checkpoint && sync");
+    d.sh(origin, "echo later > /root/after-checkpoint && sync -f /");
 
     let from = format!("{origin}@{v1}");
     d.cli(&["create", copy, "--from", &from, "--skip-console"])
@@ -242,8 +244,8 @@ fn fork_from_a_checkpoint_is_an_independent_box() {
         "a fork starts without checkpoints of its own"
     );
 
-    d.sh(copy, "echo in-copy > /root/only-copy && sync");
-    d.sh(origin, "echo in-origin > /root/only-origin && sync");
+    d.sh(copy, "echo in-copy > /root/only-copy && sync -f /");
+    d.sh(origin, "echo in-origin > /root/only-origin && sync -f /");
     let exists = |name: &str, path: &str| {
         d.sh(name, &format!("test -e {path} && echo yes || echo no")) == "yes\n"
     };
@@ -257,7 +259,7 @@ fn fork_from_a_checkpoint_is_an_independent_box() {
         !exists(copy, "/root/only-origin"),
         "the fork does not see the origin's writes"
     );
-    d.sh(copy, "rm -rf /root/data && sync");
+    d.sh(copy, "rm -rf /root/data && sync -f /");
     assert_eq!(
         d.sh(origin, "cat /root/data/hello.txt"),
         "hello\n",
@@ -294,7 +296,7 @@ fn bothy_env_inside_the_box() {
     let d = shared();
     let name = "cp-env";
     d.create(name);
-    d.sh(name, "echo before > /root/state && sync");
+    d.sh(name, "echo before > /root/state && sync -f /");
 
     let made = d
         .exec(
@@ -357,7 +359,7 @@ fn bothy_env_inside_the_box() {
     }
     assert_eq!(d.sh(name, "cat /root/state"), "before\n");
 
-    d.sh(name, "echo after > /root/state && sync");
+    d.sh(name, "echo after > /root/state && sync -f /");
     let since = storage::now_ms();
     // The restore stops the box, which ends this very exec.
     let out = d
@@ -412,12 +414,12 @@ fn real_workload_survives_damage_and_restore() {
     );
     d.sh(
         name,
-        "set -e; tar -C / -cf /tmp/usr.tar usr/lib/python3* \
+        "set -e; cd / && tar -cf /tmp/usr.tar usr/lib/python3* \
          && mkdir -p /root/tree && tar -C /root/tree -xf /tmp/usr.tar && rm /tmp/usr.tar \
          && mkdir /root/repo && cd /root/repo && git init -q -b main \
          && git config user.email t@example.invalid && git config user.name t \
          && for i in 1 2 3 4 5; do head -c 100000 /dev/urandom | base64 > f$i; git add f$i; git commit -q -m c$i; done \
-         && git clone -q /root/repo /root/clone && sync",
+         && git clone -q /root/repo /root/clone && sync -f /",
     );
     let files: usize = d
         .sh(name, "find /root/tree -type f | wc -l")
@@ -435,7 +437,7 @@ fn real_workload_survives_damage_and_restore() {
     d.sh(
         name,
         "rm -rf /root/tree /root/clone/.git && dpkg --purge jq >/dev/null \
-         && echo junk >> /root/repo/f1 && sync",
+         && echo junk >> /root/repo/f1 && sync -f /",
     );
     assert_ne!(d.exec(name, &["jq", "--version"]).code, 0, "jq is gone");
 
@@ -478,7 +480,7 @@ fn gc_frees_chunks_only_when_no_checkpoint_needs_them() {
 
     // 64 chunks of random data: none of them exist anywhere else.
     const DATA_CHUNKS: usize = 64;
-    d.sh(name, "head -c 64M /dev/urandom > /root/big && sync");
+    d.sh(name, "head -c 64M /dev/urandom > /root/big && sync -f /");
     let written = wait_until(
         "the written chunks to reach the object store",
         Duration::from_secs(120),
@@ -493,7 +495,7 @@ fn gc_frees_chunks_only_when_no_checkpoint_needs_them() {
     );
 
     let v1 = checkpoint(&d, name, Some("holds the data"));
-    d.sh(name, "rm /root/big && sync");
+    d.sh(name, "rm /root/big && sync -f /");
     // A GC run with the data gone from the live disk: a throwaway checkpoint
     // deleted triggers one.
     let before = storage::gc_runs(&d);
@@ -579,7 +581,7 @@ fn fork_outlives_its_origin() {
     let d = Daemon::start();
     let (origin, copy) = ("gc-origin", "gc-copy");
     d.create(origin);
-    d.sh(origin, "head -c 8M /dev/urandom > /root/f && sync");
+    d.sh(origin, "head -c 8M /dev/urandom > /root/f && sync -f /");
     let sum = d.sh(origin, "sha256sum < /root/f");
     let v1 = checkpoint(&d, origin, None);
     d.cli(&[

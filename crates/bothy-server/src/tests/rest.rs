@@ -313,7 +313,7 @@ async fn session_list_and_kill_stream() {
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["sessions"][0]["id"], "s1");
-    assert_eq!(v["sessions"][0]["created"], "2023-11-14T22:13:20Z");
+    assert_eq!(v["sessions"][0]["created"], "2023-11-14T22:13:20.000Z");
     assert_eq!(
         h.fake.state().running.len(),
         1,

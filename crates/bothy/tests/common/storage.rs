@@ -329,3 +329,101 @@ pub fn assert_fsck_clean(d: &Daemon, name: &str, context: &str) {
         out.stderr_str()
     );
 }
+
+/// True once every thread of `pid` has exited (it is gone or a zombie).
+fn process_dead(pid: u32) -> bool {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return true;
+    };
+    tasks.flatten().all(|t| {
+        let stat = fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        // The state is the field after the parenthesised command name.
+        let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start());
+        matches!(
+            state.and_then(|s| s.chars().next()),
+            None | Some('Z') | Some('X')
+        )
+    })
+}
+
+/// Aborts the FUSE connections behind the daemon's box disks (their ids are
+/// the minor device numbers of the FUSE mounts); returns the ids aborted.
+fn abort_fuse_connections(d: &Daemon) -> Vec<String> {
+    let instance = super::host::Footprint::new(&d.data_dir).instance;
+    let fuse_dir = format!("/run/bothy/{instance}/fuse/");
+    let conns = Path::new("/sys/fs/fuse/connections");
+    if fs::read_dir(conns)
+        .map(|mut e| e.next().is_none())
+        .unwrap_or(true)
+    {
+        let _ = CliRun::program("mount", &["-t", "fusectl", "none"])
+            .arg(conns)
+            .run();
+    }
+    let table = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut aborted = Vec::new();
+    for line in table.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let (Some(dev), Some(point)) = (fields.get(2), fields.get(4)) else {
+            continue;
+        };
+        if !point.starts_with(&fuse_dir) {
+            continue;
+        }
+        let Some((_, minor)) = dev.split_once(':') else {
+            continue;
+        };
+        if fs::write(conns.join(minor).join("abort"), "1").is_ok() {
+            aborted.push(format!("{minor} ({point})"));
+        }
+    }
+    aborted
+}
+
+/// `kill -9` of the daemon, as [`Daemon::kill9`], except that a daemon that
+/// cannot die is unwedged before the test fails. The FUSE server behind
+/// the box disks lives in the daemon: a thread killed inside a filesystem
+/// call that waits on those disks (a freeze or thaw) never returns, the
+/// process never exits, and every `sync` on the host hangs. Aborting the
+/// FUSE connections frees it.
+pub fn kill9_unwedging(d: &Daemon) {
+    let Some(pid) = d.pid() else {
+        panic!("kill9: the daemon is not running");
+    };
+    super::daemon::signal(pid, libc::SIGKILL);
+    let died = |limit: Duration| {
+        let deadline = std::time::Instant::now() + limit;
+        while !process_dead(pid) {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        true
+    };
+    if died(Duration::from_secs(20)) {
+        d.kill9();
+        return;
+    }
+    let stuck = fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .flatten()
+                .map(|t| {
+                    let wchan = fs::read_to_string(t.path().join("wchan")).unwrap_or_default();
+                    format!("{}:{wchan}", t.file_name().to_string_lossy())
+                })
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    let aborted = abort_fuse_connections(d);
+    let freed = died(Duration::from_secs(20));
+    if freed {
+        d.kill9();
+    }
+    panic!(
+        "the daemon (pid {pid}) did not die within 20 s of SIGKILL: threads stuck in {stuck:?}; \
+         aborted FUSE connections {aborted:?}, which {} it",
+        if freed { "freed" } else { "did not free" }
+    );
+}

@@ -30,17 +30,17 @@ struct RatioLine {
 
 pub async fn checkpoint(ctx: &Context, args: BenchCheckpointArgs) -> Result<i32> {
     let client = ctx.client()?;
+    // New boxes first: destroying the checkpointed box below starts a garbage
+    // collection of its chunks, and creates during it measure that instead.
+    let (samples, cleanup) = create_samples(&client, args.create_runs).await?;
+    report("create", &samples)?;
+    cleanup?;
     let name = format!("{}-ckpt", bench_prefix());
     create_box(&client, &name).await?;
     let outcome = checkpoint_run(&client, &name, &args).await;
     let cleanup = destroy_all(&client, std::slice::from_ref(&name)).await;
     outcome?;
-    cleanup?;
-    // New boxes last: the create numbers are for a daemon that has just
-    // checkpointed and restored, as a real host has.
-    let samples = create_samples(&client, args.create_runs).await?;
-    report("create", &samples)?;
-    Ok(0)
+    cleanup.map(|()| 0)
 }
 
 async fn write_mb(client: &Client, name: &str, dir: &str, mb: usize) -> Result<()> {
@@ -91,7 +91,8 @@ fn p50_ms(samples: &[Duration]) -> Option<f64> {
 
 async fn checkpoint_run(client: &Client, name: &str, args: &BenchCheckpointArgs) -> Result<()> {
     let small_name = format!("checkpoint-create-{SMALL_MB}mb");
-    let (small, ids) = timed_checkpoints(client, name, "/root/ckpt-small", SMALL_MB, args.runs).await?;
+    let (small, ids) =
+        timed_checkpoints(client, name, "/root/ckpt-small", SMALL_MB, args.runs).await?;
     report(&small_name, &small)?;
 
     let big_name = format!("checkpoint-create-{}mb", args.big_mb);

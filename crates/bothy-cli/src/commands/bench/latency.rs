@@ -12,14 +12,15 @@ use crate::Context;
 
 pub async fn create(ctx: &Context, runs: usize) -> Result<i32> {
     let client = ctx.client()?;
-    let samples = create_samples(&client, runs).await?;
+    let (samples, cleanup) = create_samples(&client, runs).await?;
     report("create", &samples)?;
-    Ok(0)
+    cleanup.map(|()| 0)
 }
 
 /// Creates `runs` bothies one after another, timing each create, and
-/// destroys them all again.
-pub async fn create_samples(client: &Client, runs: usize) -> Result<Vec<Duration>> {
+/// destroys them all again. The samples stand even if that cleanup fails:
+/// its outcome is returned beside them.
+pub async fn create_samples(client: &Client, runs: usize) -> Result<(Vec<Duration>, Result<()>)> {
     let prefix = bench_prefix();
     let mut created = Vec::new();
     let mut samples = Vec::with_capacity(runs);
@@ -45,7 +46,7 @@ pub async fn create_samples(client: &Client, runs: usize) -> Result<Vec<Duration
     // Clean up whatever happened above; the numbers stand even if cleanup fails.
     let cleanup = destroy_all(client, &created).await;
     outcome?;
-    cleanup.map(|()| samples)
+    Ok((samples, cleanup))
 }
 
 pub async fn exec(ctx: &Context, runs: usize) -> Result<i32> {

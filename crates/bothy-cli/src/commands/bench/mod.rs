@@ -114,3 +114,63 @@ async fn run_checked(client: &Client, name: &str, cmd: &[&str]) -> Result<Vec<u8
     );
     Ok(out.stdout)
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use crate::cli::{BenchCommand, BenchTarget, BenchWorkload, Cli, Command};
+
+    fn bench(args: &[&str]) -> BenchCommand {
+        let cli = Cli::try_parse_from(["bothy", "bench"].iter().chain(args)).expect("valid");
+        match cli.command {
+            Command::Bench(b) => b,
+            other => panic!("expected bench, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn io_worker_parses_and_is_hidden() {
+        let BenchCommand::IoWorker(w) = bench(&[
+            "io-worker",
+            "untar",
+            "--dir",
+            "/root/bench",
+            "--files",
+            "10",
+        ]) else {
+            panic!("expected io-worker");
+        };
+        assert_eq!(
+            (w.workload, w.files, w.size_mb),
+            (BenchWorkload::Untar, 10, 1024)
+        );
+        let mut cmd = Cli::command();
+        let help = cmd
+            .find_subcommand_mut("bench")
+            .expect("bench")
+            .render_help()
+            .to_string();
+        assert!(
+            help.contains("storage") && !help.contains("io-worker"),
+            "{help}"
+        );
+    }
+
+    #[test]
+    fn storage_and_checkpoint_defaults() {
+        let BenchCommand::Storage(s) = bench(&["storage", "--target", "juicefs-loop"]) else {
+            panic!("expected storage");
+        };
+        assert_eq!((s.size_mb, s.files, s.skip_juicefs), (1024, 50_000, false));
+        assert_eq!(s.target, [BenchTarget::JuicefsLoop]);
+        let BenchCommand::Checkpoint(c) = bench(&["checkpoint"]) else {
+            panic!("expected checkpoint");
+        };
+        assert_eq!(
+            (c.runs, c.big_mb, c.big_runs, c.create_runs),
+            (20, 2048, 5, 10)
+        );
+        assert!(Cli::try_parse_from(["bothy", "bench", "storage", "--size-mb", "0"]).is_err());
+    }
+}

@@ -20,10 +20,7 @@ pub struct Scratch {
 
 impl Scratch {
     pub fn new_in(parent: &Path, label: &str) -> Result<Self> {
-        let path = parent.join(format!(
-            "bothy-bench-{label}-{:08x}",
-            rand::random::<u32>()
-        ));
+        let path = parent.join(format!("bothy-bench-{label}-{:08x}", rand::random::<u32>()));
         std::fs::create_dir_all(&path)
             .with_context(|| format!("cannot create {}", path.display()))?;
         Ok(Self { path })
@@ -176,8 +173,15 @@ impl JuiceFs {
         run(
             &jfs,
             &[
-                "--quiet", "--no-agent", "format", &meta, "bench", "--storage", "file",
-                "--bucket", &bucket,
+                "--quiet",
+                "--no-agent",
+                "format",
+                &meta,
+                "bench",
+                "--storage",
+                "file",
+                "--bucket",
+                &bucket,
             ],
         )?;
         run(

@@ -160,8 +160,7 @@ fn scratch_parent(args: &BenchStorageArgs) -> PathBuf {
     if let Some(dir) = &args.scratch_dir {
         return dir.clone();
     }
-    let data_dir =
-        crate::config::data_dir(std::env::var_os("BOTHY_DATA_DIR").map(PathBuf::from));
+    let data_dir = crate::config::data_dir(std::env::var_os("BOTHY_DATA_DIR").map(PathBuf::from));
     data_dir
         .parent()
         .map(Path::to_path_buf)
@@ -369,14 +368,19 @@ mod tests {
 
     #[test]
     fn rss_of_this_process() {
-        assert_eq!(parse_vm_rss_kib("Name:\tx\nVmRSS:\t  2048 kB\n"), Some(2048));
+        assert_eq!(
+            parse_vm_rss_kib("Name:\tx\nVmRSS:\t  2048 kB\n"),
+            Some(2048)
+        );
         assert!(rss_mib(std::process::id() as i32).expect("own rss") > 0.0);
     }
 
     #[test]
     fn worker_lines_parse_with_the_last_line_winning() {
-        let r = parse_worker_output(b"noise\n{\"workload\":\"untar\",\"files_per_s\":5.0,\"seconds\":2.0}\n\n")
-            .expect("parses");
+        let r = parse_worker_output(
+            b"noise\n{\"workload\":\"untar\",\"files_per_s\":5.0,\"seconds\":2.0}\n\n",
+        )
+        .expect("parses");
         assert_eq!(r.files_per_s, Some(5.0));
         let line = serde_json::to_value(StorageLine {
             bench: "storage",

@@ -122,7 +122,8 @@ fn seq_write(path: &Path, size_mb: usize) -> Result<WorkloadResult> {
 }
 
 fn write_file(path: &Path, size_mb: usize, source: &mut BlockSource) -> Result<u64> {
-    let mut file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let mut file =
+        File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
     let mut written = 0u64;
     for _ in 0..size_mb {
         file.write_all(source.next())
@@ -250,7 +251,11 @@ fn untar(dir: &Path, files: usize) -> Result<WorkloadResult> {
         let file = File::create(&tar_path)
             .with_context(|| format!("cannot create {}", tar_path.display()))?;
         let mut w = BufWriter::new(file);
-        write_tree_tar(&mut w, files, &mut rand::rngs::StdRng::seed_from_u64(0x6274_6879))?;
+        write_tree_tar(
+            &mut w,
+            files,
+            &mut rand::rngs::StdRng::seed_from_u64(0x6274_6879),
+        )?;
         let file = w.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
     }
@@ -420,7 +425,9 @@ mod tests {
         let w = run(BenchWorkload::SeqWrite, &args).expect("seq-write");
         assert_eq!(w.workload, "seq-write");
         assert!(w.mb_per_s.is_some_and(|m| m > 0.0));
-        let len = std::fs::metadata(dir.path().join(SEQ_FILE)).expect("file").len();
+        let len = std::fs::metadata(dir.path().join(SEQ_FILE))
+            .expect("file")
+            .len();
         assert_eq!(len, 3 * MIB as u64);
         let r = run(BenchWorkload::SeqRead, &args).expect("seq-read");
         assert!(r.mb_per_s.is_some_and(|m| m > 0.0));
