@@ -107,7 +107,8 @@ pub struct Checkpoint {
 /// Parses a checkpoint id `vN` (N ≥ 1) into N.
 pub fn parse_checkpoint_id(id: &str) -> Option<u64> {
     let n = id.strip_prefix('v')?;
-    if n.is_empty() || n.len() > 18 || !n.bytes().all(|b| b.is_ascii_digit()) || n.starts_with('0') {
+    if n.is_empty() || n.len() > 18 || !n.bytes().all(|b| b.is_ascii_digit()) || n.starts_with('0')
+    {
         return None;
     }
     n.parse().ok()
@@ -249,7 +250,18 @@ mod tests {
     fn checkpoint_ids() {
         assert_eq!(parse_checkpoint_id("v1"), Some(1));
         assert_eq!(parse_checkpoint_id("v42"), Some(42));
-        for bad in ["", "v", "1", "v0", "v01", "v-1", "V1", "v1 ", "v99999999999999999999", "../v1"] {
+        for bad in [
+            "",
+            "v",
+            "1",
+            "v0",
+            "v01",
+            "v-1",
+            "V1",
+            "v1 ",
+            "v99999999999999999999",
+            "../v1",
+        ] {
             assert_eq!(parse_checkpoint_id(bad), None, "{bad:?}");
         }
     }

@@ -113,11 +113,17 @@ fn run(cli: EnvCli) -> Result<i32> {
         }
         CheckpointsCommand::Restore(a) => {
             if bothy_api::parse_checkpoint_id(&a.id).is_none() {
-                bail!("{:?} is not a checkpoint id: they look like v1, v2, ...", a.id);
+                bail!(
+                    "{:?} is not a checkpoint id: they look like v1, v2, ...",
+                    a.id
+                );
             }
             // Said first: if the restore goes ahead, this process does not
             // live to print anything after it.
-            eprintln!("restoring this bothy to {}: it restarts now, ending this session", a.id);
+            eprintln!(
+                "restoring this bothy to {}: it restarts now, ending this session",
+                a.id
+            );
             let path = format!("/checkpoints/{}/restore", a.id);
             match request("POST", &path, None) {
                 Ok((status, answer)) => {
@@ -161,7 +167,8 @@ fn finished(status: u16, body: &[u8]) -> Result<String> {
     check_status(status, body)?;
     let mut done = None;
     for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-        let m: StreamMessage = serde_json::from_slice(line).context("unexpected answer from the daemon")?;
+        let m: StreamMessage =
+            serde_json::from_slice(line).context("unexpected answer from the daemon")?;
         match m.kind.as_str() {
             "error" => bail!("{}", m.error.or(m.data).unwrap_or_default()),
             "complete" => done = m.data,
@@ -234,7 +241,8 @@ mod tests {
 
     #[test]
     fn responses_plain_and_chunked() {
-        let (s, b) = parse_response(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nhi").expect("plain");
+        let (s, b) =
+            parse_response(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nhi").expect("plain");
         assert_eq!((s, b.as_slice()), (200, &b"hi"[..]));
         let (s, b) = parse_response(
             b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
@@ -249,10 +257,15 @@ mod tests {
         let ok = b"{\"type\":\"info\",\"data\":\"x\"}\n{\"type\":\"complete\",\"data\":\"v2\"}\n";
         assert_eq!(finished(200, ok).expect("ok"), "v2");
         let bad = b"{\"type\":\"error\",\"error\":\"disk on fire\"}\n";
-        assert!(finished(200, bad).expect_err("error").to_string().contains("disk on fire"));
-        assert!(finished(404, b"{\"error\":\"not_found\",\"message\":\"no v9\"}")
-            .expect_err("404")
+        assert!(finished(200, bad)
+            .expect_err("error")
             .to_string()
-            .contains("no v9"));
+            .contains("disk on fire"));
+        assert!(
+            finished(404, b"{\"error\":\"not_found\",\"message\":\"no v9\"}")
+                .expect_err("404")
+                .to_string()
+                .contains("no v9")
+        );
     }
 }

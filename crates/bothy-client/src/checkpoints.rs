@@ -11,7 +11,11 @@ fn outcome(lines: &[StreamMessage]) -> Result<String> {
             return Err(ClientError::Api {
                 status: 500,
                 code: "operation_failed".into(),
-                message: l.error.clone().or_else(|| l.data.clone()).unwrap_or_default(),
+                message: l
+                    .error
+                    .clone()
+                    .or_else(|| l.data.clone())
+                    .unwrap_or_default(),
             });
         }
     }
@@ -20,7 +24,9 @@ fn outcome(lines: &[StreamMessage]) -> Result<String> {
         .rev()
         .find(|l| l.kind == "complete")
         .and_then(|l| l.data.clone())
-        .ok_or_else(|| ClientError::Protocol("the daemon's progress stream ended without completing".into()))
+        .ok_or_else(|| {
+            ClientError::Protocol("the daemon's progress stream ended without completing".into())
+        })
 }
 
 impl Client {
@@ -36,7 +42,11 @@ impl Client {
     }
 
     /// `GET /v1/sprites/{name}/checkpoints`.
-    pub async fn list_checkpoints(&self, name: &str, include_auto: bool) -> Result<Vec<Checkpoint>> {
+    pub async fn list_checkpoints(
+        &self,
+        name: &str,
+        include_auto: bool,
+    ) -> Result<Vec<Checkpoint>> {
         let mut url = self.url(&["v1", "sprites", name, "checkpoints"]);
         if include_auto {
             url.query_pairs_mut().append_pair("include_auto", "true");

@@ -20,7 +20,12 @@ pub fn volume_name(image_version: &str) -> String {
 /// An import that a crash interrupted has no checkpoint yet; it is redone.
 pub fn ensure_imported(storage: &Storage, name: &str, image: &Path) -> Result<(), RuntimeError> {
     let err = |e: VolumeError| RuntimeError::Failed(format!("importing the base image: {e}"));
-    if storage.volume_names().map_err(err)?.iter().any(|n| n == name) {
+    if storage
+        .volume_names()
+        .map_err(err)?
+        .iter()
+        .any(|n| n == name)
+    {
         let vol = storage.open_volume(name).map_err(err)?;
         if vol.checkpoints().map_err(err)?.contains(&CheckpointId(1)) {
             return Ok(());

@@ -148,8 +148,14 @@ impl Disks {
     ) -> Result<(), RuntimeError> {
         let me = Arc::clone(self);
         let new = id.to_string();
-        let exists = blocking(move || Ok(me.storage.volume_names().map_err(volume_err)?.contains(&new)))
-            .await?;
+        let exists = blocking(move || {
+            Ok(me
+                .storage
+                .volume_names()
+                .map_err(volume_err)?
+                .contains(&new))
+        })
+        .await?;
         if exists {
             return Ok(());
         }
@@ -241,7 +247,12 @@ impl Disks {
         let loop_dev = match host::run(losetup.arg(fuse.disk_path())).await {
             Ok(out) => out.trim().to_string(),
             Err(e) => {
-                let _ = blocking(move || fuse.unmount().map(drop).map_err(|e| RuntimeError::Failed(e.to_string()))).await;
+                let _ = blocking(move || {
+                    fuse.unmount()
+                        .map(drop)
+                        .map_err(|e| RuntimeError::Failed(e.to_string()))
+                })
+                .await;
                 return Err(e);
             }
         };
@@ -377,7 +388,11 @@ impl Disks {
         .await
     }
 
-    pub async fn delete_checkpoint(self: &Arc<Self>, id: &str, checkpoint: u64) -> Result<(), RuntimeError> {
+    pub async fn delete_checkpoint(
+        self: &Arc<Self>,
+        id: &str,
+        checkpoint: u64,
+    ) -> Result<(), RuntimeError> {
         self.with_volume(id, move |v| v.delete_checkpoint(CheckpointId(checkpoint)))
             .await
     }
@@ -422,7 +437,12 @@ impl Disks {
         let me = Arc::clone(self);
         let vid = id.to_string();
         let result = blocking(move || {
-            if me.storage.volume_names().map_err(volume_err)?.contains(&vid) {
+            if me
+                .storage
+                .volume_names()
+                .map_err(volume_err)?
+                .contains(&vid)
+            {
                 return Ok(false);
             }
             me.storage.recover_volume(&vid).map_err(volume_err)?;
@@ -463,7 +483,11 @@ async fn unmount_root(mount_point: &Path) -> Result<(), RuntimeError> {
     }
     // Busy: a host process has a file open in the box's tree; detach lazily
     // so the box still stops.
-    tracing::warn!("{} is busy ({}); detaching it lazily", mount_point.display(), out.stderr.trim());
+    tracing::warn!(
+        "{} is busy ({}); detaching it lazily",
+        mount_point.display(),
+        out.stderr.trim()
+    );
     host::run(host::command(&host::UMOUNT).arg("-l").arg(mount_point)).await?;
     Ok(())
 }
@@ -471,10 +495,13 @@ async fn unmount_root(mount_point: &Path) -> Result<(), RuntimeError> {
 /// Loop devices whose backing file is `file` (by path: a dead FUSE file
 /// cannot be stat'ed, so `losetup -j` would not find them).
 async fn loops_backed_by(file: &Path) -> Result<Vec<String>, RuntimeError> {
-    let out = host::run(
-        host::command(&host::LOSETUP)
-            .args(["--list", "--noheadings", "--raw", "--output", "NAME,BACK-FILE"]),
-    )
+    let out = host::run(host::command(&host::LOSETUP).args([
+        "--list",
+        "--noheadings",
+        "--raw",
+        "--output",
+        "NAME,BACK-FILE",
+    ]))
     .await?;
     let want = file.to_string_lossy();
     Ok(out
@@ -567,7 +594,10 @@ pub fn abort_stale_connections(mount_root: &Path) {
         return;
     }
     let control = Path::new("/sys/fs/fuse/connections");
-    if std::fs::read_dir(control).map(|mut d| d.next().is_none()).unwrap_or(true) {
+    if std::fs::read_dir(control)
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(true)
+    {
         let _ = nix::mount::mount(
             Some("fusectl"),
             control,
@@ -579,8 +609,12 @@ pub fn abort_stale_connections(mount_root: &Path) {
     for minor in stale {
         let abort = control.join(&minor).join("abort");
         match std::fs::write(&abort, b"1") {
-            Ok(()) => tracing::info!(connection = %minor, "aborted a FUSE connection left by an earlier daemon process"),
-            Err(e) => tracing::debug!(connection = %minor, error = %e, "cannot abort a stale FUSE connection"),
+            Ok(()) => {
+                tracing::info!(connection = %minor, "aborted a FUSE connection left by an earlier daemon process")
+            }
+            Err(e) => {
+                tracing::debug!(connection = %minor, error = %e, "cannot abort a stale FUSE connection")
+            }
         }
     }
 }

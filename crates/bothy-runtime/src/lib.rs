@@ -577,9 +577,17 @@ async fn open_storage(
             cache_budget: cache_bytes,
             ..Default::default()
         };
-        let storage = bothy_volume::Storage::open(&dir, store, config)
-            .map_err(|e| RuntimeError::Failed(format!("cannot open volume storage in {}: {e}", dir.display())))?;
-        base::ensure_imported(&storage, &base::volume_name(image::IMAGE_VERSION), &base_image)?;
+        let storage = bothy_volume::Storage::open(&dir, store, config).map_err(|e| {
+            RuntimeError::Failed(format!(
+                "cannot open volume storage in {}: {e}",
+                dir.display()
+            ))
+        })?;
+        base::ensure_imported(
+            &storage,
+            &base::volume_name(image::IMAGE_VERSION),
+            &base_image,
+        )?;
         Ok::<_, RuntimeError>(storage)
     })
     .await

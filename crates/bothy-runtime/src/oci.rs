@@ -234,6 +234,8 @@ mod tests {
             .and_then(|m| m.iter().find(|m| m["destination"] == ENV_DIR_IN_BOX))
             .expect("env dir mounted");
         assert_eq!(env["source"], "/data/run/env/b1");
-        assert!(env["options"].as_array().is_some_and(|o| o.contains(&"ro".into())));
+        assert!(env["options"]
+            .as_array()
+            .is_some_and(|o| o.contains(&"ro".into())));
     }
 }

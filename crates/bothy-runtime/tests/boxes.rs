@@ -8,9 +8,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use bothy_runtime::image::{self, DEFAULT_IMAGE_DIR};
 use bothy_runtime::disk::DiskSource;
-use bothy_runtime::{BoxSpec, Runtime, RuntimeConfig, RuntimeError, DEFAULT_CACHE_BYTES, MOUNT_ROOT};
+use bothy_runtime::image::{self, DEFAULT_IMAGE_DIR};
+use bothy_runtime::{
+    BoxSpec, Runtime, RuntimeConfig, RuntimeError, DEFAULT_CACHE_BYTES, MOUNT_ROOT,
+};
 
 /// pid 1 of a test box: exits on SIGTERM like a well-behaved init.
 const STAND_IN_INIT: &str = "trap 'exit 0' TERM; while true; do sleep 3600 & wait $!; done";
@@ -152,7 +154,13 @@ fn mounts_mentioning(path: &Path) -> Vec<String> {
 /// runtime's disks).
 fn loop_devices_under(dir: &Path) -> String {
     let out = std::process::Command::new("losetup")
-        .args(["--list", "--noheadings", "--raw", "--output", "NAME,BACK-FILE"])
+        .args([
+            "--list",
+            "--noheadings",
+            "--raw",
+            "--output",
+            "NAME,BACK-FILE",
+        ])
         .output()
         .expect("losetup");
     let needle = dir.to_string_lossy().to_string();
@@ -375,7 +383,10 @@ async fn a_new_runtime_reboots_boxes_whose_runtime_went_away() {
         rt: fresh.clone(),
         id: s.id.clone(),
     };
-    fresh.start(&s).await.expect("start after the runtime went away");
+    fresh
+        .start(&s)
+        .await
+        .expect("start after the runtime went away");
     assert_ne!(
         sh(&fresh, &s.id, "cut -d' ' -f22 /proc/1/stat").await,
         boot_time,
@@ -386,7 +397,10 @@ async fn a_new_runtime_reboots_boxes_whose_runtime_went_away() {
     // A healthy box is left alone.
     let again = sh(&fresh, &s.id, "cut -d' ' -f22 /proc/1/stat").await;
     fresh.start(&s).await.expect("start of a healthy box");
-    assert_eq!(sh(&fresh, &s.id, "cut -d' ' -f22 /proc/1/stat").await, again);
+    assert_eq!(
+        sh(&fresh, &s.id, "cut -d' ' -f22 /proc/1/stat").await,
+        again
+    );
 }
 
 #[tokio::test]
@@ -429,11 +443,10 @@ async fn bad_specs_are_refused_before_touching_the_host() {
     require_root();
     let t = test_runtime().await;
     for bad in [spec("../etc", "x"), spec("b1", "bad host"), spec("b1", "")] {
-        let err = t
-            .rt
-            .create(&bad, DiskSource::Base)
-            .await
-            .expect_err("bad spec accepted");
+        let err =
+            t.rt.create(&bad, DiskSource::Base)
+                .await
+                .expect_err("bad spec accepted");
         assert!(err.to_string().contains("invalid"), "{err}");
     }
     let made = std::fs::read_dir(t.cfg.data_dir.join("boxes"))

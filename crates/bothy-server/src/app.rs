@@ -336,10 +336,20 @@ impl<B: Boxes> App<B> {
                 }
                 RowState::Ready => {
                     self.serve_env(&row.id);
-                    match bounded(RECOVER_TIMEOUT, "recovering the disk", self.inner.boxes.recover_disk(&row.id)).await {
-                        Ok(true) => tracing::info!(box_id = %row.id, name = %row.name, "disk recovered from the object store"),
+                    match bounded(
+                        RECOVER_TIMEOUT,
+                        "recovering the disk",
+                        self.inner.boxes.recover_disk(&row.id),
+                    )
+                    .await
+                    {
+                        Ok(true) => {
+                            tracing::info!(box_id = %row.id, name = %row.name, "disk recovered from the object store")
+                        }
                         Ok(false) => {}
-                        Err(e) => tracing::error!(box_id = %row.id, name = %row.name, error = %e, "cannot recover the disk from the object store"),
+                        Err(e) => {
+                            tracing::error!(box_id = %row.id, name = %row.name, error = %e, "cannot recover the disk from the object store")
+                        }
                     }
                     if let Err(e) = self.reconcile_checkpoints(&row).await {
                         tracing::warn!(box_id = %row.id, error = %e, "cannot reconcile checkpoints");
@@ -366,9 +376,14 @@ impl<B: Boxes> App<B> {
             self.inner.boxes.volume_checkpoints(&row.id),
         )
         .await?;
-        for gone in records.iter().filter(|c| !found.contains(&c.volume_checkpoint)) {
+        for gone in records
+            .iter()
+            .filter(|c| !found.contains(&c.volume_checkpoint))
+        {
             tracing::warn!(box_id = %row.id, checkpoint = %gone.id(), "checkpoint record without data; dropping it");
-            self.store().delete_checkpoint(row.id.clone(), gone.seq).await?;
+            self.store()
+                .delete_checkpoint(row.id.clone(), gone.seq)
+                .await?;
         }
         let known: std::collections::HashSet<u64> =
             records.iter().map(|c| c.volume_checkpoint).collect();
@@ -466,7 +481,11 @@ impl<B: Boxes> App<B> {
             .map_err(|e| ApiError::Internal(format!("restore task failed: {e}")))?
     }
 
-    pub async fn checkpoint_of(&self, row: &SpriteRow, seq: u64) -> Result<CheckpointRow, ApiError> {
+    pub async fn checkpoint_of(
+        &self,
+        row: &SpriteRow,
+        seq: u64,
+    ) -> Result<CheckpointRow, ApiError> {
         self.store()
             .checkpoint(row.id.clone(), seq)
             .await?
@@ -492,7 +511,9 @@ impl<B: Boxes> App<B> {
             bounded(
                 CHECKPOINT_TIMEOUT,
                 "deleting the checkpoint",
-                app.inner.boxes.delete_checkpoint(&row.id, target.volume_checkpoint),
+                app.inner
+                    .boxes
+                    .delete_checkpoint(&row.id, target.volume_checkpoint),
             )
             .await
             .map_err(|e| ApiError::Internal(format!("could not delete {}: {e}", target.id())))?;

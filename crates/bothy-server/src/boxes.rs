@@ -89,8 +89,10 @@ pub trait Boxes: Send + Sync + 'static {
     /// volume's checkpoint number.
     fn checkpoint(&self, id: &str) -> impl Future<Output = Result<u64, BoxError>> + Send;
     /// The volume's checkpoint numbers.
-    fn volume_checkpoints(&self, id: &str)
-        -> impl Future<Output = Result<Vec<u64>, BoxError>> + Send;
+    fn volume_checkpoints(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Vec<u64>, BoxError>> + Send;
     /// Stops the box, keeps its disk as a new checkpoint (returned), brings the
     /// disk back to `checkpoint`, boots the box.
     fn restore(

@@ -125,7 +125,11 @@ impl Store {
         .await
     }
 
-    pub async fn checkpoint(&self, sprite_id: String, seq: u64) -> Result<Option<CheckpointRow>, StoreError> {
+    pub async fn checkpoint(
+        &self,
+        sprite_id: String,
+        seq: u64,
+    ) -> Result<Option<CheckpointRow>, StoreError> {
         Ok(self
             .checkpoints(sprite_id)
             .await?
@@ -146,7 +150,11 @@ impl Store {
 
     /// After a restore to (or a fork from) checkpoint `from`: the sprite's
     /// disk now descends from it.
-    pub async fn set_history(&self, sprite_id: String, history: Vec<String>) -> Result<(), StoreError> {
+    pub async fn set_history(
+        &self,
+        sprite_id: String,
+        history: Vec<String>,
+    ) -> Result<(), StoreError> {
         self.run(move |c| {
             let tx = c.transaction()?;
             let (next, _) = lineage(&tx, &sprite_id)?;
@@ -165,7 +173,9 @@ mod tests {
 
     async fn store_with_sprite() -> Store {
         let s = Store::open_in_memory().expect("store");
-        s.bootstrap("h".into(), "t".into()).await.expect("bootstrap");
+        s.bootstrap("h".into(), "t".into())
+            .await
+            .expect("bootstrap");
         s.insert_sprite(SpriteRow {
             id: "b1".into(),
             org: "default".into(),
@@ -189,11 +199,20 @@ mod tests {
     #[tokio::test]
     async fn ids_count_up_and_are_never_reused() {
         let s = store_with_sprite().await;
-        let a = s.add_checkpoint("b1".into(), 7, Some("x".into()), false, "t".into()).await.expect("add");
-        let b = s.add_checkpoint("b1".into(), 8, None, true, "t".into()).await.expect("add");
+        let a = s
+            .add_checkpoint("b1".into(), 7, Some("x".into()), false, "t".into())
+            .await
+            .expect("add");
+        let b = s
+            .add_checkpoint("b1".into(), 8, None, true, "t".into())
+            .await
+            .expect("add");
         assert_eq!((a.id(), b.id()), ("v1".to_string(), "v2".to_string()));
         s.delete_checkpoint("b1".into(), 2).await.expect("delete");
-        let c = s.add_checkpoint("b1".into(), 9, None, false, "t".into()).await.expect("add");
+        let c = s
+            .add_checkpoint("b1".into(), 9, None, false, "t".into())
+            .await
+            .expect("add");
         assert_eq!(c.id(), "v3");
         let all = s.checkpoints("b1".into()).await.expect("list");
         assert_eq!(all.iter().map(|c| c.seq).collect::<Vec<_>>(), vec![1, 3]);
@@ -203,9 +222,19 @@ mod tests {
     #[tokio::test]
     async fn history_follows_restores() {
         let s = store_with_sprite().await;
-        s.add_checkpoint("b1".into(), 1, None, false, "t".into()).await.expect("add");
-        s.set_history("b1".into(), vec!["v1".into()]).await.expect("history");
-        let c = s.add_checkpoint("b1".into(), 2, None, false, "t".into()).await.expect("add");
-        assert_eq!((c.id(), c.history), ("v2".to_string(), vec!["v1".to_string()]));
+        s.add_checkpoint("b1".into(), 1, None, false, "t".into())
+            .await
+            .expect("add");
+        s.set_history("b1".into(), vec!["v1".into()])
+            .await
+            .expect("history");
+        let c = s
+            .add_checkpoint("b1".into(), 2, None, false, "t".into())
+            .await
+            .expect("add");
+        assert_eq!(
+            (c.id(), c.history),
+            ("v2".to_string(), vec!["v1".to_string()])
+        );
     }
 }

@@ -119,7 +119,9 @@ async fn list<B: Boxes>(
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Json<Vec<Checkpoint>>> {
     let row = this_box(&s).await?;
-    let include_auto = raw.as_deref().is_some_and(|q| q.contains("include_auto=true"));
+    let include_auto = raw
+        .as_deref()
+        .is_some_and(|q| q.contains("include_auto=true"));
     let all = s.app.store().checkpoints(row.id.clone()).await?;
     Ok(Json(
         all.iter()

@@ -23,6 +23,7 @@ mod app;
 mod auth;
 mod boxes;
 mod bridge;
+mod checkpoint_store;
 mod datadir;
 mod envsock;
 mod error;
@@ -30,7 +31,6 @@ mod params;
 pub mod replica;
 mod routes;
 mod store;
-mod checkpoint_store;
 
 #[cfg(test)]
 mod tests;
@@ -168,7 +168,9 @@ async fn ship_state(replica: Arc<StateReplica>, store: Store, mut stop: watch::R
         if shipped_at != Some(changes) {
             match replica.ship(store.connection()).await {
                 Ok(_) => shipped_at = Some(changes),
-                Err(e) => tracing::warn!(error = %e, "shipping the state database failed; retrying"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "shipping the state database failed; retrying")
+                }
             }
         }
         tokio::select! {
@@ -277,7 +279,11 @@ async fn bind_retrying(addr: SocketAddr) -> Result<tokio::net::TcpListener, Daem
 /// First start: the `default` org and an admin token, written to the data dir.
 /// A start that restored the state from the object store has tokens but no
 /// token file: it gets a new admin token (the old tokens keep working).
-async fn bootstrap_admin(store: &Store, data_dir: &Path, recovered: bool) -> Result<(), DaemonError> {
+async fn bootstrap_admin(
+    store: &Store,
+    data_dir: &Path,
+    recovered: bool,
+) -> Result<(), DaemonError> {
     let token = auth::new_token();
     let path = data_dir.join(datadir::ADMIN_TOKEN_FILE);
     // The file is written before the hash is committed: a crash in between

@@ -357,7 +357,9 @@ impl Store {
 
     pub async fn sprite_by_id(&self, id: String) -> Result<Option<SpriteRow>, StoreError> {
         self.run(move |c| {
-            let mut st = c.prepare(&format!("SELECT {SPRITE_COLUMNS} FROM sprites WHERE id = ?1"))?;
+            let mut st = c.prepare(&format!(
+                "SELECT {SPRITE_COLUMNS} FROM sprites WHERE id = ?1"
+            ))?;
             let mut rows = st.query([id])?;
             match rows.next()? {
                 Some(r) => Ok(Some(sprite_from_row(r)?)),

@@ -112,7 +112,10 @@ fn kill9_during_synced_writes_loses_nothing_acknowledged() {
     storage::assert_fsck_clean(&d, name, "after kill -9 during writes");
 
     // The box works normally afterwards.
-    d.sh(name, "echo fine > /root/after && sync -f / && cat /root/after");
+    d.sh(
+        name,
+        "echo fine > /root/after && sync -f / && cat /root/after",
+    );
 }
 
 /// Checkpoints back to back, each after a synced counter write, until the

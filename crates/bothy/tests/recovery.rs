@@ -24,8 +24,9 @@ fn checkpoint_ids(d: &Daemon, name: &str) -> Vec<String> {
 
 #[test]
 fn an_empty_data_dir_comes_back_from_the_object_store() {
-    let s3 = S3Server::start()
-        .unwrap_or_else(|e| panic!("cannot start the S3 test server ({e}); run scripts/test.sh, which installs it"));
+    let s3 = S3Server::start().unwrap_or_else(|e| {
+        panic!("cannot start the S3 test server ({e}); run scripts/test.sh, which installs it")
+    });
     let mut d = Daemon::start_with(vec!["--object-store".into(), s3.url()], s3.env());
 
     d.create("keep");
@@ -52,7 +53,11 @@ fn an_empty_data_dir_comes_back_from_the_object_store() {
     assert_eq!(d.names(), vec!["copy".to_string(), "keep".to_string()]);
     d.wait_running("keep");
     d.wait_running("copy");
-    assert_eq!(d.sh("keep", "cat /root/note"), "after\n", "the synced head is back");
+    assert_eq!(
+        d.sh("keep", "cat /root/note"),
+        "after\n",
+        "the synced head is back"
+    );
     d.sh("keep", "sha256sum -c --quiet /root/blob.sum");
     assert_eq!(d.sh("copy", "cat /root/note /root/own"), "before\nforked\n");
     assert_eq!(checkpoint_ids(&d, "keep"), vec!["v1".to_string()]);

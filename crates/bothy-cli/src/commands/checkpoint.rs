@@ -71,7 +71,10 @@ pub async fn list(ctx: &Context, args: CheckpointListArgs) -> Result<i32> {
             ]
         })
         .collect();
-    print!("{}", output::table(&["ID", "CREATED", "KIND", "COMMENT"], &rows));
+    print!(
+        "{}",
+        output::table(&["ID", "CREATED", "KIND", "COMMENT"], &rows)
+    );
     Ok(0)
 }
 

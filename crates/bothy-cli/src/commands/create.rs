@@ -49,7 +49,9 @@ fn parse_fork_source(s: &str) -> Result<CheckpointRef> {
     let (sprite, checkpoint) = s
         .rsplit_once('@')
         .filter(|(_, id)| bothy_api::parse_checkpoint_id(id).is_some())
-        .ok_or_else(|| anyhow::anyhow!("--from wants NAME@vN (a bothy and one of its checkpoints), not {s:?}"))?;
+        .ok_or_else(|| {
+            anyhow::anyhow!("--from wants NAME@vN (a bothy and one of its checkpoints), not {s:?}")
+        })?;
     validate_sprite_name(sprite).map_err(|e| anyhow::anyhow!("--from: {e}"))?;
     Ok(CheckpointRef {
         sprite: sprite.to_string(),

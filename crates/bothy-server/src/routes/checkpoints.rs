@@ -104,7 +104,9 @@ pub async fn checkpoint_lines<B: Boxes>(
     comment: Option<String>,
 ) -> ApiResult<Response> {
     if let Some(c) = &comment {
-        if c.chars().count() > MAX_COMMENT_CHARS || c.chars().any(|ch| ch.is_control() && ch != '\n') {
+        if c.chars().count() > MAX_COMMENT_CHARS
+            || c.chars().any(|ch| ch.is_control() && ch != '\n')
+        {
             return Err(ApiError::bad_request(format!(
                 "comment must be at most {MAX_COMMENT_CHARS} printable characters"
             )));
@@ -188,7 +190,11 @@ pub async fn restore<B: Boxes>(
 }
 
 /// Restores `row`'s box to checkpoint `id`; the NDJSON answer.
-pub async fn restore_lines<B: Boxes>(app: &App<B>, row: &SpriteRow, id: &str) -> ApiResult<Response> {
+pub async fn restore_lines<B: Boxes>(
+    app: &App<B>,
+    row: &SpriteRow,
+    id: &str,
+) -> ApiResult<Response> {
     let seq = parse_id(id)?;
     app.ensure_ready(row)?;
     // Unknown checkpoints are a 404 before anything is touched.

@@ -5,7 +5,8 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::Json;
 use bothy_api::{
-    CheckpointRef, CreateSpriteRequest, Sprite, SpriteConfig, SpriteList, UpdateSpriteRequest, UrlSettings,
+    CheckpointRef, CreateSpriteRequest, Sprite, SpriteConfig, SpriteList, UpdateSpriteRequest,
+    UrlSettings,
 };
 use futures_util::future::join_all;
 
@@ -188,13 +189,19 @@ async fn fork_source<B: Boxes>(
             from.checkpoint.chars().take(64).collect::<String>()
         ))
     })?;
-    bothy_api::names::validate_sprite_name(&from.sprite).map_err(|message| ApiError::BadRequest {
-        code: "invalid_name",
-        message: format!("from_checkpoint.sprite: {message}"),
+    bothy_api::names::validate_sprite_name(&from.sprite).map_err(|message| {
+        ApiError::BadRequest {
+            code: "invalid_name",
+            message: format!("from_checkpoint.sprite: {message}"),
+        }
     })?;
     let src = load(app, caller, &from.sprite).await?;
     let ckpt = app.checkpoint_of(&src, seq).await?;
-    let mut history: Vec<String> = ckpt.history.iter().map(|h| format!("{}@{h}", src.name)).collect();
+    let mut history: Vec<String> = ckpt
+        .history
+        .iter()
+        .map(|h| format!("{}@{h}", src.name))
+        .collect();
     history.push(format!("{}@{}", src.name, ckpt.id()));
     Ok((
         DiskSource::Checkpoint {

@@ -18,7 +18,12 @@ fn lines(v: &Value) -> Vec<Value> {
 async fn checkpoint(h: &Harness, name: &str, comment: Option<&str>) -> String {
     let body = comment.map(|c| json!({ "comment": c }));
     let (status, v) = h
-        .call(Method::POST, &format!("/v1/sprites/{name}/checkpoint"), Some(&h.admin), body)
+        .call(
+            Method::POST,
+            &format!("/v1/sprites/{name}/checkpoint"),
+            Some(&h.admin),
+            body,
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{v:?}");
     let lines = lines(&v);
@@ -29,7 +34,12 @@ async fn checkpoint(h: &Harness, name: &str, comment: Option<&str>) -> String {
 
 async fn ids(h: &Harness, name: &str, query: &str) -> Vec<String> {
     let (status, v) = h
-        .call(Method::GET, &format!("/v1/sprites/{name}/checkpoints{query}"), Some(&h.admin), None)
+        .call(
+            Method::GET,
+            &format!("/v1/sprites/{name}/checkpoints{query}"),
+            Some(&h.admin),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{v:?}");
     v.as_array()
@@ -62,7 +72,12 @@ async fn create_list_get_restore_delete() {
     assert_eq!(ids(&h, "dev", "").await, ["v1", "v2"]);
 
     let (status, v) = h
-        .call(Method::GET, "/v1/sprites/dev/checkpoints/v1", Some(&h.admin), None)
+        .call(
+            Method::GET,
+            "/v1/sprites/dev/checkpoints/v1",
+            Some(&h.admin),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(v["comment"], "first");
@@ -70,17 +85,33 @@ async fn create_list_get_restore_delete() {
 
     set_disk(&h, "three");
     let (status, v) = h
-        .call(Method::POST, "/v1/sprites/dev/checkpoints/v1/restore", Some(&h.admin), None)
+        .call(
+            Method::POST,
+            "/v1/sprites/dev/checkpoints/v1/restore",
+            Some(&h.admin),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{v:?}");
     let last = lines(&v).pop().expect("a line");
-    assert_eq!((last["type"].clone(), last["data"].clone()), (json!("complete"), json!("v3")));
+    assert_eq!(
+        (last["type"].clone(), last["data"].clone()),
+        (json!("complete"), json!("v3"))
+    );
     assert_eq!(disk_of_only_box(&h), "one");
     // The state the restore replaced is kept, listed only on request.
     assert_eq!(ids(&h, "dev", "").await, ["v1", "v2"]);
-    assert_eq!(ids(&h, "dev", "?include_auto=true").await, ["v1", "v2", "v3"]);
+    assert_eq!(
+        ids(&h, "dev", "?include_auto=true").await,
+        ["v1", "v2", "v3"]
+    );
     let (_, auto) = h
-        .call(Method::GET, "/v1/sprites/dev/checkpoints/v3", Some(&h.admin), None)
+        .call(
+            Method::GET,
+            "/v1/sprites/dev/checkpoints/v3",
+            Some(&h.admin),
+            None,
+        )
         .await;
     assert_eq!(auto["auto"], true);
     // Checkpoints after the restore descend from v1.
@@ -88,7 +119,12 @@ async fn create_list_get_restore_delete() {
     assert_eq!(ids(&h, "dev", "?history=v1").await, ["v4"]);
 
     let (status, _) = h
-        .call(Method::DELETE, "/v1/sprites/dev/checkpoints/v2", Some(&h.admin), None)
+        .call(
+            Method::DELETE,
+            "/v1/sprites/dev/checkpoints/v2",
+            Some(&h.admin),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert_eq!(ids(&h, "dev", "").await, ["v1", "v4"]);
@@ -109,26 +145,47 @@ async fn bad_ids_and_unknown_checkpoints_change_nothing() {
         (Method::DELETE, "/v1/sprites/dev/checkpoints/v9"),
         (Method::GET, "/v1/sprites/nope/checkpoints"),
     ] {
-        assert_error(&h.call(m, uri, Some(&h.admin), None).await, StatusCode::NOT_FOUND, "not_found");
+        assert_error(
+            &h.call(m, uri, Some(&h.admin), None).await,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        );
     }
     for id in ["v0", "1", "v01", "x", "v-1"] {
         let got = h
-            .call(Method::POST, &format!("/v1/sprites/dev/checkpoints/{id}/restore"), Some(&h.admin), None)
+            .call(
+                Method::POST,
+                &format!("/v1/sprites/dev/checkpoints/{id}/restore"),
+                Some(&h.admin),
+                None,
+            )
             .await;
         assert_error(&got, StatusCode::BAD_REQUEST, "invalid_request");
     }
     let long = "x".repeat(2000);
     let got = h
-        .call(Method::POST, "/v1/sprites/dev/checkpoint", Some(&h.admin), Some(json!({"comment": long})))
+        .call(
+            Method::POST,
+            "/v1/sprites/dev/checkpoint",
+            Some(&h.admin),
+            Some(json!({"comment": long})),
+        )
         .await;
     assert_error(&got, StatusCode::BAD_REQUEST, "invalid_request");
     let got = h
-        .call(Method::GET, "/v1/sprites/dev/checkpoints?include_auto=maybe", Some(&h.admin), None)
+        .call(
+            Method::GET,
+            "/v1/sprites/dev/checkpoints?include_auto=maybe",
+            Some(&h.admin),
+            None,
+        )
         .await;
     assert_error(&got, StatusCode::BAD_REQUEST, "invalid_request");
     assert_eq!(ids(&h, "dev", "?include_auto=true").await, ["v1"]);
     // Without a token, nothing.
-    let got = h.call(Method::GET, "/v1/sprites/dev/checkpoints", None, None).await;
+    let got = h
+        .call(Method::GET, "/v1/sprites/dev/checkpoints", None, None)
+        .await;
     assert_error(&got, StatusCode::UNAUTHORIZED, "unauthorized");
 }
 
@@ -149,25 +206,55 @@ async fn fork_starts_from_a_checkpoint_of_another_sprite() {
     assert_eq!(status, StatusCode::CREATED, "{v:?}");
     {
         let s = h.fake.state();
-        assert!(s.disks.values().filter(|d| d.as_slice() == b"base state").count() == 2);
+        assert!(
+            s.disks
+                .values()
+                .filter(|d| d.as_slice() == b"base state")
+                .count()
+                == 2
+        );
     }
     // The fork's checkpoints record where it came from.
     assert_eq!(checkpoint(&h, "copy", None).await, "v1");
     let (_, c) = h
-        .call(Method::GET, "/v1/sprites/copy/checkpoints/v1", Some(&h.admin), None)
+        .call(
+            Method::GET,
+            "/v1/sprites/copy/checkpoints/v1",
+            Some(&h.admin),
+            None,
+        )
         .await;
     assert_eq!(c["history"], json!(["dev@v1"]));
     for (from, status, code) in [
-        (json!({"sprite": "dev", "checkpoint": "v7"}), StatusCode::NOT_FOUND, "not_found"),
-        (json!({"sprite": "ghost", "checkpoint": "v1"}), StatusCode::NOT_FOUND, "not_found"),
-        (json!({"sprite": "dev", "checkpoint": "latest"}), StatusCode::BAD_REQUEST, "invalid_request"),
+        (
+            json!({"sprite": "dev", "checkpoint": "v7"}),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            json!({"sprite": "ghost", "checkpoint": "v1"}),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            json!({"sprite": "dev", "checkpoint": "latest"}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
     ] {
         let got = h
-            .call(Method::POST, "/v1/sprites", Some(&h.admin), Some(json!({"name": "bad", "from_checkpoint": from})))
+            .call(
+                Method::POST,
+                "/v1/sprites",
+                Some(&h.admin),
+                Some(json!({"name": "bad", "from_checkpoint": from})),
+            )
             .await;
         assert_error(&got, status, code);
     }
     // A failed fork leaves no sprite behind.
-    let (_, list) = h.call(Method::GET, "/v1/sprites", Some(&h.admin), None).await;
+    let (_, list) = h
+        .call(Method::GET, "/v1/sprites", Some(&h.admin), None)
+        .await;
     assert_eq!(list["sprites"].as_array().map(Vec::len), Some(2));
 }

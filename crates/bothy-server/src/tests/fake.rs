@@ -206,7 +206,12 @@ impl Boxes for FakeBoxes {
     }
     async fn volume_checkpoints(&self, id: &str) -> Result<Vec<u64>, BoxError> {
         let s = self.state();
-        let mut ids: Vec<u64> = s.checkpoints.keys().filter(|(b, _)| b == id).map(|(_, n)| *n).collect();
+        let mut ids: Vec<u64> = s
+            .checkpoints
+            .keys()
+            .filter(|(b, _)| b == id)
+            .map(|(_, n)| *n)
+            .collect();
         ids.sort_unstable();
         Ok(ids)
     }
@@ -223,7 +228,9 @@ impl Boxes for FakeBoxes {
         Ok(safety)
     }
     async fn delete_checkpoint(&self, id: &str, checkpoint: u64) -> Result<(), BoxError> {
-        self.state().checkpoints.remove(&(id.to_string(), checkpoint));
+        self.state()
+            .checkpoints
+            .remove(&(id.to_string(), checkpoint));
         Ok(())
     }
     async fn collect_garbage(&self) -> Result<(), BoxError> {

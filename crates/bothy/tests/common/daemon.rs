@@ -77,8 +77,8 @@ impl Daemon {
 
     fn read_token(&self) -> String {
         wait_until("the admin token file", READY_TIMEOUT, || {
-            let t = fs::read_to_string(self.data_dir.join("admin-token"))
-                .map_err(|e| e.to_string())?;
+            let t =
+                fs::read_to_string(self.data_dir.join("admin-token")).map_err(|e| e.to_string())?;
             let t = t.trim().to_string();
             if t.is_empty() {
                 Err("empty".into())
