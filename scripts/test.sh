@@ -59,7 +59,7 @@ status=0
 say "cargo test --workspace (log: $logdir/cargo.log)"
 # Fewer parallel test threads than cores: each black-box test runs a daemon and boxes.
 export BOTHY_SDK_PYTHON="${BOTHY_SDK_PYTHON:-$VENV/bin/python}"
-if ! RUST_TEST_THREADS="${RUST_TEST_THREADS:-2}" cargo test --workspace 2>&1 | tee "$logdir/cargo.log"; then
+if ! RUST_TEST_THREADS="${RUST_TEST_THREADS:-2}" cargo test --workspace --no-fail-fast 2>&1 | tee "$logdir/cargo.log"; then
   status=1
 fi
 

@@ -409,12 +409,8 @@ impl<B: Boxes> App<B> {
         comment: Option<String>,
     ) -> Result<CheckpointRow, ApiError> {
         self.ensure_running(row).await?;
-        let app = self.clone();
         let row = row.clone();
-        // Like create: once started it completes, whoever is waiting.
-        let task = tokio::spawn(async move {
-            let lock = app.lock_of(&row.id);
-            let _guard = lock.lock().await;
+        self.locked_to_completion(&row.id.clone(), "checkpoint", move |app| async move {
             let n = bounded(
                 CHECKPOINT_TIMEOUT,
                 "checkpointing the box",
@@ -429,22 +425,41 @@ impl<B: Boxes> App<B> {
             tracing::info!(box_id = %row.id, checkpoint = %made.id(), "checkpoint created");
             app.sync_later(&row.id);
             Ok(made)
+        })
+        .await
+    }
+
+    /// Runs `f` holding box `id`'s lock in a task of its own: once started it
+    /// completes, whoever is waiting (a restore asked from inside the box
+    /// ends the caller's connection on the way).
+    async fn locked_to_completion<T, F, Fut>(
+        &self,
+        id: &str,
+        what: &str,
+        f: F,
+    ) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(App<B>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<T, ApiError>> + Send,
+    {
+        let app = self.clone();
+        let id = id.to_string();
+        let task = tokio::spawn(async move {
+            let lock = app.lock_of(&id);
+            let _guard = lock.lock().await;
+            f(app.clone()).await
         });
         task.await
-            .map_err(|e| ApiError::Internal(format!("checkpoint task failed: {e}")))?
+            .map_err(|e| ApiError::Internal(format!("{what} task failed: {e}")))?
     }
 
     /// Brings the box back to checkpoint `seq`, keeping the state it replaces
     /// as an automatic checkpoint (returned).
     pub async fn restore(&self, row: &SpriteRow, seq: u64) -> Result<CheckpointRow, ApiError> {
         let target = self.checkpoint_of(row, seq).await?;
-        let app = self.clone();
         let row = row.clone();
-        // Runs to the end even if the caller goes away: a restore asked from
-        // inside the box kills the caller's connection on the way.
-        let task = tokio::spawn(async move {
-            let lock = app.lock_of(&row.id);
-            let _guard = lock.lock().await;
+        self.locked_to_completion(&row.id.clone(), "restore", move |app| async move {
             let safety = bounded(
                 RESTORE_TIMEOUT,
                 "restoring the box",
@@ -476,9 +491,8 @@ impl<B: Boxes> App<B> {
             }
             tracing::info!(box_id = %row.id, to = %target.id(), kept = %kept.id(), "box restored");
             Ok(kept)
-        });
-        task.await
-            .map_err(|e| ApiError::Internal(format!("restore task failed: {e}")))?
+        })
+        .await
     }
 
     pub async fn checkpoint_of(
@@ -499,11 +513,8 @@ impl<B: Boxes> App<B> {
 
     pub async fn delete_checkpoint(&self, row: &SpriteRow, seq: u64) -> Result<(), ApiError> {
         let target = self.checkpoint_of(row, seq).await?;
-        let app = self.clone();
         let row = row.clone();
-        let task = tokio::spawn(async move {
-            let lock = app.lock_of(&row.id);
-            let _guard = lock.lock().await;
+        self.locked_to_completion(&row.id.clone(), "delete", move |app| async move {
             // The record goes first: a crash in between leaves a volume
             // checkpoint that recovery adopts again, never a record without
             // its data.
@@ -519,9 +530,8 @@ impl<B: Boxes> App<B> {
             .map_err(|e| ApiError::Internal(format!("could not delete {}: {e}", target.id())))?;
             app.collect_garbage_later();
             Ok(())
-        });
-        task.await
-            .map_err(|e| ApiError::Internal(format!("delete task failed: {e}")))?
+        })
+        .await
     }
 
     /// Serves the box's own control socket (bothy-env), if boxes have one.

@@ -195,9 +195,9 @@ fn oversized_json_is_413() {
 fn unimplemented_routes_are_501() {
     let d = daemon();
     for (method, path) in [
-        ("POST", format!("/v1/sprites/{BOX}/checkpoint")),
-        ("GET", format!("/v1/sprites/{BOX}/checkpoints")),
         ("GET", format!("/v1/sprites/{BOX}/services")),
+        ("GET", format!("/v1/sprites/{BOX}/policy/network")),
+        ("GET", format!("/v1/sprites/{BOX}/fs/read")),
     ] {
         let r = changes_nothing(d, || d.api(method, &path));
         let code = r.assert_error(501, &format!("{method} {path}"));

@@ -113,22 +113,33 @@ pub async fn checkpoint_lines<B: Boxes>(
         }
     }
     let started = std::time::Instant::now();
-    let mut lines = vec![line("info", format!("Creating checkpoint of {}", row.name))];
-    match app.checkpoint(row, comment).await {
-        Ok(made) => {
-            lines.push(line(
-                "info",
-                format!(
-                    "Checkpoint {} created in {} ms",
-                    made.id(),
-                    started.elapsed().as_millis()
-                ),
-            ));
-            lines.push(line("complete", made.id()));
+    let first = line("info", format!("Creating checkpoint of {}", row.name));
+    let done = app.checkpoint(row, comment).await;
+    Ok(progress(first, done, |made| {
+        format!(
+            "Checkpoint {} created in {} ms",
+            made.id(),
+            started.elapsed().as_millis()
+        )
+    }))
+}
+
+/// The NDJSON answer of an operation that ends with a checkpoint: `first`,
+/// then a description of it and `complete` with its id, or the error.
+fn progress(
+    first: StreamMessage,
+    done: Result<CheckpointRow, ApiError>,
+    describe: impl FnOnce(&CheckpointRow) -> String,
+) -> Response {
+    let mut lines = vec![first];
+    match done {
+        Ok(c) => {
+            lines.push(line("info", describe(&c)));
+            lines.push(line("complete", c.id()));
         }
         Err(e) => lines.push(error_line(&e)),
     }
-    Ok(ndjson(&lines))
+    ndjson(&lines)
 }
 
 /// `?include_auto=true` adds automatic checkpoints; `?history=ID` keeps only
@@ -200,22 +211,15 @@ pub async fn restore_lines<B: Boxes>(
     // Unknown checkpoints are a 404 before anything is touched.
     app.checkpoint_of(row, seq).await?;
     let started = std::time::Instant::now();
-    let mut lines = vec![line("info", format!("Restoring {} to v{seq}", row.name))];
-    match app.restore(row, seq).await {
-        Ok(kept) => {
-            lines.push(line(
-                "info",
-                format!(
-                    "State before the restore kept as {}; restored in {} ms",
-                    kept.id(),
-                    started.elapsed().as_millis()
-                ),
-            ));
-            lines.push(line("complete", kept.id()));
-        }
-        Err(e) => lines.push(error_line(&e)),
-    }
-    Ok(ndjson(&lines))
+    let first = line("info", format!("Restoring {} to v{seq}", row.name));
+    let done = app.restore(row, seq).await;
+    Ok(progress(first, done, |kept| {
+        format!(
+            "State before the restore kept as {}; restored in {} ms",
+            kept.id(),
+            started.elapsed().as_millis()
+        )
+    }))
 }
 
 pub async fn delete<B: Boxes>(
