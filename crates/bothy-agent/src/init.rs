@@ -145,5 +145,12 @@ pub async fn serve(
         }
     }
     agent.shutdown(opts.whole_namespace).await;
+    // Attached clients are owed their sessions' exit frames: let the
+    // connections that carry them finish, for a bounded time.
+    let all = u32::try_from(MAX_CONNECTIONS).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout(DRAIN_GRACE, connections.acquire_many(all)).await;
     Ok(())
 }
+
+/// How long a stopping agent waits for connections to deliver final frames.
+const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);

@@ -55,6 +55,11 @@ impl ChunkCache {
         Ok(())
     }
 
+    /// Whether the chunk has a file in the cache (not checked for damage).
+    pub fn contains(&self, hash: &ChunkHash) -> bool {
+        self.path(hash).exists()
+    }
+
     pub fn sync_dir(&self) -> Result<(), VolumeError> {
         File::open(&self.dir)?.sync_all()?;
         Ok(())

@@ -28,12 +28,14 @@
 //!
 //! GC protocol. A chunk is live if any map row (live heads, checkpoints, and
 //! the map snapshots last shipped to the store) or any dirty cache entry names
-//! it. `gc` holds the upload fence exclusively while it lists, marks and
-//! sweeps; `flush` and uploads hold it shared. So a flush that re-references a
-//! chunk whose object GC is about to delete either commits before GC marks
-//! (and is seen) or starts after the sweep (and finds the chunk missing, so it
-//! is uploaded again). The fence is per process: only one process may run GC
-//! against a store.
+//! it. `gc` lists and marks without blocking anyone, then sweeps in small
+//! batches, each under the upload fence held exclusively: it checks every
+//! chunk of the batch again and deletes the dead ones (object and clean cache
+//! row together); `flush` and uploads hold the fence shared. So a flush that
+//! re-references a chunk GC is about to delete either commits before the
+//! batch's check (and is seen) or after the batch (and finds no cache row, so
+//! the chunk is uploaded again). The fence is per process: only one process
+//! may run GC against a store.
 
 pub mod cache;
 pub mod db;
@@ -60,6 +62,8 @@ use snapshot::MapSnapshot;
 /// at similar sequential throughput; a synced small write rewrites a whole
 /// chunk. The price is a map of 4 rows per MiB written.
 pub const DEFAULT_CHUNK_SIZE: u64 = 256 << 10;
+/// Chunks garbage collection checks and deletes per hold of the fence.
+const GC_BATCH: usize = 64;
 /// Unflushed writes are flushed early past this, bounding memory per volume.
 const MAX_PENDING_BYTES: u64 = 64 << 20;
 
@@ -339,36 +343,89 @@ impl Storage {
     /// Deletes unreferenced chunks from the object store and the cache.
     pub fn gc(&self) -> Result<GcReport, VolumeError> {
         let inner = &self.inner;
-        let _fence = inner.fence.write().unwrap_or_else(|p| p.into_inner());
+        // Candidates are found without the fence or a long hold of the
+        // database, so boxes keep writing meanwhile; each batch is then
+        // checked again and removed under the fence (see the GC protocol
+        // above), which bounds how long any flush waits.
         let listed = inner.rt.block_on(inner.store.list())?;
-        let conn = inner.db();
-        let mut live = HashSet::new();
-        let mut stmt = conn.prepare(
-            "SELECT DISTINCT hash FROM map UNION SELECT hash FROM cache WHERE dirty = 1",
-        )?;
-        for h in stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))? {
-            live.insert(db::to_hash(&h?)?);
-        }
-        drop(stmt);
+        let live = self.live_chunks()?;
+        let dead_objects: Vec<ChunkHash> =
+            listed.into_iter().filter(|h| !live.contains(h)).collect();
+        let dead_cached: Vec<ChunkHash> = {
+            let conn = inner.db();
+            let mut stmt = conn.prepare("SELECT hash FROM cache WHERE dirty = 0")?;
+            let rows: Vec<Vec<u8>> = stmt
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            rows.iter()
+                .map(|h| db::to_hash(h))
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .filter(|h| !live.contains(h))
+                .collect()
+        };
         let mut report = GcReport::default();
-        for hash in listed.iter().filter(|h| !live.contains(h)) {
-            inner.rt.block_on(inner.store.delete(hash))?;
-            report.deleted_objects += 1;
+        for batch in dead_objects.chunks(GC_BATCH) {
+            let _fence = inner.fence.write().unwrap_or_else(|p| p.into_inner());
+            for hash in batch {
+                if self.is_live(hash)? {
+                    continue;
+                }
+                // The cache row goes with the object, so a later flush that
+                // names this chunk again uploads it again.
+                self.drop_cached(hash)?;
+                inner.rt.block_on(inner.store.delete(hash))?;
+                report.deleted_objects += 1;
+            }
         }
-        let mut stmt = conn.prepare("SELECT hash FROM cache WHERE dirty = 0")?;
-        let cached: Vec<Vec<u8>> = stmt
-            .query_map([], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
-        drop(stmt);
-        for h in cached {
-            let hash = db::to_hash(&h)?;
-            if !live.contains(&hash) {
-                conn.execute("DELETE FROM cache WHERE hash = ?1", [&h])?;
-                inner.cache.remove(&hash)?;
-                report.deleted_cached += 1;
+        for batch in dead_cached.chunks(GC_BATCH) {
+            let _fence = inner.fence.write().unwrap_or_else(|p| p.into_inner());
+            for hash in batch {
+                if !self.is_live(hash)? && self.drop_cached(hash)? {
+                    report.deleted_cached += 1;
+                }
             }
         }
         Ok(report)
+    }
+
+    /// Chunks some map or some unuploaded cache entry names.
+    fn live_chunks(&self) -> Result<HashSet<ChunkHash>, VolumeError> {
+        let conn = self.inner.db();
+        let mut stmt = conn.prepare(
+            "SELECT DISTINCT hash FROM map UNION SELECT hash FROM cache WHERE dirty = 1",
+        )?;
+        let mut live = HashSet::new();
+        for h in stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))? {
+            live.insert(db::to_hash(&h?)?);
+        }
+        Ok(live)
+    }
+
+    fn is_live(&self, hash: &ChunkHash) -> Result<bool, VolumeError> {
+        use rusqlite::OptionalExtension;
+        let key = &hash.as_bytes()[..];
+        Ok(self
+            .inner
+            .db()
+            .query_row(
+                "SELECT 1 FROM map WHERE hash = ?1
+                 UNION ALL SELECT 1 FROM cache WHERE hash = ?1 AND dirty = 1 LIMIT 1",
+                [key],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
+    /// Removes a clean cached chunk; whether there was one.
+    fn drop_cached(&self, hash: &ChunkHash) -> Result<bool, VolumeError> {
+        let n = self.inner.db().execute(
+            "DELETE FROM cache WHERE hash = ?1 AND dirty = 0",
+            [&hash.as_bytes()[..]],
+        )?;
+        self.inner.cache.remove(hash)?;
+        Ok(n > 0)
     }
 
     /// Number of chunks written locally but not yet in the object store.
@@ -817,7 +874,18 @@ impl Volume {
         inner.cache.sync_dir()?;
         let mut conn = inner.db();
         let tx = conn.transaction()?;
+        let mut rewrote = false;
         for (idx, hash) in &hashed {
+            // Eviction runs under the database lock, which this transaction
+            // now holds: a clean copy of one of these chunks that it removed
+            // between the write above and here is written back, or the chunk
+            // would be left dirty with no file.
+            if let (Some((h, _)), Some(Some(data))) = (hash, self.pending.get(idx)) {
+                if !inner.cache.contains(h) {
+                    inner.cache.write(h, data)?;
+                    rewrote = true;
+                }
+            }
             match hash {
                 None => {
                     tx.execute(
@@ -838,6 +906,9 @@ impl Volume {
                     )?;
                 }
             }
+        }
+        if rewrote {
+            inner.cache.sync_dir()?;
         }
         tx.commit()?;
         drop(conn);
