@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional, TypeVar
 
 import pytest
-from sprites import SpritesClient
+from sprites import Sprite, SpritesClient
 
 REPO = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 60
@@ -185,3 +185,17 @@ def pytest_runtest_makereport(item, call):  # type: ignore[no-untyped-def]
         if isinstance(d, Daemon):
             tail = "\n".join(d.log().splitlines()[-40:])
             item.add_report_section("call", "daemon log (tail)", tail)
+
+
+def box_fixture(name: str):  # type: ignore[no-untyped-def]
+    """A module-scoped fixture: a sprite named `name`, destroyed afterwards."""
+
+    @pytest.fixture(scope="module")
+    def box(client: SpritesClient) -> Iterator[Sprite]:
+        sprite = client.create_sprite(name)
+        try:
+            yield sprite
+        finally:
+            client.destroy_sprite(name)
+
+    return box

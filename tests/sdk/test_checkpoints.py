@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Iterator
 
 import pytest
-from sprites import NotFoundError, Sprite, SpritesClient
+from sprites import NotFoundError, Sprite
+
+from conftest import box_fixture
 
 BOX = "sdk-ckpt"
 
 
-@pytest.fixture(scope="module")
-def box(client: SpritesClient) -> Iterator[Sprite]:
-    sprite = client.create_sprite(BOX)
-    try:
-        yield sprite
-    finally:
-        client.destroy_sprite(BOX)
+box = box_fixture(BOX)
 
 
 def write(box: Sprite, text: str) -> None:

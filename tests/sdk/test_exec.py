@@ -6,7 +6,6 @@ import asyncio
 import hashlib
 import io
 import json
-from typing import Iterator
 from urllib.parse import urlencode
 
 import pytest
@@ -14,18 +13,12 @@ from sprites import ExecError, Sprite, SpritesClient
 from sprites.exceptions import APIError
 from websockets.asyncio.client import connect
 
-from conftest import Daemon, wait_for
+from conftest import Daemon, box_fixture, wait_for
 
 BOX = "sdk-exec"
 
 
-@pytest.fixture(scope="module")
-def box(client: SpritesClient) -> Iterator[Sprite]:
-    sprite = client.create_sprite(BOX)
-    try:
-        yield sprite
-    finally:
-        client.destroy_sprite(BOX)
+box = box_fixture(BOX)
 
 
 def test_output_returns_stdout(box: Sprite) -> None:

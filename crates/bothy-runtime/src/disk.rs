@@ -146,32 +146,23 @@ impl Disks {
         source: DiskSource,
         size: u64,
     ) -> Result<(), RuntimeError> {
-        let me = Arc::clone(self);
-        let new = id.to_string();
-        let exists = blocking(move || {
-            Ok(me
-                .storage
-                .volume_names()
-                .map_err(volume_err)?
-                .contains(&new))
-        })
-        .await?;
-        if exists {
-            return Ok(());
-        }
         let new = id.to_string();
         let (from, checkpoint) = match source {
             DiskSource::Base => (self.base_volume.clone(), 1),
             DiskSource::Checkpoint { box_id, checkpoint } => (box_id, checkpoint),
         };
-        self.with_volume(&from, move |v| {
-            v.clone_from_checkpoint(CheckpointId(checkpoint), &new)
-        })
-        .await?;
-        let current = {
-            let me = Arc::clone(self);
-            let id = id.to_string();
-            blocking(move || Ok(me.storage.open_volume(&id).map_err(volume_err)?.size())).await?
+        // The clone has its source's size; `None` when it already exists.
+        let cloned = self
+            .with_volume(&from, move |v| {
+                match v.clone_from_checkpoint(CheckpointId(checkpoint), &new) {
+                    Ok(()) => Ok(Some(v.size())),
+                    Err(VolumeError::Exists(_)) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            })
+            .await?;
+        let Some(current) = cloned else {
+            return Ok(());
         };
         if current != size {
             if let Err(e) = self.resize(id, current, size).await {

@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 use crate::app::App;
 use crate::boxes::Boxes;
 use crate::error::{ApiError, ApiResult};
-use crate::routes::{checkpoint_lines, optional_json, restore_lines, to_api_checkpoint};
+use crate::routes::{checkpoint_lines, checkpoint_listing, optional_json, restore_lines};
 use crate::store::SpriteRow;
 
 /// The socket servers of all boxes, by box id.
@@ -119,15 +119,8 @@ async fn list<B: Boxes>(
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Json<Vec<Checkpoint>>> {
     let row = this_box(&s).await?;
-    let include_auto = raw
-        .as_deref()
-        .is_some_and(|q| q.contains("include_auto=true"));
-    let all = s.app.store().checkpoints(row.id.clone()).await?;
     Ok(Json(
-        all.iter()
-            .filter(|c| include_auto || !c.auto)
-            .map(to_api_checkpoint)
-            .collect(),
+        checkpoint_listing(&s.app, &row, raw.as_deref()).await?,
     ))
 }
 

@@ -151,9 +151,18 @@ pub async fn list<B: Boxes>(
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Json<Vec<Checkpoint>>> {
     let row = sprite_of(&app, &caller, path).await?;
+    Ok(Json(listing(&app, &row, raw.as_deref()).await?))
+}
+
+/// The sprite's checkpoints as a list query (`include_auto`, `history`) asks.
+pub async fn listing<B: Boxes>(
+    app: &App<B>,
+    row: &SpriteRow,
+    query: Option<&str>,
+) -> ApiResult<Vec<Checkpoint>> {
     let mut include_auto = false;
     let mut history = None;
-    for (k, v) in url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+    for (k, v) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
         match &*k {
             "include_auto" => {
                 include_auto = match &*v {
@@ -172,13 +181,12 @@ pub async fn list<B: Boxes>(
         }
     }
     let all = app.store().checkpoints(row.id.clone()).await?;
-    Ok(Json(
-        all.iter()
-            .filter(|c| include_auto || !c.auto)
-            .filter(|c| history.as_ref().is_none_or(|h| c.history.contains(h)))
-            .map(to_api)
-            .collect(),
-    ))
+    Ok(all
+        .iter()
+        .filter(|c| include_auto || !c.auto)
+        .filter(|c| history.as_ref().is_none_or(|h| c.history.contains(h)))
+        .map(to_api)
+        .collect())
 }
 
 pub async fn get_one<B: Boxes>(

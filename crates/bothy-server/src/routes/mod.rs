@@ -3,7 +3,7 @@
 mod checkpoints;
 mod exec;
 
-pub use checkpoints::{checkpoint_lines, restore_lines, to_api as to_api_checkpoint};
+pub use checkpoints::{checkpoint_lines, listing as checkpoint_listing, restore_lines};
 mod org;
 mod sprites;
 

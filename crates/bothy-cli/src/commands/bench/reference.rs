@@ -90,10 +90,7 @@ impl LoopExt4 {
     }
 
     pub fn dir(&self) -> Result<PathBuf> {
-        self.mount
-            .as_ref()
-            .map(|m| m.join("bench"))
-            .ok_or_else(|| anyhow::anyhow!("not mounted"))
+        bench_dir(self.mount.as_ref())
     }
 }
 
@@ -206,10 +203,7 @@ impl JuiceFs {
     }
 
     pub fn dir(&self) -> Result<PathBuf> {
-        self.mount
-            .as_ref()
-            .map(|m| m.join("bench"))
-            .ok_or_else(|| anyhow::anyhow!("not mounted"))
+        bench_dir(self.mount.as_ref())
     }
 }
 
@@ -257,6 +251,13 @@ pub fn drop_caches() -> Result<()> {
     unsafe { libc::sync() };
     std::fs::write("/proc/sys/vm/drop_caches", "3\n")
         .context("cannot drop the page cache (/proc/sys/vm/drop_caches needs root)")
+}
+
+/// Where the workloads run on a mounted reference file system.
+fn bench_dir(mount: Option<&PathBuf>) -> Result<PathBuf> {
+    mount
+        .map(|m| m.join("bench"))
+        .ok_or_else(|| anyhow::anyhow!("not mounted"))
 }
 
 #[cfg(test)]
