@@ -97,10 +97,6 @@ impl Disks {
         }
     }
 
-    pub fn storage(&self) -> &Arc<Storage> {
-        &self.storage
-    }
-
     pub fn mount_point(&self, id: &str) -> PathBuf {
         self.mount_root.join(id)
     }

@@ -272,11 +272,6 @@ impl Runtime {
         Ok((r.deleted_objects, r.deleted_cached))
     }
 
-    /// The storage stack under the boxes' disks.
-    pub fn storage(&self) -> &Arc<bothy_volume::Storage> {
-        self.disks.storage()
-    }
-
     pub async fn start(&self, spec: &BoxSpec) -> Result<(), RuntimeError> {
         check_spec(spec)?;
         let lock = self.lock(&spec.id);
