@@ -17,12 +17,12 @@
 //! again; ext4 replays its journal on mount.
 //!
 //! The daemon never does I/O on its boxes' filesystems from its own threads:
-//! freeze, thaw and unmount write through the loop device to the FUSE server,
+//! syncfs, thaw and unmount write through the loop device to the FUSE server,
 //! which is this process. Were the daemon killed during such a call, its
 //! thread would wait in the kernel for an answer only the dead process could
 //! give, the process could never finish exiting, and its FUSE connection (and
 //! every `sync` on the host) would hang. So those calls run in child processes
-//! (`fsfreeze`, `umount`), which the kernel lets go once the daemon's FUSE
+//! (`sync -f`, `fsfreeze -u`, `umount`), which the kernel lets go once the daemon's FUSE
 //! connection closes. As a second line, a starting daemon aborts the FUSE
 //! connections of any mount of its instance that a previous process left.
 
@@ -329,21 +329,30 @@ impl Disks {
         Ok(())
     }
 
-    /// A crash-consistent checkpoint of the box's disk, without stopping it:
-    /// freeze the filesystem (which flushes it through to the volume), clone
-    /// the block map, thaw.
+    /// A crash-consistent checkpoint of box `id`'s disk, without stopping or
+    /// freezing anything.
+    /// A `syncfs` of the box's ext4 (in a child process, see the module
+    /// docs) first writes back and commits everything written before the
+    /// request; then the volume's map is frozen in one step under the volume
+    /// lock. A write racing the checkpoint is in it or not, as at a power cut,
+    /// and ext4's journal makes either consistent (it is replayed when the
+    /// checkpoint is next mounted). `FIFREEZE` would leave a clean journal
+    /// instead, but costs 40-70 ms of kernel RCU grace periods even on an idle
+    /// disk (measured on this kernel), more than everything else together.
     pub async fn checkpoint(self: &Arc<Self>, id: &str) -> Result<u64, RuntimeError> {
         let mount_point = self.mount_point(id);
-        let frozen = if self.is_attached(id) && fsutil::is_mount_point(&mount_point)? {
-            Some(Frozen::freeze(&mount_point).await?)
-        } else {
-            None
-        };
-        let made = self.with_volume(id, |v| v.checkpoint()).await;
-        if let Some(f) = frozen {
-            f.thaw().await?;
+        let started = std::time::Instant::now();
+        if self.is_attached(id) && fsutil::is_mount_point(&mount_point)? {
+            host::run(host::command(&host::SYNC).arg("-f").arg(&mount_point)).await?;
         }
-        let made = made?;
+        let synced = started.elapsed();
+        let made = self.with_volume(id, |v| v.checkpoint()).await?;
+        tracing::debug!(
+            box_id = id,
+            syncfs_ms = synced.as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
+            "checkpointed a disk"
+        );
         Ok(made.0)
     }
 
@@ -522,41 +531,6 @@ async fn detach_loop(dev: &str) -> Result<(), RuntimeError> {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// A frozen filesystem: writers in the box wait until it is thawed. Thawed
-/// on drop too, so an error path never leaves a box hanging.
-struct Frozen {
-    mount_point: Option<PathBuf>,
-}
-
-impl Frozen {
-    async fn freeze(mount_point: &Path) -> Result<Self, RuntimeError> {
-        host::run(host::command(&host::FSFREEZE).arg("-f").arg(mount_point)).await?;
-        Ok(Self {
-            mount_point: Some(mount_point.to_path_buf()),
-        })
-    }
-
-    async fn thaw(mut self) -> Result<(), RuntimeError> {
-        match self.mount_point.take() {
-            Some(m) => host::run(host::command(&host::FSFREEZE).arg("-u").arg(&m))
-                .await
-                .map(drop),
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for Frozen {
-    fn drop(&mut self) {
-        if let Some(m) = self.mount_point.take() {
-            let _ = std::process::Command::new(host::FSFREEZE.name)
-                .arg("-u")
-                .arg(&m)
-                .status();
-        }
     }
 }
 

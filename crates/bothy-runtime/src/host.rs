@@ -45,6 +45,10 @@ pub(crate) const FSFREEZE: Tool = Tool {
     name: "fsfreeze",
     package: "util-linux",
 };
+pub(crate) const SYNC: Tool = Tool {
+    name: "sync",
+    package: "coreutils",
+};
 pub(crate) const MMDEBSTRAP: Tool = Tool {
     name: "mmdebstrap",
     package: "mmdebstrap",

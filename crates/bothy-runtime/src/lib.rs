@@ -166,6 +166,7 @@ impl Runtime {
             host::RESIZE2FS,
             host::UMOUNT,
             host::FSFREEZE,
+            host::SYNC,
         ])?;
         if !Path::new("/dev/fuse").exists() {
             return Err(RuntimeError::HostNotReady(

@@ -1,13 +1,19 @@
 //! The SQLite block map and cache index.
 //!
-//! Schema: a volume's live map is generation `volumes.head`; a checkpoint is
-//! another generation whose rows are a frozen copy. A row (gen, idx, hash)
-//! means chunk `idx` holds the chunk `hash`; no row means zeros.
+//! Schema: a volume's live map is the rows of generation `volumes.head`; a
+//! row (gen, idx, hash) means chunk `idx` holds the chunk `hash`, no row means
+//! zeros. Frozen maps (checkpoints, and the head maps last shipped to the
+//! object store) are one immutable blob each, in the [`MapSnapshot`] encoding
+//! that also goes to the store: making one costs a read of the head and one
+//! write, where copying rows cost microseconds per chunk (a checkpoint of a
+//! disk with 2 GiB written took twice as long as one with 10 MiB).
 
 use rusqlite::{params, Connection, OptionalExtension};
 
 use bothy_store::ChunkHash;
 
+use crate::cache::CachedRow;
+use crate::snapshot::MapSnapshot;
 use crate::VolumeError;
 
 const SCHEMA: &str = "
@@ -18,17 +24,17 @@ CREATE TABLE IF NOT EXISTS volumes (
     head INTEGER NOT NULL,
     snapshot_seq INTEGER NOT NULL DEFAULT 0
 );
-CREATE TABLE IF NOT EXISTS checkpoints (
+CREATE TABLE IF NOT EXISTS checkpoint_maps (
     volume TEXT NOT NULL,
     id INTEGER NOT NULL,
-    gen INTEGER NOT NULL,
     shipped INTEGER NOT NULL DEFAULT 0,
+    map BLOB NOT NULL,
     PRIMARY KEY (volume, id)
 );
-CREATE TABLE IF NOT EXISTS shipped (
+CREATE TABLE IF NOT EXISTS shipped_maps (
     volume TEXT NOT NULL,
     seq INTEGER NOT NULL,
-    gen INTEGER NOT NULL,
+    map BLOB NOT NULL,
     PRIMARY KEY (volume, seq)
 );
 CREATE TABLE IF NOT EXISTS generations (gen INTEGER PRIMARY KEY AUTOINCREMENT, volume TEXT NOT NULL);
@@ -43,19 +49,134 @@ CREATE TABLE IF NOT EXISTS cache (
     hash BLOB PRIMARY KEY,
     len INTEGER NOT NULL,
     dirty INTEGER NOT NULL,
-    last_used INTEGER NOT NULL
+    last_used INTEGER NOT NULL,
+    slot INTEGER
 ) WITHOUT ROWID;
 ";
 
 pub fn open(path: &std::path::Path) -> Result<Connection, VolumeError> {
-    let conn = Connection::open(path)?;
+    let mut conn = Connection::open(path)?;
     // WAL + FULL: a committed transaction survives power loss, which is what
     // flush() promises.
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.execute_batch(SCHEMA)?;
+    add_cache_slots(&conn)?;
+    migrate_generation_maps(&mut conn)?;
     Ok(conn)
+}
+
+/// Caches from before slab files keep a chunk per file: their rows have no
+/// slot (see cache.rs).
+fn add_cache_slots(conn: &Connection) -> Result<(), VolumeError> {
+    let has_slot: bool = conn.query_row(
+        "SELECT COUNT(*) > 0 FROM pragma_table_info('cache') WHERE name = 'slot'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_slot {
+        conn.execute_batch("ALTER TABLE cache ADD COLUMN slot INTEGER")?;
+    }
+    Ok(())
+}
+
+/// The rows of the cache table, for [`crate::cache::ChunkCache::open`].
+pub fn cached_rows(conn: &Connection) -> Result<Vec<CachedRow>, VolumeError> {
+    let mut stmt = conn.prepare("SELECT hash, len, slot FROM cache")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, Vec<u8>>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, Option<i64>>(2)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (hash, len, slot) = row?;
+        out.push(CachedRow {
+            hash: to_hash(&hash)?,
+            len: len as u64,
+            slot: slot.map(|s| s as u64),
+        });
+    }
+    Ok(out)
+}
+
+/// Databases made before frozen maps were blobs kept them as row copies in
+/// the tables `checkpoints (volume, id, gen, shipped)` and `shipped (volume,
+/// seq, gen)`: turns each into a blob, in one transaction.
+fn migrate_generation_maps(conn: &mut Connection) -> Result<(), VolumeError> {
+    let tx = conn.transaction()?;
+    for (old, new, key) in [
+        ("checkpoints", "checkpoint_maps", "id"),
+        ("shipped", "shipped_maps", "seq"),
+    ] {
+        let exists: bool = tx.query_row(
+            "SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+            [old],
+            |r| r.get(0),
+        )?;
+        if !exists {
+            continue;
+        }
+        let shipped = if old == "checkpoints" { "shipped" } else { "1" };
+        let rows: Vec<(String, i64, i64, i64)> = {
+            let mut stmt =
+                tx.prepare(&format!("SELECT volume, {key}, gen, {shipped} FROM {old}"))?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                .collect::<Result<_, _>>()?;
+            rows
+        };
+        for (vol, n, gen, was_shipped) in rows {
+            if let Some(v) = volume(&tx, &vol)? {
+                let blob = snapshot(&tx, gen, v.size, v.chunk_size)?.encode();
+                if old == "checkpoints" {
+                    tx.execute(
+                        "INSERT OR REPLACE INTO checkpoint_maps (volume, id, shipped, map) VALUES (?1, ?2, ?3, ?4)",
+                        params![vol, n, was_shipped, blob],
+                    )?;
+                } else {
+                    tx.execute(
+                        &format!(
+                            "INSERT OR REPLACE INTO {new} (volume, seq, map) VALUES (?1, ?2, ?3)"
+                        ),
+                        params![vol, n, blob],
+                    )?;
+                }
+            }
+            tx.execute("DELETE FROM map WHERE gen = ?1", [gen])?;
+            tx.execute("DELETE FROM generations WHERE gen = ?1", [gen])?;
+        }
+        tx.execute_batch(&format!("DROP TABLE {old}"))?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// The rows of generation `gen` as a snapshot of a volume of that geometry.
+pub fn snapshot(
+    conn: &Connection,
+    gen: i64,
+    size: u64,
+    chunk_size: u64,
+) -> Result<MapSnapshot, VolumeError> {
+    Ok(MapSnapshot {
+        size,
+        chunk_size,
+        entries: entries(conn, gen)?,
+    })
+}
+
+/// Replaces the rows of generation `gen` with a snapshot's entries.
+pub fn replace_rows(conn: &Connection, gen: i64, snap: &MapSnapshot) -> Result<(), VolumeError> {
+    conn.execute("DELETE FROM map WHERE gen = ?1", [gen])?;
+    let mut stmt = conn.prepare_cached("INSERT INTO map (gen, idx, hash) VALUES (?1, ?2, ?3)")?;
+    for (idx, hash) in &snap.entries {
+        stmt.execute(params![gen, *idx as i64, &hash.as_bytes()[..]])?;
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -88,14 +209,6 @@ pub fn new_generation(conn: &Connection, volume: &str) -> Result<i64, VolumeErro
     Ok(conn.last_insert_rowid())
 }
 
-pub fn copy_map(conn: &Connection, from: i64, to: i64) -> Result<(), VolumeError> {
-    conn.execute(
-        "INSERT INTO map (gen, idx, hash) SELECT ?2, idx, hash FROM map WHERE gen = ?1",
-        params![from, to],
-    )?;
-    Ok(())
-}
-
 pub fn lookup(conn: &Connection, gen: i64, idx: u64) -> Result<Option<ChunkHash>, VolumeError> {
     let hash: Option<Vec<u8>> = conn
         .prepare_cached("SELECT hash FROM map WHERE gen = ?1 AND idx = ?2")?
@@ -105,7 +218,7 @@ pub fn lookup(conn: &Connection, gen: i64, idx: u64) -> Result<Option<ChunkHash>
 }
 
 pub fn entries(conn: &Connection, gen: i64) -> Result<Vec<(u64, ChunkHash)>, VolumeError> {
-    let mut stmt = conn.prepare("SELECT idx, hash FROM map WHERE gen = ?1 ORDER BY idx")?;
+    let mut stmt = conn.prepare_cached("SELECT idx, hash FROM map WHERE gen = ?1 ORDER BY idx")?;
     let rows = stmt.query_map([gen], |r| {
         Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
     })?;
@@ -122,4 +235,84 @@ pub fn to_hash(bytes: &[u8]) -> Result<ChunkHash, VolumeError> {
         .try_into()
         .map_err(|_| VolumeError::CorruptSnapshot("block map holds a malformed hash".into()))?;
     Ok(ChunkHash::from_bytes(arr))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The schema before frozen maps were blobs, with one volume (head gen 1),
+    /// checkpoint 1 (gen 2, shipped) and shipped head snapshot 4 (gen 3).
+    const OLD_SCHEMA: &str = "
+        CREATE TABLE volumes (name TEXT PRIMARY KEY, size INTEGER NOT NULL,
+            chunk_size INTEGER NOT NULL, head INTEGER NOT NULL,
+            snapshot_seq INTEGER NOT NULL DEFAULT 0);
+        CREATE TABLE checkpoints (volume TEXT NOT NULL, id INTEGER NOT NULL,
+            gen INTEGER NOT NULL, shipped INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (volume, id));
+        CREATE TABLE shipped (volume TEXT NOT NULL, seq INTEGER NOT NULL,
+            gen INTEGER NOT NULL, PRIMARY KEY (volume, seq));
+        CREATE TABLE generations (gen INTEGER PRIMARY KEY AUTOINCREMENT, volume TEXT NOT NULL);
+        CREATE TABLE map (gen INTEGER NOT NULL, idx INTEGER NOT NULL, hash BLOB NOT NULL,
+            PRIMARY KEY (gen, idx)) WITHOUT ROWID;
+        INSERT INTO generations (volume) VALUES ('v'), ('v'), ('v');
+        INSERT INTO volumes VALUES ('v', 4096, 1024, 1, 4);
+        INSERT INTO checkpoints VALUES ('v', 1, 2, 1);
+        INSERT INTO shipped VALUES ('v', 4, 3);
+    ";
+
+    #[test]
+    fn row_copies_of_an_old_database_become_blobs() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("volumes.db");
+        let (a, b) = (ChunkHash::of(b"a"), ChunkHash::of(b"b"));
+        {
+            let conn = Connection::open(&path).expect("old db");
+            conn.execute_batch(OLD_SCHEMA).expect("old schema");
+            for (gen, idx, h) in [(1, 0, a), (2, 0, a), (2, 3, b), (3, 1, b)] {
+                conn.execute(
+                    "INSERT INTO map VALUES (?1, ?2, ?3)",
+                    params![gen, idx, &h.as_bytes()[..]],
+                )
+                .expect("row");
+            }
+        }
+        let conn = open(&path).expect("opens and migrates");
+        let (shipped, blob): (i64, Vec<u8>) = conn
+            .query_row(
+                "SELECT shipped, map FROM checkpoint_maps WHERE volume = 'v' AND id = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("checkpoint 1 is a blob");
+        let snap = MapSnapshot::decode(&blob).expect("valid snapshot");
+        assert_eq!(shipped, 1);
+        assert_eq!((snap.size, snap.chunk_size), (4096, 1024));
+        assert_eq!(snap.entries, vec![(0, a), (3, b)]);
+        let blob: Vec<u8> = conn
+            .query_row(
+                "SELECT map FROM shipped_maps WHERE volume = 'v' AND seq = 4",
+                [],
+                |r| r.get(0),
+            )
+            .expect("shipped head 4 is a blob");
+        assert_eq!(
+            MapSnapshot::decode(&blob).expect("valid").entries,
+            vec![(1, b)]
+        );
+        assert_eq!(entries(&conn, 1).expect("head rows"), vec![(0, a)]);
+        let rows: i64 = conn
+            .query_row("SELECT COUNT(*) FROM map", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(rows, 1, "only the head keeps rows");
+        let old: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name IN ('checkpoints', 'shipped')",
+                [],
+                |r| r.get(0),
+            )
+            .expect("count");
+        assert_eq!(old, 0, "the old tables are gone");
+        drop(conn);
+        open(&path).expect("opening again is a no-op");
+    }
 }

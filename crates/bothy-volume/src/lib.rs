@@ -9,7 +9,9 @@
 //! - `write` lands in memory;
 //! - `flush` writes changed chunks to the cache, fsyncs them and commits the
 //!   map: after it returns, a crash loses nothing;
-//! - a background thread uploads flushed chunks (about once a second);
+//! - a background thread uploads flushed chunks once no volume has flushed
+//!   for [`UPLOAD_QUIET`] (or a quarter of the cache budget waits), and at
+//!   least every `upload_interval` otherwise;
 //! - `sync` uploads everything still dirty and ships a map snapshot
 //!   ([`snapshot`]): after it returns, the object store alone can bring the
 //!   volume and its checkpoints back ([`Storage::recover_volume`]).
@@ -26,8 +28,8 @@
 //! internal runtime, so they must not be made from inside an async task (use
 //! `spawn_blocking`).
 //!
-//! GC protocol. A chunk is live if any map row (live heads, checkpoints, and
-//! the map snapshots last shipped to the store) or any dirty cache entry names
+//! GC protocol. A chunk is live if any map (live heads, checkpoints, and the
+//! map snapshots last shipped to the store) or any dirty cache entry names
 //! it. `gc` lists and marks without blocking anyone, then sweeps in small
 //! batches, each under the upload fence held exclusively: it checks every
 //! chunk of the batch again and deletes the dead ones (object and clean cache
@@ -44,10 +46,10 @@ pub mod snapshot;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bothy_store::{ChunkHash, ChunkStore, StoreError};
 use bytes::Bytes;
@@ -66,6 +68,10 @@ pub const DEFAULT_CHUNK_SIZE: u64 = 256 << 10;
 const GC_BATCH: usize = 64;
 /// Unflushed writes are flushed early past this, bounding memory per volume.
 const MAX_PENDING_BYTES: u64 = 64 << 20;
+/// Background uploads wait until no volume has flushed for this long: on a
+/// small host they take the CPU and disk bandwidth a burst of writes needs
+/// (measured: they were half of the daemon's CPU during a 1 GiB write).
+const UPLOAD_QUIET: Duration = Duration::from_millis(250);
 
 #[derive(Debug, thiserror::Error)]
 pub enum VolumeError {
@@ -145,6 +151,53 @@ struct Inner {
     /// LRU clock values of cache hits not yet written to the cache table:
     /// a committed SQLite update per read would cost an fsync per read.
     touched: Mutex<HashMap<ChunkHash, i64>>,
+    /// How many frozen maps (checkpoints, shipped heads) were ever inserted
+    /// by this process: GC re-reads them when it changes.
+    frozen_maps: AtomicU64,
+    /// When a volume last flushed; background uploads wait for a quiet spell.
+    last_flush: Mutex<Option<Instant>>,
+    /// Dirty bytes past which background uploads stop waiting for quiet, so a
+    /// box that never pauses still reaches the object store.
+    dirty_high_water: u64,
+    /// Barrier passes waiting for the upload lock: a background pass hands
+    /// it over at once (a barrier may hold a volume, stalling its box).
+    barriers_waiting: AtomicUsize,
+}
+
+/// The chunks named by frozen maps, as of a count of [`Inner::frozen_maps`].
+///
+/// GC protocol addendum: a map is frozen from a head inside one hold of the
+/// database lock, and the count moves inside that same hold. A GC batch takes
+/// the fence, then reads the count under the database lock. If it reads the
+/// new count, it re-reads the maps after the freezing transaction committed.
+/// If it reads the old one, the freeze comes after the batch took the fence,
+/// so no flush can have dropped the frozen chunks from the head, and the
+/// batch's head check still finds them there.
+#[derive(Default)]
+struct FrozenChunks {
+    seen: Option<u64>,
+    hashes: HashSet<ChunkHash>,
+}
+
+impl FrozenChunks {
+    fn refresh(&mut self, inner: &Inner) -> Result<(), VolumeError> {
+        let conn = inner.db();
+        let now = inner.frozen_maps.load(Ordering::SeqCst);
+        if self.seen == Some(now) {
+            return Ok(());
+        }
+        let mut hashes = HashSet::new();
+        let mut stmt =
+            conn.prepare("SELECT map FROM checkpoint_maps UNION ALL SELECT map FROM shipped_maps")?;
+        for blob in stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))? {
+            for (_, h) in MapSnapshot::decode(&blob?)?.entries {
+                hashes.insert(h);
+            }
+        }
+        self.hashes = hashes;
+        self.seen = Some(now);
+        Ok(())
+    }
 }
 
 #[derive(Default)]
@@ -162,6 +215,7 @@ impl Storage {
             conn.query_row("SELECT COALESCE(MAX(last_used), 0) FROM cache", [], |r| {
                 r.get(0)
             })?;
+        let cache = ChunkCache::open(&dir.join("cache"), &db::cached_rows(&conn)?)?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("bothy-volume-io")
@@ -169,7 +223,7 @@ impl Storage {
             .build()?;
         let inner = Arc::new(Inner {
             db: Mutex::new(conn),
-            cache: ChunkCache::open(&dir.join("cache"))?,
+            cache,
             store,
             rt: maintenance::IoRuntime::new(rt),
             budget: config.cache_budget,
@@ -180,6 +234,10 @@ impl Storage {
             wake_cv: Condvar::new(),
             interval: config.upload_interval,
             touched: Mutex::new(HashMap::new()),
+            frozen_maps: AtomicU64::new(0),
+            last_flush: Mutex::new(None),
+            dirty_high_water: config.cache_budget / 4,
+            barriers_waiting: AtomicUsize::new(0),
         });
         let bg = inner.clone();
         let uploader = std::thread::Builder::new()
@@ -247,7 +305,8 @@ impl Storage {
             .filter_map(|k| k.rsplit('/').next()?.parse::<u64>().ok().map(|s| (s, k)))
             .max()
             .ok_or_else(|| VolumeError::NoSuchVolume(name.into()))?;
-        let head_snap = MapSnapshot::decode(&inner.rt.block_on(inner.store.get_object(latest.1))?)?;
+        let head_body = inner.rt.block_on(inner.store.get_object(latest.1))?;
+        let head_snap = MapSnapshot::decode(&head_body)?;
         let mut checkpoints = Vec::new();
         for key in inner.rt.block_on(
             inner
@@ -257,39 +316,32 @@ impl Storage {
             let Some(id) = key.rsplit('/').next().and_then(|s| s.parse::<u64>().ok()) else {
                 continue;
             };
-            let snap = MapSnapshot::decode(&inner.rt.block_on(inner.store.get_object(&key))?)?;
-            checkpoints.push((id, snap));
+            let body = inner.rt.block_on(inner.store.get_object(&key))?;
+            MapSnapshot::decode(&body)?;
+            checkpoints.push((id, body));
         }
         let mut conn = inner.db();
         let tx = conn.transaction()?;
         if db::volume(&tx, name)?.is_some() {
             return Err(VolumeError::Exists(name.into()));
         }
-        let insert_map = |tx: &Connection, snap: &MapSnapshot| -> Result<i64, VolumeError> {
-            let gen = db::new_generation(tx, name)?;
-            let mut stmt = tx.prepare("INSERT INTO map (gen, idx, hash) VALUES (?1, ?2, ?3)")?;
-            for (idx, hash) in &snap.entries {
-                stmt.execute(params![gen, *idx as i64, &hash.as_bytes()[..]])?;
-            }
-            Ok(gen)
-        };
-        let head = insert_map(&tx, &head_snap)?;
-        let shipped = insert_map(&tx, &head_snap)?;
+        let head = db::new_generation(&tx, name)?;
+        db::replace_rows(&tx, head, &head_snap)?;
         tx.execute(
             "INSERT INTO volumes (name, size, chunk_size, head, snapshot_seq) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![name, head_snap.size as i64, head_snap.chunk_size as i64, head, latest.0 as i64],
         )?;
         tx.execute(
-            "INSERT INTO shipped (volume, seq, gen) VALUES (?1, ?2, ?3)",
-            params![name, latest.0 as i64, shipped],
+            "INSERT INTO shipped_maps (volume, seq, map) VALUES (?1, ?2, ?3)",
+            params![name, latest.0 as i64, &head_body[..]],
         )?;
-        for (id, snap) in &checkpoints {
-            let gen = insert_map(&tx, snap)?;
+        for (id, body) in &checkpoints {
             tx.execute(
-                "INSERT INTO checkpoints (volume, id, gen, shipped) VALUES (?1, ?2, ?3, 1)",
-                params![name, *id as i64, gen],
+                "INSERT INTO checkpoint_maps (volume, id, shipped, map) VALUES (?1, ?2, 1, ?3)",
+                params![name, *id as i64, &body[..]],
             )?;
         }
+        inner.maps_added();
         tx.commit()?;
         drop(conn);
         self.open_volume(name)
@@ -328,8 +380,8 @@ impl Storage {
             "DELETE FROM map WHERE gen IN (SELECT gen FROM generations WHERE volume = ?1)",
             [name],
         )?;
-        tx.execute("DELETE FROM checkpoints WHERE volume = ?1", [name])?;
-        tx.execute("DELETE FROM shipped WHERE volume = ?1", [name])?;
+        tx.execute("DELETE FROM checkpoint_maps WHERE volume = ?1", [name])?;
+        tx.execute("DELETE FROM shipped_maps WHERE volume = ?1", [name])?;
         tx.execute("DELETE FROM generations WHERE volume = ?1", [name])?;
         tx.execute("DELETE FROM volumes WHERE name = ?1", [name])?;
         tx.commit()?;
@@ -348,7 +400,8 @@ impl Storage {
         // checked again and removed under the fence (see the GC protocol
         // above), which bounds how long any flush waits.
         let listed = inner.rt.block_on(inner.store.list())?;
-        let live = self.live_chunks()?;
+        let mut frozen = FrozenChunks::default();
+        let live = self.live_chunks(&mut frozen)?;
         let dead_objects: Vec<ChunkHash> =
             listed.into_iter().filter(|h| !live.contains(h)).collect();
         let dead_cached: Vec<ChunkHash> = {
@@ -367,8 +420,9 @@ impl Storage {
         let mut report = GcReport::default();
         for batch in dead_objects.chunks(GC_BATCH) {
             let _fence = inner.fence.write().unwrap_or_else(|p| p.into_inner());
+            frozen.refresh(inner)?;
             for hash in batch {
-                if self.is_live(hash)? {
+                if self.is_live(hash, &frozen)? {
                     continue;
                 }
                 // The cache row goes with the object, so a later flush that
@@ -380,8 +434,9 @@ impl Storage {
         }
         for batch in dead_cached.chunks(GC_BATCH) {
             let _fence = inner.fence.write().unwrap_or_else(|p| p.into_inner());
+            frozen.refresh(inner)?;
             for hash in batch {
-                if !self.is_live(hash)? && self.drop_cached(hash)? {
+                if !self.is_live(hash, &frozen)? && self.drop_cached(hash)? {
                     report.deleted_cached += 1;
                 }
             }
@@ -390,20 +445,24 @@ impl Storage {
     }
 
     /// Chunks some map or some unuploaded cache entry names.
-    fn live_chunks(&self) -> Result<HashSet<ChunkHash>, VolumeError> {
+    fn live_chunks(&self, frozen: &mut FrozenChunks) -> Result<HashSet<ChunkHash>, VolumeError> {
+        frozen.refresh(&self.inner)?;
         let conn = self.inner.db();
         let mut stmt = conn.prepare(
             "SELECT DISTINCT hash FROM map UNION SELECT hash FROM cache WHERE dirty = 1",
         )?;
-        let mut live = HashSet::new();
+        let mut live = frozen.hashes.clone();
         for h in stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))? {
             live.insert(db::to_hash(&h?)?);
         }
         Ok(live)
     }
 
-    fn is_live(&self, hash: &ChunkHash) -> Result<bool, VolumeError> {
+    fn is_live(&self, hash: &ChunkHash, frozen: &FrozenChunks) -> Result<bool, VolumeError> {
         use rusqlite::OptionalExtension;
+        if frozen.hashes.contains(hash) {
+            return Ok(true);
+        }
         let key = &hash.as_bytes()[..];
         Ok(self
             .inner
@@ -420,11 +479,16 @@ impl Storage {
 
     /// Removes a clean cached chunk; whether there was one.
     fn drop_cached(&self, hash: &ChunkHash) -> Result<bool, VolumeError> {
-        let n = self.inner.db().execute(
+        // One hold of the database lock: the row and the cached copy go
+        // together (see cache.rs).
+        let conn = self.inner.db();
+        let n = conn.execute(
             "DELETE FROM cache WHERE hash = ?1 AND dirty = 0",
             [&hash.as_bytes()[..]],
         )?;
-        self.inner.cache.remove(hash)?;
+        if n > 0 {
+            self.inner.cache.remove(hash)?;
+        }
         Ok(n > 0)
     }
 
@@ -478,36 +542,98 @@ impl Inner {
             {
                 let mut w = self.lock_wake();
                 if !w.kicked && !w.shutdown {
-                    w = self
-                        .wake_cv
-                        .wait_timeout(w, self.interval)
-                        .map(|(g, _)| g)
-                        .unwrap_or_else(|p| p.into_inner().0);
+                    w = self.wait_wake(w, self.interval);
                 }
                 if w.shutdown {
                     return;
                 }
                 w.kicked = false;
             }
-            if let Err(e) = self.upload_dirty() {
-                tracing::warn!(%e, "background upload failed; will retry");
+            match self.wait_for_quiet() {
+                Ok(true) => return,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(%e, "reading the cache index failed; will retry"),
+            }
+            match self.upload_dirty(true) {
+                // Writers came back: wait for the next quiet spell.
+                Ok(false) => self.kick(),
+                Ok(true) => {}
+                Err(e) => tracing::warn!(%e, "background upload failed; will retry"),
             }
         }
     }
 
-    /// Uploads every dirty chunk and marks it clean.
-    fn upload_dirty(&self) -> Result<(), VolumeError> {
+    fn wait_wake<'a>(&self, w: MutexGuard<'a, Wake>, timeout: Duration) -> MutexGuard<'a, Wake> {
+        self.wake_cv
+            .wait_timeout(w, timeout)
+            .map(|(g, _)| g)
+            .unwrap_or_else(|p| p.into_inner().0)
+    }
+
+    /// Time since the last flush of any volume, if it is shorter than
+    /// [`UPLOAD_QUIET`] and less than the high-water mark is waiting.
+    fn writers_busy(&self, waiting: u64) -> Option<Duration> {
+        let since = self
+            .last_flush
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map(|t| t.elapsed())?;
+        (since < UPLOAD_QUIET && waiting < self.dirty_high_water).then_some(since)
+    }
+
+    /// Sleeps until writers have been quiet for [`UPLOAD_QUIET`] (or too much
+    /// is waiting). Whether the storage is shutting down.
+    fn wait_for_quiet(&self) -> Result<bool, VolumeError> {
+        loop {
+            let waiting = self.dirty_bytes()?;
+            let Some(since) = self.writers_busy(waiting) else {
+                return Ok(false);
+            };
+            let w = self.wait_wake(self.lock_wake(), UPLOAD_QUIET - since);
+            if w.shutdown {
+                return Ok(true);
+            }
+        }
+    }
+
+    fn dirty_bytes(&self) -> Result<u64, VolumeError> {
+        Ok(self.db().query_row(
+            "SELECT COALESCE(SUM(len), 0) FROM cache WHERE dirty = 1",
+            [],
+            |r| r.get::<_, i64>(0),
+        )? as u64)
+    }
+
+    /// Uploads every dirty chunk and marks it clean. A background pass
+    /// (`background`) stops early, returning `false`, when a volume flushes
+    /// meanwhile or a barrier pass wants the upload lock.
+    fn upload_dirty(&self, background: bool) -> Result<bool, VolumeError> {
+        if !background {
+            self.barriers_waiting.fetch_add(1, Ordering::SeqCst);
+        }
         let _one_pass = self.upload_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if !background {
+            self.barriers_waiting.fetch_sub(1, Ordering::SeqCst);
+        }
         let _fence = self.fence.read().unwrap_or_else(|p| p.into_inner());
-        let dirty: Vec<Vec<u8>> = {
+        let dirty: Vec<(Vec<u8>, i64)> = {
             let conn = self.db();
-            let mut stmt = conn.prepare("SELECT hash FROM cache WHERE dirty = 1")?;
+            let mut stmt = conn.prepare("SELECT hash, len FROM cache WHERE dirty = 1")?;
             let rows = stmt
-                .query_map([], |r| r.get(0))?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<Result<_, _>>()?;
             rows
         };
-        for h in dirty {
+        let mut waiting: u64 = dirty.iter().map(|(_, len)| *len as u64).sum();
+        for (h, len) in dirty {
+            if background
+                && (self.writers_busy(waiting).is_some()
+                    || self.barriers_waiting.load(Ordering::SeqCst) > 0)
+            {
+                self.evict()?;
+                return Ok(false);
+            }
+            waiting = waiting.saturating_sub(len as u64);
             let hash = db::to_hash(&h)?;
             let data = self
                 .cache
@@ -518,7 +644,13 @@ impl Inner {
                 .execute("UPDATE cache SET dirty = 0 WHERE hash = ?1", [&h])?;
         }
         self.evict()?;
-        Ok(())
+        Ok(true)
+    }
+
+    /// Counts a new frozen map; call it inside the transaction that inserts
+    /// the map, holding the database lock (see [`FrozenChunks::refresh`]).
+    fn maps_added(&self) {
+        self.frozen_maps.fetch_add(1, Ordering::SeqCst);
     }
 
     fn tick(&self) -> i64 {
@@ -532,14 +664,20 @@ impl Inner {
             return Ok(data);
         }
         let data = self.rt.block_on(self.store.get(hash))?.to_vec();
-        self.cache.write(hash, &data)?;
-        // A row left over from a damaged file keeps its dirty flag: the bytes
-        // just fetched are the same chunk, so a pending upload stays valid.
-        self.db().execute(
-            "INSERT INTO cache (hash, len, dirty, last_used) VALUES (?1, ?2, 0, ?3)
-             ON CONFLICT (hash) DO UPDATE SET last_used = excluded.last_used",
-            params![&hash.as_bytes()[..], data.len() as i64, self.tick()],
-        )?;
+        // A clean copy needs no sync: a damaged one is found and fetched
+        // again.
+        let staged = self.cache.stage(hash, &data)?;
+        {
+            let conn = self.db();
+            match adopt(&self.cache, &conn, &staged, false, self.tick()) {
+                Ok(true) => self.cache.publish(staged),
+                Ok(false) => self.cache.discard(staged),
+                Err(e) => {
+                    self.cache.discard(staged);
+                    return Err(e);
+                }
+            }
+        }
         self.evict()?;
         Ok(data)
     }
@@ -638,49 +776,104 @@ impl Inner {
     }
 }
 
+/// Records a staged chunk in the cache table; the caller holds the database
+/// lock (inside its transaction, if any) and, if this returns `true`,
+/// publishes the chunk before letting go of it, else discards it. A chunk
+/// cached already keeps its copy; a row whose copy was dropped (damaged)
+/// gets the new one and keeps its dirty flag: the bytes are the same chunk.
+fn adopt(
+    cache: &ChunkCache,
+    conn: &Connection,
+    staged: &cache::Staged,
+    dirty: bool,
+    tick: i64,
+) -> Result<bool, VolumeError> {
+    use rusqlite::OptionalExtension;
+    let key = &staged.hash.as_bytes()[..];
+    let exists = conn
+        .prepare_cached("SELECT 1 FROM cache WHERE hash = ?1")?
+        .query_row([key], |_| Ok(()))
+        .optional()?
+        .is_some();
+    if !exists {
+        conn.prepare_cached(
+            "INSERT INTO cache (hash, len, dirty, last_used, slot) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![
+            key,
+            staged.len as i64,
+            i64::from(dirty),
+            tick,
+            staged.slot as i64
+        ])?;
+        return Ok(true);
+    }
+    if cache.contains(&staged.hash) {
+        conn.prepare_cached("UPDATE cache SET last_used = ?2 WHERE hash = ?1")?
+            .execute(params![key, tick])?;
+        return Ok(false);
+    }
+    conn.prepare_cached("UPDATE cache SET len = ?2, slot = ?3, last_used = ?4 WHERE hash = ?1")?
+        .execute(params![key, staged.len as i64, staged.slot as i64, tick])?;
+    Ok(true)
+}
+
 /// Most chunks a flush hashes and writes to the cache at once.
 const FLUSH_THREADS: usize = 4;
 
-/// Hashes and durably writes changed chunks to the cache, in parallel when
-/// there are several: their fsyncs overlap instead of queueing one by one.
-/// Gives each index with its hash and length (`None` for a hole).
-#[allow(clippy::type_complexity)]
+/// Hashes changed chunks and stages them in the cache (see cache.rs), in
+/// parallel when there are several. Gives each index with its staged chunk
+/// (`None` for a hole). On error nothing stays staged.
 fn store_chunks(
     cache: &ChunkCache,
     pending: &[(u64, Option<&Vec<u8>>)],
-) -> Result<Vec<(u64, Option<(ChunkHash, usize)>)>, VolumeError> {
+) -> Result<Vec<(u64, Option<cache::Staged>)>, VolumeError> {
     let one = |(idx, data): &(u64, Option<&Vec<u8>>)| -> Result<_, VolumeError> {
         Ok((
             *idx,
             match data {
-                Some(d) => {
-                    let h = ChunkHash::of(d);
-                    cache.write(&h, d)?;
-                    Some((h, d.len()))
-                }
+                Some(d) => Some(cache.stage(&ChunkHash::of(d), d)?),
                 None => None,
             },
         ))
     };
     let busy = pending.iter().filter(|(_, d)| d.is_some()).count();
-    if busy <= 1 {
-        return pending.iter().map(one).collect();
-    }
-    let per = pending.len().div_ceil(FLUSH_THREADS.min(busy));
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = pending
-            .chunks(per)
-            .map(|part| scope.spawn(move || part.iter().map(one).collect::<Result<Vec<_>, _>>()))
-            .collect();
-        let mut out = Vec::with_capacity(pending.len());
-        for w in workers {
-            let part = w
-                .join()
-                .map_err(|_| std::io::Error::other("a flush worker panicked"))??;
-            out.extend(part);
+    let results: Vec<Result<_, VolumeError>> = if busy <= 1 {
+        pending.iter().map(one).collect()
+    } else {
+        let per = pending.len().div_ceil(FLUSH_THREADS.min(busy));
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = pending
+                .chunks(per)
+                .map(|part| scope.spawn(move || part.iter().map(one).collect::<Vec<_>>()))
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| {
+                    w.join().unwrap_or_else(|_| {
+                        vec![Err(std::io::Error::other("a flush worker panicked").into())]
+                    })
+                })
+                .collect()
+        })
+    };
+    let mut out = Vec::with_capacity(results.len());
+    let mut failed = None;
+    for r in results {
+        match r {
+            Ok(item) => out.push(item),
+            Err(e) => failed = failed.or(Some(e)),
         }
-        Ok(out)
-    })
+    }
+    match failed {
+        None => Ok(out),
+        Some(e) => {
+            for staged in out.into_iter().filter_map(|(_, s)| s) {
+                cache.discard(staged);
+            }
+            Err(e)
+        }
+    }
 }
 
 fn is_zero(data: &[u8]) -> bool {
@@ -863,6 +1056,8 @@ impl Volume {
         if self.pending.is_empty() {
             return Ok(());
         }
+        let started = std::time::Instant::now();
+        let chunks = self.pending.len();
         let inner = self.inner.clone();
         let _fence = inner.fence.read().unwrap_or_else(|p| p.into_inner());
         let pending: Vec<(u64, Option<&Vec<u8>>)> = self
@@ -870,50 +1065,61 @@ impl Volume {
             .iter()
             .map(|(idx, data)| (*idx, data.as_ref().filter(|d| !is_zero(d))))
             .collect();
-        let hashed = store_chunks(&inner.cache, &pending)?;
-        inner.cache.sync_dir()?;
+        let staged = store_chunks(&inner.cache, &pending)?;
+        let committed = self.commit_flush(&inner, &staged);
+        if committed.is_err() {
+            for s in staged.iter().filter_map(|(_, s)| *s) {
+                inner.cache.discard(s);
+            }
+        }
+        committed?;
+        self.pending.clear();
+        *inner.last_flush.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        inner.kick();
+        tracing::debug!(volume = %self.name, chunks, us = started.elapsed().as_micros() as u64, "flushed");
+        Ok(())
+    }
+
+    /// Makes staged chunks durable, then commits them and the map in one
+    /// transaction, publishing the chunks before the database lock goes (see
+    /// [`adopt`]). Nothing is published on error.
+    fn commit_flush(
+        &self,
+        inner: &Inner,
+        staged: &[(u64, Option<cache::Staged>)],
+    ) -> Result<(), VolumeError> {
+        inner.cache.sync()?;
         let mut conn = inner.db();
         let tx = conn.transaction()?;
-        let mut rewrote = false;
-        for (idx, hash) in &hashed {
-            // Eviction runs under the database lock, which this transaction
-            // now holds: a clean copy of one of these chunks that it removed
-            // between the write above and here is written back, or the chunk
-            // would be left dirty with no file.
-            if let (Some((h, _)), Some(Some(data))) = (hash, self.pending.get(idx)) {
-                if !inner.cache.contains(h) {
-                    inner.cache.write(h, data)?;
-                    rewrote = true;
-                }
-            }
-            match hash {
+        let mut decided = Vec::with_capacity(staged.len());
+        for (idx, chunk) in staged {
+            match chunk {
                 None => {
-                    tx.execute(
-                        "DELETE FROM map WHERE gen = ?1 AND idx = ?2",
-                        params![self.head, *idx as i64],
-                    )?;
+                    tx.prepare_cached("DELETE FROM map WHERE gen = ?1 AND idx = ?2")?
+                        .execute(params![self.head, *idx as i64])?;
                 }
-                Some((h, len)) => {
-                    let hb = &h.as_bytes()[..];
-                    tx.execute(
+                Some(s) => {
+                    tx.prepare_cached(
                         "INSERT OR REPLACE INTO map (gen, idx, hash) VALUES (?1, ?2, ?3)",
-                        params![self.head, *idx as i64, hb],
-                    )?;
-                    tx.execute(
-                        "INSERT INTO cache (hash, len, dirty, last_used) VALUES (?1, ?2, 1, ?3)
-                         ON CONFLICT (hash) DO UPDATE SET last_used = excluded.last_used",
-                        params![hb, *len as i64, inner.tick()],
-                    )?;
+                    )?
+                    .execute(params![
+                        self.head,
+                        *idx as i64,
+                        &s.hash.as_bytes()[..]
+                    ])?;
+                    decided.push((*s, adopt(&inner.cache, &tx, s, true, inner.tick())?));
                 }
             }
-        }
-        if rewrote {
-            inner.cache.sync_dir()?;
         }
         tx.commit()?;
+        for (s, keep) in decided {
+            if keep {
+                inner.cache.publish(s);
+            } else {
+                inner.cache.discard(s);
+            }
+        }
         drop(conn);
-        self.pending.clear();
-        inner.kick();
         Ok(())
     }
 
@@ -922,131 +1128,132 @@ impl Volume {
     pub fn sync(&mut self) -> Result<(), VolumeError> {
         self.flush()?;
         let inner = self.inner.clone();
-        inner.upload_dirty()?;
+        inner.upload_dirty(false)?;
         // Checkpoints first, so a recovered head never names a checkpoint
         // that is missing.
-        let unshipped: Vec<(i64, i64)> = {
+        let unshipped: Vec<i64> = {
             let conn = inner.db();
             let mut stmt =
-                conn.prepare("SELECT id, gen FROM checkpoints WHERE volume = ?1 AND shipped = 0")?;
+                conn.prepare("SELECT id FROM checkpoint_maps WHERE volume = ?1 AND shipped = 0")?;
             let rows = stmt
-                .query_map([&self.name], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .query_map([&self.name], |r| r.get(0))?
                 .collect::<Result<_, _>>()?;
             rows
         };
-        for (id, gen) in unshipped {
-            let snap = self.snapshot_of(gen)?;
-            inner.put_object(
-                &snapshot_key(&self.name, "checkpoints", id as u64),
-                snap.encode(),
+        for id in unshipped {
+            let blob: Vec<u8> = inner.db().query_row(
+                "SELECT map FROM checkpoint_maps WHERE volume = ?1 AND id = ?2",
+                params![self.name, id],
+                |r| r.get(0),
             )?;
+            inner.put_object(&snapshot_key(&self.name, "checkpoints", id as u64), blob)?;
             inner.db().execute(
-                "UPDATE checkpoints SET shipped = 1 WHERE volume = ?1 AND id = ?2",
+                "UPDATE checkpoint_maps SET shipped = 1 WHERE volume = ?1 AND id = ?2",
                 params![self.name, id],
             )?;
         }
-        // Freeze the head as a new "shipped" generation before uploading, so
-        // its chunks are protected from GC from the moment the snapshot can
-        // exist in the store.
-        let (seq, gen) = {
+        // Keep the head as a frozen "shipped" map before uploading it, so its
+        // chunks are protected from GC from the moment the snapshot can exist
+        // in the store.
+        let (seq, blob) = {
             let mut conn = inner.db();
             let tx = conn.transaction()?;
             let row = db::volume(&tx, &self.name)?
                 .ok_or_else(|| VolumeError::NoSuchVolume(self.name.clone()))?;
-            let gen = db::new_generation(&tx, &self.name)?;
-            db::copy_map(&tx, self.head, gen)?;
+            let blob = self.head_snapshot(&tx)?.encode();
             let seq = row.snapshot_seq + 1;
             tx.execute(
-                "INSERT INTO shipped (volume, seq, gen) VALUES (?1, ?2, ?3)",
-                params![self.name, seq as i64, gen],
+                "INSERT INTO shipped_maps (volume, seq, map) VALUES (?1, ?2, ?3)",
+                params![self.name, seq as i64, &blob],
             )?;
             tx.execute(
                 "UPDATE volumes SET snapshot_seq = ?2 WHERE name = ?1",
                 params![self.name, seq as i64],
             )?;
+            inner.maps_added();
             tx.commit()?;
-            (seq, gen)
+            (seq, blob)
         };
-        inner.put_object(
-            &snapshot_key(&self.name, "head", seq),
-            self.snapshot_of(gen)?.encode(),
-        )?;
+        inner.put_object(&snapshot_key(&self.name, "head", seq), blob)?;
         // Older head snapshots are superseded: remove them remotely, then
-        // their protecting generations locally.
-        let older: Vec<(i64, i64)> = {
+        // their protecting copies locally.
+        let older: Vec<i64> = {
             let conn = inner.db();
             let mut stmt =
-                conn.prepare("SELECT seq, gen FROM shipped WHERE volume = ?1 AND seq < ?2")?;
+                conn.prepare("SELECT seq FROM shipped_maps WHERE volume = ?1 AND seq < ?2")?;
             let rows = stmt
-                .query_map(params![self.name, seq as i64], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })?
+                .query_map(params![self.name, seq as i64], |r| r.get(0))?
                 .collect::<Result<_, _>>()?;
             rows
         };
-        for (old_seq, old_gen) in older {
+        for old_seq in older {
             inner.rt.block_on(inner.store.delete_object(&snapshot_key(
                 &self.name,
                 "head",
                 old_seq as u64,
             )))?;
-            let conn = inner.db();
-            conn.execute("DELETE FROM map WHERE gen = ?1", [old_gen])?;
-            conn.execute(
-                "DELETE FROM shipped WHERE volume = ?1 AND seq = ?2",
+            inner.db().execute(
+                "DELETE FROM shipped_maps WHERE volume = ?1 AND seq = ?2",
                 params![self.name, old_seq],
             )?;
         }
         Ok(())
     }
 
-    fn snapshot_of(&self, gen: i64) -> Result<MapSnapshot, VolumeError> {
-        Ok(MapSnapshot {
-            size: self.size,
-            chunk_size: self.chunk_size,
-            entries: db::entries(&self.inner.db(), gen)?,
-        })
+    fn head_snapshot(&self, conn: &Connection) -> Result<MapSnapshot, VolumeError> {
+        db::snapshot(conn, self.head, self.size, self.chunk_size)
     }
 
-    /// Freezes the current content as a checkpoint. Metadata only: it copies
-    /// the block map (cost grows with the map, not with the data) after a
-    /// flush. It reaches the object store with the next [`Volume::sync`].
+    /// Freezes the current content as a checkpoint. Metadata only: after a
+    /// flush it stores the block map as one blob (cost grows with the map,
+    /// at memcpy speed, not with the data). It reaches the object store with
+    /// the next [`Volume::sync`].
     pub fn checkpoint(&mut self) -> Result<CheckpointId, VolumeError> {
         self.flush()?;
-        let mut conn = self.inner.db();
+        let started = std::time::Instant::now();
+        let inner = self.inner.clone();
+        let mut conn = inner.db();
         let tx = conn.transaction()?;
-        let gen = db::new_generation(&tx, &self.name)?;
-        db::copy_map(&tx, self.head, gen)?;
+        let blob = self.head_snapshot(&tx)?.encode();
         let id: i64 = tx.query_row(
-            "SELECT COALESCE(MAX(id), 0) + 1 FROM checkpoints WHERE volume = ?1",
+            "SELECT COALESCE(MAX(id), 0) + 1 FROM checkpoint_maps WHERE volume = ?1",
             [&self.name],
             |r| r.get(0),
         )?;
         tx.execute(
-            "INSERT INTO checkpoints (volume, id, gen) VALUES (?1, ?2, ?3)",
-            params![self.name, id, gen],
+            "INSERT INTO checkpoint_maps (volume, id, map) VALUES (?1, ?2, ?3)",
+            params![self.name, id, blob],
         )?;
+        inner.maps_added();
         tx.commit()?;
+        tracing::debug!(volume = %self.name, id, us = started.elapsed().as_micros() as u64, "map copied for a checkpoint");
         Ok(CheckpointId(id as u64))
     }
 
-    fn checkpoint_gen(&self, conn: &Connection, id: CheckpointId) -> Result<i64, VolumeError> {
+    fn checkpoint_map(
+        &self,
+        conn: &Connection,
+        id: CheckpointId,
+    ) -> Result<MapSnapshot, VolumeError> {
         use rusqlite::OptionalExtension;
-        conn.query_row(
-            "SELECT gen FROM checkpoints WHERE volume = ?1 AND id = ?2",
-            params![self.name, id.0 as i64],
-            |r| r.get(0),
-        )
-        .optional()?
-        .ok_or(VolumeError::NoSuchCheckpoint {
-            volume: self.name.clone(),
-            id: id.0,
-        })
+        let blob: Vec<u8> = conn
+            .query_row(
+                "SELECT map FROM checkpoint_maps WHERE volume = ?1 AND id = ?2",
+                params![self.name, id.0 as i64],
+                |r| r.get(0),
+            )
+            .optional()?
+            .ok_or(VolumeError::NoSuchCheckpoint {
+                volume: self.name.clone(),
+                id: id.0,
+            })?;
+        MapSnapshot::decode(&blob)
     }
 
     pub fn checkpoints(&self) -> Result<Vec<CheckpointId>, VolumeError> {
         let conn = self.inner.db();
-        let mut stmt = conn.prepare("SELECT id FROM checkpoints WHERE volume = ?1 ORDER BY id")?;
+        let mut stmt =
+            conn.prepare("SELECT id FROM checkpoint_maps WHERE volume = ?1 ORDER BY id")?;
         let ids = stmt
             .query_map([&self.name], |r| r.get::<_, i64>(0))?
             .map(|r| r.map(|id| CheckpointId(id as u64)))
@@ -1059,9 +1266,8 @@ impl Volume {
     pub fn restore(&mut self, id: CheckpointId) -> Result<(), VolumeError> {
         let mut conn = self.inner.db();
         let tx = conn.transaction()?;
-        let gen = self.checkpoint_gen(&tx, id)?;
-        tx.execute("DELETE FROM map WHERE gen = ?1", [self.head])?;
-        db::copy_map(&tx, gen, self.head)?;
+        let snap = self.checkpoint_map(&tx, id)?;
+        db::replace_rows(&tx, self.head, &snap)?;
         tx.commit()?;
         self.pending.clear();
         Ok(())
@@ -1079,9 +1285,9 @@ impl Volume {
         if db::volume(&tx, new_name)?.is_some() {
             return Err(VolumeError::Exists(new_name.into()));
         }
-        let gen = self.checkpoint_gen(&tx, id)?;
+        let snap = self.checkpoint_map(&tx, id)?;
         let head = db::new_generation(&tx, new_name)?;
-        db::copy_map(&tx, gen, head)?;
+        db::replace_rows(&tx, head, &snap)?;
         tx.execute(
             "INSERT INTO volumes (name, size, chunk_size, head) VALUES (?1, ?2, ?3, ?4)",
             params![new_name, self.size as i64, self.chunk_size as i64, head],
@@ -1093,21 +1299,17 @@ impl Volume {
     /// Deletes a checkpoint: its snapshot in the store first (so the store
     /// never names chunks GC may free), then its map.
     pub fn delete_checkpoint(&mut self, id: CheckpointId) -> Result<(), VolumeError> {
-        let gen = self.checkpoint_gen(&self.inner.db(), id)?;
+        self.checkpoint_map(&self.inner.db(), id)?;
         let inner = self.inner.clone();
         inner.rt.block_on(inner.store.delete_object(&snapshot_key(
             &self.name,
             "checkpoints",
             id.0,
         )))?;
-        let mut conn = inner.db();
-        let tx = conn.transaction()?;
-        tx.execute("DELETE FROM map WHERE gen = ?1", [gen])?;
-        tx.execute(
-            "DELETE FROM checkpoints WHERE volume = ?1 AND id = ?2",
+        inner.db().execute(
+            "DELETE FROM checkpoint_maps WHERE volume = ?1 AND id = ?2",
             params![self.name, id.0 as i64],
         )?;
-        tx.commit()?;
         Ok(())
     }
 }

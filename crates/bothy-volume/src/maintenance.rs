@@ -34,7 +34,7 @@ impl Storage {
     /// without holding any volume: run it before [`crate::Volume::sync`] so
     /// that the barrier itself (which holds the volume) finds little to do.
     pub fn upload_pending(&self) -> Result<(), VolumeError> {
-        self.inner.upload_dirty()
+        self.inner.upload_dirty(false).map(drop)
     }
 }
 

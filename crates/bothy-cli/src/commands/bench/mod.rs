@@ -5,6 +5,7 @@
 mod checkpoint;
 mod latency;
 mod reference;
+mod settle;
 mod storage;
 mod workload;
 

@@ -121,8 +121,10 @@ fn parse_worker_output(stdout: &[u8]) -> Result<WorkloadResult> {
 }
 
 /// The page cache holds what was just written; every target reads it back
-/// from its storage, not from memory.
-fn before_workload(workload: BenchWorkload) -> Result<()> {
+/// from its storage, not from memory. Background work of the last workload
+/// (uploads, writeback) finishes first.
+async fn before_workload(workload: BenchWorkload) -> Result<()> {
+    super::settle::settle().await?;
     if workload == BenchWorkload::SeqRead {
         reference::drop_caches()?;
     }
@@ -136,7 +138,7 @@ async fn host_workloads(target: &str, dir: &Path, args: &BenchStorageArgs) -> Re
         .to_str()
         .ok_or_else(|| anyhow::anyhow!("{} is not UTF-8", dir.display()))?;
     for workload in WORKLOADS {
-        before_workload(workload)?;
+        before_workload(workload).await?;
         let out = tokio::process::Command::new(&exe)
             .args(worker_args(workload, dir, args))
             .output()
@@ -251,7 +253,7 @@ async fn bothy_run(
     boxes.retain(|b| !idle.contains(b));
 
     for workload in WORKLOADS {
-        before_workload(workload)?;
+        before_workload(workload).await?;
         let mut cmd = vec![EXE_IN_BOX.to_string()];
         cmd.extend(worker_args(workload, BOX_DIR, args));
         let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
