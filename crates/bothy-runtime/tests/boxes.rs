@@ -375,8 +375,12 @@ async fn a_new_runtime_reboots_boxes_whose_runtime_went_away() {
         .trim()
         .parse()
         .expect("pid");
-    // The old runtime goes away without stopping anything: its disks die.
+    // The old runtime goes away without stopping anything: its disks die,
+    // as the kernel aborts the FUSE connections of a process that dies.
     let TestRuntime { rt, cfg, _dir } = t;
+    bothy_runtime::disk::abort_stale_connections(
+        &Path::new(bothy_runtime::MOUNT_ROOT).join(&cfg.instance),
+    );
     drop(rt);
     let fresh = Arc::new(runtime_for(&cfg).await);
     let _guard = BoxGuard {

@@ -84,6 +84,7 @@ impl ChunkCache {
     /// table). Slots no row names are free.
     pub fn open(dir: &Path, rows: &[CachedRow]) -> Result<Self, VolumeError> {
         fs::create_dir_all(dir)?;
+        remove_partial_files(dir)?;
         let mut index = HashMap::with_capacity(rows.len());
         let mut used: HashMap<u64, HashSet<u64>> = HashMap::new();
         for row in rows {
@@ -365,6 +366,17 @@ impl ChunkCache {
     }
 }
 
+/// Files a crash left half-written when chunks had files of their own.
+fn remove_partial_files(dir: &Path) -> Result<(), VolumeError> {
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "tmp") {
+            fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
+}
+
 fn open_slab(dir: &Path, len: u64) -> Result<File, VolumeError> {
     Ok(OpenOptions::new()
         .read(true)
@@ -485,6 +497,8 @@ mod tests {
         let data = chunk(9);
         let h = ChunkHash::of(&data);
         fs::write(dir.path().join(h.to_hex()), &data).expect("legacy file");
+        let partial = dir.path().join(format!("{}.17.tmp", h.to_hex()));
+        fs::write(&partial, b"half").expect("partial file");
         let rows = [CachedRow {
             hash: h,
             len: 4096,
@@ -492,6 +506,7 @@ mod tests {
         }];
         let cache = ChunkCache::open(dir.path(), &rows).expect("open");
         assert_eq!(cache.read(&h).expect("read"), Some(data));
+        assert!(!partial.exists(), "a crash's half-written file is gone");
         cache.remove(&h).expect("remove");
         assert!(!dir.path().join(h.to_hex()).exists());
     }

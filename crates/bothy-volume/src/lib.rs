@@ -68,6 +68,9 @@ pub const DEFAULT_CHUNK_SIZE: u64 = 256 << 10;
 const GC_BATCH: usize = 64;
 /// Unflushed writes are flushed early past this, bounding memory per volume.
 const MAX_PENDING_BYTES: u64 = 64 << 20;
+/// How long opening a storage waits for a previous process to let go of it
+/// (a daemon restarted right after a crash).
+const LOCK_PATIENCE: Duration = Duration::from_secs(10);
 /// Background uploads wait until no volume has flushed for this long: on a
 /// small host they take the CPU and disk bandwidth a burst of writes needs
 /// (measured: they were half of the daemon's CPU during a 1 GiB write).
@@ -89,6 +92,8 @@ pub enum VolumeError {
     Exists(String),
     #[error("volume {0:?} does not exist")]
     NoSuchVolume(String),
+    #[error("the volume storage in {0:?} is in use by another process (is another bothy daemon running on this data dir?)")]
+    InUse(std::path::PathBuf),
     #[error("volume {volume:?} has no checkpoint {id}")]
     NoSuchCheckpoint { volume: String, id: u64 },
     #[error("invalid volume geometry: {0}")]
@@ -135,6 +140,9 @@ pub struct Storage {
 }
 
 struct Inner {
+    /// One process (one `Storage`) per directory: the cache's slot
+    /// allocation lives in memory. Released when the last user goes.
+    _lock: nix::fcntl::Flock<std::fs::File>,
     db: Mutex<Connection>,
     cache: ChunkCache,
     store: ChunkStore,
@@ -210,6 +218,7 @@ impl Storage {
     /// Opens (creating if needed) `dir/volumes.db` and `dir/cache/`.
     pub fn open(dir: &Path, store: ChunkStore, config: StorageConfig) -> Result<Self, VolumeError> {
         std::fs::create_dir_all(dir)?;
+        let lock = lock_dir(dir)?;
         let conn = db::open(&dir.join("volumes.db"))?;
         let clock: i64 =
             conn.query_row("SELECT COALESCE(MAX(last_used), 0) FROM cache", [], |r| {
@@ -222,6 +231,7 @@ impl Storage {
             .enable_all()
             .build()?;
         let inner = Arc::new(Inner {
+            _lock: lock,
             db: Mutex::new(conn),
             cache,
             store,
@@ -884,6 +894,31 @@ fn is_zero(data: &[u8]) -> bool {
         .by_ref()
         .all(|w| u64::from_ne_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]) == 0)
         && words.remainder().iter().all(|&b| b == 0)
+}
+
+/// Takes `dir/lock` exclusively, waiting up to [`LOCK_PATIENCE`].
+fn lock_dir(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, VolumeError> {
+    use nix::fcntl::{Flock, FlockArg};
+    let deadline = Instant::now() + LOCK_PATIENCE;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("lock"))?;
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(lock),
+            Err((f, nix::errno::Errno::EWOULDBLOCK)) if Instant::now() < deadline => {
+                file = f;
+                // Polled: flock has no wait with a timeout.
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                return Err(VolumeError::InUse(dir.to_path_buf()))
+            }
+            Err((_, e)) => return Err(std::io::Error::from(e).into()),
+        }
+    }
 }
 
 /// Names end up in object-store keys, so they are kept to one plain segment.

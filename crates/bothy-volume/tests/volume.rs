@@ -153,9 +153,24 @@ fn bounds_and_geometry_are_checked() {
     ));
 }
 
+/// The files of a storage as a crash leaves them, while it is still open.
+fn crash_image(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let dst = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&dst).unwrap();
+            crash_image(&entry.path(), &dst);
+        } else if entry.file_name() != "lock" {
+            std::fs::copy(entry.path(), &dst).unwrap();
+        }
+    }
+}
+
 #[test]
 fn flushed_writes_survive_a_crash() {
     let dir = tempfile::tempdir().unwrap();
+    let after_crash = tempfile::tempdir().unwrap();
     let blobs = mem_blobs();
     let data = pattern(7, 3 * CS as usize + 100);
     {
@@ -165,10 +180,11 @@ fn flushed_writes_survive_a_crash() {
         v.flush().unwrap();
         v.write(10 * CS, b"not flushed").unwrap();
         // Neither handle is closed: a crash after flush.
+        crash_image(dir.path(), after_crash.path());
         std::mem::forget(v);
         std::mem::forget(s);
     }
-    let s = storage(dir.path(), blobs);
+    let s = storage(after_crash.path(), blobs);
     let v = s.open_volume("c").unwrap();
     let mut buf = vec![0u8; data.len()];
     v.read(CS / 2, &mut buf).unwrap();
@@ -335,6 +351,25 @@ fn writes_succeed_while_the_store_fails_and_sync_gets_through() {
     faulty.set_plan(FaultPlan::default());
     v.sync().unwrap();
     assert_eq!(s.dirty_chunks().unwrap(), 0);
+}
+
+#[test]
+fn a_storage_in_use_cannot_be_opened_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = storage(dir.path(), mem_blobs());
+    let started = Instant::now();
+    let second = Storage::open(
+        dir.path(),
+        ChunkStore::new(mem_blobs(), RetryPolicy::fast()),
+        StorageConfig::default(),
+    );
+    assert!(
+        matches!(second, Err(VolumeError::InUse(_))),
+        "a second open is refused"
+    );
+    assert!(started.elapsed() >= Duration::from_secs(5), "after waiting");
+    drop(first);
+    storage(dir.path(), mem_blobs());
 }
 
 #[test]
