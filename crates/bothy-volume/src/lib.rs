@@ -11,7 +11,10 @@
 //!   map: after it returns, a crash loses nothing;
 //! - a background thread uploads flushed chunks once no volume has flushed
 //!   for [`UPLOAD_QUIET`] (or a quarter of the cache budget waits), and at
-//!   least every `upload_interval` otherwise;
+//!   least every `upload_interval` otherwise; then it ships a snapshot of
+//!   each changed head whose chunks are all uploaded (at most every few
+//!   seconds per volume, [`shipping`]): from then on the object store alone
+//!   can bring those writes back;
 //! - `sync` uploads everything still dirty and ships a map snapshot
 //!   ([`snapshot`]): after it returns, the object store alone can bring the
 //!   volume and its checkpoints back ([`Storage::recover_volume`]).
@@ -29,8 +32,9 @@
 //! `spawn_blocking`).
 //!
 //! GC protocol. A chunk is live if any map (live heads, checkpoints, and the
-//! map snapshots last shipped to the store) or any dirty cache entry names
-//! it. `gc` lists and marks without blocking anyone, then sweeps in small
+//! map snapshots last shipped to the store) names it. A dead chunk still
+//! waiting for its upload is dropped without one: a box that deletes what it
+//! just wrote, or is destroyed, costs the object store nothing. `gc` lists and marks without blocking anyone, then sweeps in small
 //! batches, each under the upload fence held exclusively: it checks every
 //! chunk of the batch again and deletes the dead ones (object and clean cache
 //! row together); `flush` and uploads hold the fence shared. So a flush that
@@ -42,6 +46,7 @@
 pub mod cache;
 pub mod db;
 mod maintenance;
+mod shipping;
 pub mod snapshot;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -170,6 +175,11 @@ struct Inner {
     /// Barrier passes waiting for the upload lock: a background pass hands
     /// it over at once (a barrier may hold a volume, stalling its box).
     barriers_waiting: AtomicUsize,
+    /// Volumes whose head changed since its snapshot was last shipped, and
+    /// when each was last shipped (see shipping.rs).
+    heads: Mutex<shipping::HeadLog>,
+    /// One shipment of map snapshots (or volume deletion) at a time.
+    ship_lock: Mutex<()>,
 }
 
 /// The chunks named by frozen maps, as of a count of [`Inner::frozen_maps`].
@@ -248,6 +258,8 @@ impl Storage {
             last_flush: Mutex::new(None),
             dirty_high_water: config.cache_budget / 4,
             barriers_waiting: AtomicUsize::new(0),
+            heads: Mutex::new(shipping::HeadLog::default()),
+            ship_lock: Mutex::new(()),
         });
         let bg = inner.clone();
         let uploader = std::thread::Builder::new()
@@ -377,6 +389,8 @@ impl Storage {
     pub fn delete_volume(&self, name: &str) -> Result<(), VolumeError> {
         check_name(name)?;
         let inner = &self.inner;
+        // A shipment racing this could leave a snapshot of a deleted volume.
+        let _ship = inner.ship_lock.lock().unwrap_or_else(|p| p.into_inner());
         let keys = inner
             .rt
             .block_on(inner.store.list_objects(&format!("maps/{name}/")))?;
@@ -416,7 +430,7 @@ impl Storage {
             listed.into_iter().filter(|h| !live.contains(h)).collect();
         let dead_cached: Vec<ChunkHash> = {
             let conn = inner.db();
-            let mut stmt = conn.prepare("SELECT hash FROM cache WHERE dirty = 0")?;
+            let mut stmt = conn.prepare("SELECT hash FROM cache")?;
             let rows: Vec<Vec<u8>> = stmt
                 .query_map([], |r| r.get(0))?
                 .collect::<Result<_, _>>()?;
@@ -454,13 +468,11 @@ impl Storage {
         Ok(report)
     }
 
-    /// Chunks some map or some unuploaded cache entry names.
+    /// Chunks some map names.
     fn live_chunks(&self, frozen: &mut FrozenChunks) -> Result<HashSet<ChunkHash>, VolumeError> {
         frozen.refresh(&self.inner)?;
         let conn = self.inner.db();
-        let mut stmt = conn.prepare(
-            "SELECT DISTINCT hash FROM map UNION SELECT hash FROM cache WHERE dirty = 1",
-        )?;
+        let mut stmt = conn.prepare("SELECT DISTINCT hash FROM map")?;
         let mut live = frozen.hashes.clone();
         for h in stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))? {
             live.insert(db::to_hash(&h?)?);
@@ -477,29 +489,32 @@ impl Storage {
         Ok(self
             .inner
             .db()
-            .query_row(
-                "SELECT 1 FROM map WHERE hash = ?1
-                 UNION ALL SELECT 1 FROM cache WHERE hash = ?1 AND dirty = 1 LIMIT 1",
-                [key],
-                |_| Ok(()),
-            )
+            .query_row("SELECT 1 FROM map WHERE hash = ?1 LIMIT 1", [key], |_| {
+                Ok(())
+            })
             .optional()?
             .is_some())
     }
 
-    /// Removes a clean cached chunk; whether there was one.
+    /// Removes a dead cached chunk, uploaded or not (the caller holds the
+    /// fence, so no upload pass is under way); whether there was one.
     fn drop_cached(&self, hash: &ChunkHash) -> Result<bool, VolumeError> {
         // One hold of the database lock: the row and the cached copy go
         // together (see cache.rs).
         let conn = self.inner.db();
-        let n = conn.execute(
-            "DELETE FROM cache WHERE hash = ?1 AND dirty = 0",
-            [&hash.as_bytes()[..]],
-        )?;
+        let n = conn.execute("DELETE FROM cache WHERE hash = ?1", [&hash.as_bytes()[..]])?;
         if n > 0 {
             self.inner.cache.remove(hash)?;
         }
         Ok(n > 0)
+    }
+
+    /// Sequence number of the newest head snapshot of `volume` shipped to
+    /// the object store (0 before the first).
+    pub fn head_snapshot_seq(&self, volume: &str) -> Result<u64, VolumeError> {
+        Ok(db::volume(&self.inner.db(), volume)?
+            .ok_or_else(|| VolumeError::NoSuchVolume(volume.into()))?
+            .snapshot_seq)
     }
 
     /// Number of chunks written locally but not yet in the object store.
@@ -567,7 +582,11 @@ impl Inner {
             match self.upload_dirty(true) {
                 // Writers came back: wait for the next quiet spell.
                 Ok(false) => self.kick(),
-                Ok(true) => {}
+                Ok(true) => {
+                    if let Err(e) = self.ship_changed_heads() {
+                        tracing::warn!(%e, "shipping block-map snapshots failed; will retry");
+                    }
+                }
                 Err(e) => tracing::warn!(%e, "background upload failed; will retry"),
             }
         }
@@ -1110,6 +1129,7 @@ impl Volume {
         committed?;
         self.pending.clear();
         *inner.last_flush.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        inner.head_changed(&self.name);
         inner.kick();
         tracing::debug!(volume = %self.name, chunks, us = started.elapsed().as_micros() as u64, "flushed");
         Ok(())
@@ -1187,51 +1207,8 @@ impl Volume {
                 params![self.name, id],
             )?;
         }
-        // Keep the head as a frozen "shipped" map before uploading it, so its
-        // chunks are protected from GC from the moment the snapshot can exist
-        // in the store.
-        let (seq, blob) = {
-            let mut conn = inner.db();
-            let tx = conn.transaction()?;
-            let row = db::volume(&tx, &self.name)?
-                .ok_or_else(|| VolumeError::NoSuchVolume(self.name.clone()))?;
-            let blob = self.head_snapshot(&tx)?.encode();
-            let seq = row.snapshot_seq + 1;
-            tx.execute(
-                "INSERT INTO shipped_maps (volume, seq, map) VALUES (?1, ?2, ?3)",
-                params![self.name, seq as i64, &blob],
-            )?;
-            tx.execute(
-                "UPDATE volumes SET snapshot_seq = ?2 WHERE name = ?1",
-                params![self.name, seq as i64],
-            )?;
-            inner.maps_added();
-            tx.commit()?;
-            (seq, blob)
-        };
-        inner.put_object(&snapshot_key(&self.name, "head", seq), blob)?;
-        // Older head snapshots are superseded: remove them remotely, then
-        // their protecting copies locally.
-        let older: Vec<i64> = {
-            let conn = inner.db();
-            let mut stmt =
-                conn.prepare("SELECT seq FROM shipped_maps WHERE volume = ?1 AND seq < ?2")?;
-            let rows = stmt
-                .query_map(params![self.name, seq as i64], |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
-            rows
-        };
-        for old_seq in older {
-            inner.rt.block_on(inner.store.delete_object(&snapshot_key(
-                &self.name,
-                "head",
-                old_seq as u64,
-            )))?;
-            inner.db().execute(
-                "DELETE FROM shipped_maps WHERE volume = ?1 AND seq = ?2",
-                params![self.name, old_seq],
-            )?;
-        }
+        inner.ship_head(&self.name, false)?;
+        inner.head_shipped_by_barrier(&self.name);
         Ok(())
     }
 
@@ -1304,6 +1281,8 @@ impl Volume {
         let snap = self.checkpoint_map(&tx, id)?;
         db::replace_rows(&tx, self.head, &snap)?;
         tx.commit()?;
+        drop(conn);
+        self.inner.head_changed(&self.name);
         self.pending.clear();
         Ok(())
     }
@@ -1328,6 +1307,8 @@ impl Volume {
             params![new_name, self.size as i64, self.chunk_size as i64, head],
         )?;
         tx.commit()?;
+        drop(conn);
+        self.inner.head_changed(new_name);
         Ok(())
     }
 

@@ -33,8 +33,27 @@ impl Storage {
     /// Uploads every chunk written locally but not yet in the object store,
     /// without holding any volume: run it before [`crate::Volume::sync`] so
     /// that the barrier itself (which holds the volume) finds little to do.
+    /// It gives way to writers like the background uploader (a checkpoint's
+    /// barrier must not slow the box's next writes), so it returns once the
+    /// volumes were quiet long enough, or enough waited, to drain.
     pub fn upload_pending(&self) -> Result<(), VolumeError> {
-        self.inner.upload_dirty(false).map(drop)
+        let inner = &self.inner;
+        loop {
+            if inner.wait_for_quiet()? {
+                return Ok(());
+            }
+            if inner.upload_dirty(true)? {
+                return Ok(());
+            }
+            if inner
+                .barriers_waiting
+                .load(std::sync::atomic::Ordering::SeqCst)
+                > 0
+            {
+                // Let the barrier that made this pass stop have the lock.
+                drop(inner.wait_wake(inner.lock_wake(), std::time::Duration::from_millis(10)));
+            }
+        }
     }
 }
 

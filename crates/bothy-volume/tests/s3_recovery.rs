@@ -62,7 +62,7 @@ fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
 fn a_synced_volume_and_its_checkpoints_come_back_from_s3_alone() {
     let server = S3Server::start().expect("moto server (run scripts/test.sh)");
     let first = tempfile::tempdir().unwrap();
-    let (at_sync, cp1, at_cp1) = {
+    let (at_latest, cp1, at_cp1) = {
         let s = storage(first.path(), s3_blobs(&server));
         let mut v = s.create_volume("disk", SIZE, CS).unwrap();
         v.write(0, &pattern(1, 5 * CS as usize + 17)).unwrap();
@@ -72,17 +72,19 @@ fn a_synced_volume_and_its_checkpoints_come_back_from_s3_alone() {
         v.punch_hole(0, CS).unwrap();
         v.write(SIZE - 10, b"last bytes").unwrap();
         v.sync().unwrap();
-        let at_sync = read_all(&v);
+        let synced = s.head_snapshot_seq("disk").unwrap();
 
-        // After the last sync: flushed and even uploaded, yet not named by
-        // any map in the store, so not recovered.
+        // After the last sync: uploaded and shipped as a head snapshot in the
+        // background once quiet, so recovered. Checkpoints ship only at a
+        // sync: this one is not.
         v.write(10 * CS, &pattern(3, CS as usize)).unwrap();
         v.checkpoint().unwrap();
         v.flush().unwrap();
-        wait_until("the background upload", Duration::from_secs(20), || {
-            s.dirty_chunks().unwrap() == 0
+        let at_latest = read_all(&v);
+        wait_until("the background shipment", Duration::from_secs(30), || {
+            s.head_snapshot_seq("disk").unwrap() > synced
         });
-        (at_sync, cp1, at_cp1)
+        (at_latest, cp1, at_cp1)
     };
     assert_eq!(server.count_objects("maps/disk/head").unwrap(), 1);
     assert_eq!(server.count_objects("maps/disk/checkpoints").unwrap(), 1);
@@ -91,7 +93,10 @@ fn a_synced_volume_and_its_checkpoints_come_back_from_s3_alone() {
     let empty = tempfile::tempdir().unwrap();
     let s = storage(empty.path(), s3_blobs(&server));
     let mut v = s.recover_volume("disk").unwrap();
-    assert!(read_all(&v) == at_sync, "head as of the last sync");
+    assert!(
+        read_all(&v) == at_latest,
+        "head as of the last background shipment"
+    );
     assert_eq!(
         v.checkpoints().unwrap(),
         vec![cp1],
@@ -195,4 +200,49 @@ fn a_slow_then_failing_store_blocks_neither_writes_nor_flush() {
     let s = storage(empty.path(), s3_blobs(&server));
     let v = s.recover_volume("busy").unwrap();
     assert!(read_all(&v) == model, "every flushed byte arrived");
+}
+
+#[test]
+fn chunks_dead_before_their_upload_are_dropped_without_one() {
+    let server = S3Server::start().expect("moto server (run scripts/test.sh)");
+    let faulty = Arc::new(FaultyBlobs::new(
+        s3_blobs(&server),
+        FaultPlan {
+            fail_first_puts: u64::MAX,
+            ..Default::default()
+        },
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let s = Storage::open(
+        dir.path(),
+        ChunkStore::new(faulty.clone(), RetryPolicy::fast()),
+        StorageConfig::default(),
+    )
+    .unwrap();
+    let mut keep = s.create_volume("keep", SIZE, CS).unwrap();
+    keep.write(0, &pattern(1, CS as usize)).unwrap();
+    keep.flush().unwrap();
+    let mut gone = s.create_volume("gone", SIZE, CS).unwrap();
+    gone.write(0, &pattern(2, 3 * CS as usize)).unwrap();
+    gone.flush().unwrap();
+    assert_eq!(s.dirty_chunks().unwrap(), 4, "the store takes nothing");
+    drop(gone);
+    s.delete_volume("gone").unwrap();
+
+    let report = s.gc().unwrap();
+    assert_eq!(report.deleted_cached, 3, "the deleted volume's chunks");
+    assert_eq!(
+        s.dirty_chunks().unwrap(),
+        1,
+        "only the live volume's chunk waits"
+    );
+    assert_eq!(s.cached_bytes().unwrap(), CS);
+
+    faulty.set_plan(FaultPlan::default());
+    keep.sync().unwrap();
+    assert_eq!(
+        server.count_objects("chunks").unwrap(),
+        1,
+        "nothing of the deleted volume was uploaded"
+    );
 }
