@@ -342,6 +342,7 @@ impl Disks {
     pub async fn checkpoint(self: &Arc<Self>, id: &str) -> Result<u64, RuntimeError> {
         let mount_point = self.mount_point(id);
         let started = std::time::Instant::now();
+        let _pause = self.storage.pause_uploads();
         if self.is_attached(id) && fsutil::is_mount_point(&mount_point)? {
             host::run(host::command(&host::SYNC).arg("-f").arg(&mount_point)).await?;
         }

@@ -80,6 +80,8 @@ const LOCK_PATIENCE: Duration = Duration::from_secs(10);
 /// small host they take the CPU and disk bandwidth a burst of writes needs
 /// (measured: they were half of the daemon's CPU during a 1 GiB write).
 const UPLOAD_QUIET: Duration = Duration::from_millis(250);
+/// How often paused background uploads look whether they may go on.
+const PRIORITY_POLL: Duration = Duration::from_millis(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum VolumeError {
@@ -172,9 +174,10 @@ struct Inner {
     /// Dirty bytes past which background uploads stop waiting for quiet, so a
     /// box that never pauses still reaches the object store.
     dirty_high_water: u64,
-    /// Barrier passes waiting for the upload lock: a background pass hands
-    /// it over at once (a barrier may hold a volume, stalling its box).
-    barriers_waiting: AtomicUsize,
+    /// Foreground work background uploads give way to at once: barrier
+    /// passes waiting for the upload lock (a barrier may hold a volume,
+    /// stalling its box) and checkpoints under way ([`Storage::pause_uploads`]).
+    priority: AtomicUsize,
     /// Volumes whose head changed since its snapshot was last shipped, and
     /// when each was last shipped (see shipping.rs).
     heads: Mutex<shipping::HeadLog>,
@@ -257,7 +260,7 @@ impl Storage {
             frozen_maps: AtomicU64::new(0),
             last_flush: Mutex::new(None),
             dirty_high_water: config.cache_budget / 4,
-            barriers_waiting: AtomicUsize::new(0),
+            priority: AtomicUsize::new(0),
             heads: Mutex::new(shipping::HeadLog::default()),
             ship_lock: Mutex::new(()),
         });
@@ -517,6 +520,14 @@ impl Storage {
             .snapshot_seq)
     }
 
+    /// Keeps background uploads (and [`Storage::upload_pending`]) off the
+    /// disk until the guard drops: a checkpoint's few small flushes would
+    /// otherwise queue behind a backlog of uploads.
+    pub fn pause_uploads(&self) -> UploadPause<'_> {
+        self.inner.priority.fetch_add(1, Ordering::SeqCst);
+        UploadPause(&self.inner)
+    }
+
     /// Number of chunks written locally but not yet in the object store.
     pub fn dirty_chunks(&self) -> Result<u64, VolumeError> {
         Ok(self
@@ -535,6 +546,16 @@ impl Storage {
             .query_row("SELECT COALESCE(SUM(len), 0) FROM cache", [], |r| {
                 r.get::<_, i64>(0)
             })? as u64)
+    }
+}
+
+/// See [`Storage::pause_uploads`].
+pub struct UploadPause<'a>(&'a Inner);
+
+impl Drop for UploadPause<'_> {
+    fn drop(&mut self) {
+        self.0.priority.fetch_sub(1, Ordering::SeqCst);
+        self.0.kick();
     }
 }
 
@@ -614,11 +635,16 @@ impl Inner {
     /// is waiting). Whether the storage is shutting down.
     fn wait_for_quiet(&self) -> Result<bool, VolumeError> {
         loop {
-            let waiting = self.dirty_bytes()?;
-            let Some(since) = self.writers_busy(waiting) else {
-                return Ok(false);
+            let wait = if self.priority.load(Ordering::SeqCst) > 0 {
+                PRIORITY_POLL
+            } else {
+                let waiting = self.dirty_bytes()?;
+                let Some(since) = self.writers_busy(waiting) else {
+                    return Ok(false);
+                };
+                UPLOAD_QUIET - since
             };
-            let w = self.wait_wake(self.lock_wake(), UPLOAD_QUIET - since);
+            let w = self.wait_wake(self.lock_wake(), wait);
             if w.shutdown {
                 return Ok(true);
             }
@@ -638,11 +664,11 @@ impl Inner {
     /// meanwhile or a barrier pass wants the upload lock.
     fn upload_dirty(&self, background: bool) -> Result<bool, VolumeError> {
         if !background {
-            self.barriers_waiting.fetch_add(1, Ordering::SeqCst);
+            self.priority.fetch_add(1, Ordering::SeqCst);
         }
         let _one_pass = self.upload_lock.lock().unwrap_or_else(|p| p.into_inner());
         if !background {
-            self.barriers_waiting.fetch_sub(1, Ordering::SeqCst);
+            self.priority.fetch_sub(1, Ordering::SeqCst);
         }
         let _fence = self.fence.read().unwrap_or_else(|p| p.into_inner());
         let dirty: Vec<(Vec<u8>, i64)> = {
@@ -657,7 +683,7 @@ impl Inner {
         for (h, len) in dirty {
             if background
                 && (self.writers_busy(waiting).is_some()
-                    || self.barriers_waiting.load(Ordering::SeqCst) > 0)
+                    || self.priority.load(Ordering::SeqCst) > 0)
             {
                 self.evict()?;
                 return Ok(false);

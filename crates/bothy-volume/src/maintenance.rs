@@ -45,14 +45,6 @@ impl Storage {
             if inner.upload_dirty(true)? {
                 return Ok(());
             }
-            if inner
-                .barriers_waiting
-                .load(std::sync::atomic::Ordering::SeqCst)
-                > 0
-            {
-                // Let the barrier that made this pass stop have the lock.
-                drop(inner.wait_wake(inner.lock_wake(), std::time::Duration::from_millis(10)));
-            }
         }
     }
 }

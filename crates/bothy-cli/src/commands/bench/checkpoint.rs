@@ -63,7 +63,10 @@ async fn write_mb(client: &Client, name: &str, dir: &str, mb: usize) -> Result<(
     .map(drop)
 }
 
-/// Writes `mb` MiB of fresh data (untimed), then times one checkpoint.
+/// Writes `mb` MiB of fresh data (untimed), waits for the host to settle
+/// (the daemon uploads what was written once the box is quiet; on a `file://`
+/// store that is a second write of it to the same disk, which is not the
+/// checkpoint's cost), then times one checkpoint.
 async fn timed_checkpoints(
     client: &Client,
     name: &str,
@@ -75,6 +78,7 @@ async fn timed_checkpoints(
     let mut ids = Vec::with_capacity(runs);
     for _ in 0..runs {
         write_mb(client, name, dir, mb).await?;
+        super::settle::settle().await?;
         let started = Instant::now();
         let cp = client.create_checkpoint(name, Some("bench")).await?;
         samples.push(started.elapsed());
