@@ -305,14 +305,19 @@ impl Storage {
 
     /// Opens a volume; only one handle per volume may be open at a time.
     pub fn open_volume(&self, name: &str) -> Result<Volume, VolumeError> {
-        let row = db::volume(&self.inner.db(), name)?
-            .ok_or_else(|| VolumeError::NoSuchVolume(name.into()))?;
+        let (row, map) = {
+            let conn = self.inner.db();
+            let row =
+                db::volume(&conn, name)?.ok_or_else(|| VolumeError::NoSuchVolume(name.into()))?;
+            (row, db::entries(&conn, row.head)?.into_iter().collect())
+        };
         Ok(Volume {
             inner: self.inner.clone(),
             name: name.into(),
             size: row.size,
             chunk_size: row.chunk_size,
             head: row.head,
+            map,
             pending: BTreeMap::new(),
         })
     }
@@ -991,6 +996,10 @@ pub struct Volume {
     size: u64,
     chunk_size: u64,
     head: i64,
+    /// The committed head map (the rows of `head`), in memory: every read and
+    /// write looks a chunk up, and a checkpoint copies it whole. Only this
+    /// handle changes the head while it is open.
+    map: BTreeMap<u64, ChunkHash>,
     /// Chunk index → new content since the last flush (`None` = zeros).
     pending: BTreeMap<u64, Option<Vec<u8>>>,
 }
@@ -1044,9 +1053,8 @@ impl Volume {
                 }
                 continue;
             }
-            let hash = db::lookup(&self.inner.db(), self.head, idx)?;
-            match hash {
-                Some(hash) => self.inner.read_range(&hash, self.chunk_size, within, dst)?,
+            match self.map.get(&idx) {
+                Some(hash) => self.inner.read_range(hash, self.chunk_size, within, dst)?,
                 None => dst.fill(0),
             }
         }
@@ -1074,11 +1082,8 @@ impl Volume {
             let slot = match self.pending.get_mut(&idx) {
                 Some(slot) => slot,
                 None => {
-                    // Bound first: a guard in the match scrutinee would hold
-                    // the map lock across the fetch, which takes it again.
-                    let hash = db::lookup(&self.inner.db(), self.head, idx)?;
-                    let current = match hash {
-                        Some(hash) => Some(self.inner.chunk_data(&hash, self.chunk_size)?),
+                    let current = match self.map.get(&idx) {
+                        Some(hash) => Some(self.inner.chunk_data(hash, self.chunk_size)?),
                         // Zeroing a range of an unmapped chunk changes nothing.
                         None if piece.is_none() => continue,
                         None => None,
@@ -1117,14 +1122,9 @@ impl Volume {
     /// Number of chunks that hold data (the rest are holes), counting
     /// unflushed writes. Cost grows with the map.
     pub fn allocated_chunks(&self) -> Result<u64, VolumeError> {
-        let conn = self.inner.db();
-        let mut n: i64 = conn.query_row(
-            "SELECT COUNT(*) FROM map WHERE gen = ?1",
-            [self.head],
-            |r| r.get(0),
-        )?;
+        let mut n = self.map.len() as i64;
         for (idx, p) in &self.pending {
-            let mapped = db::lookup(&conn, self.head, *idx)?.is_some();
+            let mapped = self.map.contains_key(idx);
             let data = p.as_ref().is_some_and(|d| !is_zero(d));
             n += i64::from(data) - i64::from(mapped);
         }
@@ -1153,6 +1153,12 @@ impl Volume {
             }
         }
         committed?;
+        for (idx, chunk) in &staged {
+            match chunk {
+                Some(s) => self.map.insert(*idx, s.hash),
+                None => self.map.remove(idx),
+            };
+        }
         self.pending.clear();
         *inner.last_flush.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
         inner.head_changed(&self.name);
@@ -1238,8 +1244,12 @@ impl Volume {
         Ok(())
     }
 
-    fn head_snapshot(&self, conn: &Connection) -> Result<MapSnapshot, VolumeError> {
-        db::snapshot(conn, self.head, self.size, self.chunk_size)
+    fn head_snapshot(&self) -> MapSnapshot {
+        MapSnapshot {
+            size: self.size,
+            chunk_size: self.chunk_size,
+            entries: self.map.iter().map(|(i, h)| (*i, *h)).collect(),
+        }
     }
 
     /// Freezes the current content as a checkpoint. Metadata only: after a
@@ -1250,9 +1260,9 @@ impl Volume {
         self.flush()?;
         let started = std::time::Instant::now();
         let inner = self.inner.clone();
+        let blob = self.head_snapshot().encode();
         let mut conn = inner.db();
         let tx = conn.transaction()?;
-        let blob = self.head_snapshot(&tx)?.encode();
         let id: i64 = tx.query_row(
             "SELECT COALESCE(MAX(id), 0) + 1 FROM checkpoint_maps WHERE volume = ?1",
             [&self.name],
@@ -1308,6 +1318,7 @@ impl Volume {
         db::replace_rows(&tx, self.head, &snap)?;
         tx.commit()?;
         drop(conn);
+        self.map = snap.entries.into_iter().collect();
         self.inner.head_changed(&self.name);
         self.pending.clear();
         Ok(())
