@@ -55,6 +55,7 @@ mod dirs;
 mod etc;
 mod fsutil;
 mod host;
+mod inits;
 mod network;
 mod oci;
 mod validate;
@@ -146,6 +147,7 @@ pub struct Runtime {
     /// One operation at a time per box (start and stop racing would leave
     /// half a box).
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    inits: inits::Inits,
 }
 
 impl Runtime {
@@ -193,6 +195,7 @@ impl Runtime {
             init: oci::Init::default(),
             crun,
             locks: Mutex::default(),
+            inits: inits::Inits::default(),
         })
     }
 
@@ -292,6 +295,7 @@ impl Runtime {
                     if pasta.running_pid(Some(state.pid)).is_none() {
                         pasta.start(state.pid).await?;
                     }
+                    self.inits.started(id, state.pid);
                     return Ok(());
                 }
                 // The socket's file is gone, so nobody can reach the agent
@@ -374,6 +378,7 @@ impl Runtime {
             let _ = self.stop_unlocked(id, false).await;
             return Err(e);
         }
+        self.inits.started(id, pid);
         Ok(())
     }
 
@@ -395,6 +400,7 @@ impl Runtime {
     }
 
     async fn stop_unlocked(&self, id: &str, sync: bool) -> Result<(), RuntimeError> {
+        self.inits.stopped(id);
         let cid = self.container_id(id);
         if let Some(state) = self.crun.state(&cid).await? {
             if state.status == "paused" {
@@ -448,6 +454,9 @@ impl Runtime {
         check_name("box id", id, 32)?;
         if !self.disks.is_attached(id) {
             return Ok(false);
+        }
+        if let Some(alive) = self.inits.alive(id) {
+            return Ok(alive);
         }
         Ok(self
             .crun

@@ -408,9 +408,12 @@ impl<B: Boxes> App<B> {
         row: &SpriteRow,
         comment: Option<String>,
     ) -> Result<CheckpointRow, ApiError> {
+        let started = std::time::Instant::now();
         self.ensure_running(row).await?;
+        let woke = started.elapsed();
         let row = row.clone();
         self.locked_to_completion(&row.id.clone(), "checkpoint", move |app| async move {
+            let locked = started.elapsed();
             let n = bounded(
                 CHECKPOINT_TIMEOUT,
                 "checkpointing the box",
@@ -423,6 +426,12 @@ impl<B: Boxes> App<B> {
                 .add_checkpoint(row.id.clone(), n, comment, false, now())
                 .await?;
             tracing::info!(box_id = %row.id, checkpoint = %made.id(), "checkpoint created");
+            tracing::debug!(
+                wake_ms = woke.as_millis() as u64,
+                locked_ms = locked.as_millis() as u64,
+                total_ms = started.elapsed().as_millis() as u64,
+                "checkpoint timing"
+            );
             app.sync_later(&row.id);
             Ok(made)
         })
