@@ -4,8 +4,10 @@
 
 mod common;
 
+use std::time::Duration;
+
 use bothy_store::testing::S3Server;
-use common::Daemon;
+use common::{wait_until, Daemon};
 
 fn checkpoint_ids(d: &Daemon, name: &str) -> Vec<String> {
     let out = d
@@ -43,9 +45,14 @@ fn an_empty_data_dir_comes_back_from_the_object_store() {
         .run()
         .assert_success("fork");
     d.sh("copy", "echo forked > /root/own && sync");
-    assert!(
-        s3.count_objects("chunks/").unwrap_or(0) > 0,
-        "chunks reach the S3 store"
+    // Uploads start once the boxes have been quiet for a moment.
+    wait_until(
+        "chunks to reach the S3 store",
+        Duration::from_secs(60),
+        || match s3.count_objects("chunks/") {
+            Ok(n) if n > 0 => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
     );
 
     // The host loses its disk; a new daemon has only the object store.
