@@ -25,6 +25,10 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 const DESTROY_TIMEOUT: Duration = Duration::from_secs(60);
 const CHECKPOINT_TIMEOUT: Duration = Duration::from_secs(60);
+/// When the second garbage-collection pass after a delete runs (see
+/// `collect_garbage_later`): after ext4's periodic commit (5 s) and the next
+/// head shipment (at most every 5 s per volume).
+const GC_SECOND_PASS_AFTER: Duration = Duration::from_secs(15);
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Bringing a disk back from the object store reads its map snapshots.
 const RECOVER_TIMEOUT: Duration = Duration::from_secs(300);
@@ -562,12 +566,22 @@ impl<B: Boxes> App<B> {
         });
     }
 
-    /// Frees unreferenced chunks in the background.
+    /// Frees unreferenced chunks in the background, in two passes. Some
+    /// chunks are still named for a few seconds after a delete: by a box's
+    /// head until discards that ext4 sends after a checkpoint's syncfs are
+    /// flushed, and by the head snapshot last shipped to the object store
+    /// until the next one replaces it. The second pass frees those.
     fn collect_garbage_later(&self) {
         let app = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = app.inner.boxes.collect_garbage().await {
-                tracing::warn!(error = %e, "garbage collection failed; it runs again after the next delete");
+            for pass in 0..2 {
+                if pass > 0 {
+                    tokio::time::sleep(GC_SECOND_PASS_AFTER).await;
+                }
+                if let Err(e) = app.inner.boxes.collect_garbage().await {
+                    tracing::warn!(error = %e, "garbage collection failed; it runs again after the next delete");
+                    return;
+                }
             }
         });
     }
