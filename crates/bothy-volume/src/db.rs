@@ -209,14 +209,6 @@ pub fn new_generation(conn: &Connection, volume: &str) -> Result<i64, VolumeErro
     Ok(conn.last_insert_rowid())
 }
 
-pub fn lookup(conn: &Connection, gen: i64, idx: u64) -> Result<Option<ChunkHash>, VolumeError> {
-    let hash: Option<Vec<u8>> = conn
-        .prepare_cached("SELECT hash FROM map WHERE gen = ?1 AND idx = ?2")?
-        .query_row(params![gen, idx as i64], |r| r.get(0))
-        .optional()?;
-    hash.map(|h| to_hash(&h)).transpose()
-}
-
 pub fn entries(conn: &Connection, gen: i64) -> Result<Vec<(u64, ChunkHash)>, VolumeError> {
     let mut stmt = conn.prepare_cached("SELECT idx, hash FROM map WHERE gen = ?1 ORDER BY idx")?;
     let rows = stmt.query_map([gen], |r| {
