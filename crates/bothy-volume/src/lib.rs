@@ -188,12 +188,13 @@ struct Inner {
 /// The chunks named by frozen maps, as of a count of [`Inner::frozen_maps`].
 ///
 /// GC protocol addendum: a map is frozen from a head inside one hold of the
-/// database lock, and the count moves inside that same hold. A GC batch takes
-/// the fence, then reads the count under the database lock. If it reads the
-/// new count, it re-reads the maps after the freezing transaction committed.
-/// If it reads the old one, the freeze comes after the batch took the fence,
-/// so no flush can have dropped the frozen chunks from the head, and the
-/// batch's head check still finds them there.
+/// database lock, and the count moves inside that same hold. GC decides a
+/// chunk is dead inside one hold too: it reads the count (re-reading the maps
+/// if it moved), then the head rows. If it read the new count, it saw the
+/// frozen map. If it read the old one, the freeze comes after this hold, so
+/// the head still named the chunk when GC looked. A head may drop a chunk
+/// without the fence (a restore right after the checkpoint that keeps the
+/// replaced state), so checking the count once per batch is not enough.
 #[derive(Default)]
 struct FrozenChunks {
     seen: Option<u64>,
@@ -201,8 +202,8 @@ struct FrozenChunks {
 }
 
 impl FrozenChunks {
-    fn refresh(&mut self, inner: &Inner) -> Result<(), VolumeError> {
-        let conn = inner.db();
+    /// The caller holds the database lock (`conn`).
+    fn refresh(&mut self, inner: &Inner, conn: &Connection) -> Result<(), VolumeError> {
         let now = inner.frozen_maps.load(Ordering::SeqCst);
         if self.seen == Some(now) {
             return Ok(());
@@ -452,9 +453,8 @@ impl Storage {
         let mut report = GcReport::default();
         for batch in dead_objects.chunks(GC_BATCH) {
             let _fence = inner.fence.write().unwrap_or_else(|p| p.into_inner());
-            frozen.refresh(inner)?;
             for hash in batch {
-                if self.is_live(hash, &frozen)? {
+                if self.is_live(hash, &mut frozen)? {
                     continue;
                 }
                 // The cache row goes with the object, so a later flush that
@@ -466,9 +466,8 @@ impl Storage {
         }
         for batch in dead_cached.chunks(GC_BATCH) {
             let _fence = inner.fence.write().unwrap_or_else(|p| p.into_inner());
-            frozen.refresh(inner)?;
             for hash in batch {
-                if !self.is_live(hash, &frozen)? && self.drop_cached(hash)? {
+                if !self.is_live(hash, &mut frozen)? && self.drop_cached(hash)? {
                     report.deleted_cached += 1;
                 }
             }
@@ -478,8 +477,8 @@ impl Storage {
 
     /// Chunks some map names.
     fn live_chunks(&self, frozen: &mut FrozenChunks) -> Result<HashSet<ChunkHash>, VolumeError> {
-        frozen.refresh(&self.inner)?;
         let conn = self.inner.db();
+        frozen.refresh(&self.inner, &conn)?;
         let mut stmt = conn.prepare("SELECT DISTINCT hash FROM map")?;
         let mut live = frozen.hashes.clone();
         for h in stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))? {
@@ -488,15 +487,17 @@ impl Storage {
         Ok(live)
     }
 
-    fn is_live(&self, hash: &ChunkHash, frozen: &FrozenChunks) -> Result<bool, VolumeError> {
+    /// Whether some map names `hash`: frozen maps and head rows are read in
+    /// one hold of the database lock (see [`FrozenChunks`]).
+    fn is_live(&self, hash: &ChunkHash, frozen: &mut FrozenChunks) -> Result<bool, VolumeError> {
         use rusqlite::OptionalExtension;
+        let conn = self.inner.db();
+        frozen.refresh(&self.inner, &conn)?;
         if frozen.hashes.contains(hash) {
             return Ok(true);
         }
         let key = &hash.as_bytes()[..];
-        Ok(self
-            .inner
-            .db()
+        Ok(conn
             .query_row("SELECT 1 FROM map WHERE hash = ?1 LIMIT 1", [key], |_| {
                 Ok(())
             })

@@ -597,3 +597,41 @@ fn delete_volume_frees_its_chunks_and_is_idempotent() {
     // The name can be used again.
     s.create_volume("gone", 4 * CS, CS).unwrap();
 }
+
+/// The runtime's restore: the current state is kept as a checkpoint, then the
+/// head goes back to an older one. A GC running meanwhile must see the new
+/// checkpoint's chunks, which the head no longer names (they may not even be
+/// uploaded yet).
+#[test]
+fn gc_racing_checkpoint_and_restore_keeps_every_checkpoint_whole() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const ROUNDS: u8 = 200;
+    let dir = tempfile::tempdir().unwrap();
+    let s = storage(dir.path(), mem_blobs());
+    let mut v = s.create_volume("race", 4 * CS, CS).unwrap();
+    v.write(0, &pattern(0, 4 * CS as usize)).unwrap();
+    let base = v.checkpoint().unwrap();
+    let stop = AtomicBool::new(false);
+    let kept = std::thread::scope(|scope| {
+        let gc = scope.spawn(|| {
+            while !stop.load(Ordering::SeqCst) {
+                s.gc().unwrap();
+            }
+        });
+        let mut kept = Vec::new();
+        for round in 1..=ROUNDS {
+            let data = pattern(round, 4 * CS as usize);
+            v.write(0, &data).unwrap();
+            v.flush().unwrap();
+            kept.push((v.checkpoint().unwrap(), data));
+            v.restore(base).unwrap();
+        }
+        stop.store(true, Ordering::SeqCst);
+        gc.join().unwrap();
+        kept
+    });
+    for (cp, data) in kept {
+        v.restore(cp).unwrap();
+        assert_eq!(read_all(&v), data, "checkpoint {cp:?} reads back whole");
+    }
+}
