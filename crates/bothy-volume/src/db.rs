@@ -7,6 +7,11 @@
 //! that also goes to the store: making one costs a read of the head and one
 //! write, where copying rows cost microseconds per chunk (a checkpoint of a
 //! disk with 2 GiB written took twice as long as one with 10 MiB).
+//!
+//! A checkpoint is taken as a row of `head_checkpoints`: its map is the head
+//! as it is, so taking one costs the same on any disk. The head's next change
+//! freezes it into a blob first, in the transaction that makes the change
+//! (see [`freeze_head_checkpoints`]).
 
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -29,6 +34,11 @@ CREATE TABLE IF NOT EXISTS checkpoint_maps (
     id INTEGER NOT NULL,
     shipped INTEGER NOT NULL DEFAULT 0,
     map BLOB NOT NULL,
+    PRIMARY KEY (volume, id)
+);
+CREATE TABLE IF NOT EXISTS head_checkpoints (
+    volume TEXT NOT NULL,
+    id INTEGER NOT NULL,
     PRIMARY KEY (volume, id)
 );
 CREATE TABLE IF NOT EXISTS shipped_maps (
@@ -170,6 +180,44 @@ pub fn snapshot(
 }
 
 /// Replaces the rows of generation `gen` with a snapshot's entries.
+/// The id the next checkpoint of `volume` gets.
+pub fn next_checkpoint_id(conn: &Connection, volume: &str) -> Result<i64, VolumeError> {
+    Ok(conn.query_row(
+        "SELECT COALESCE(MAX(id), 0) + 1 FROM (
+             SELECT id FROM checkpoint_maps WHERE volume = ?1
+             UNION ALL SELECT id FROM head_checkpoints WHERE volume = ?1)",
+        [volume],
+        |r| r.get(0),
+    )?)
+}
+
+/// Turns `volume`'s checkpoints whose map is still its head into blobs
+/// (`blob` encodes the head); whether there were any. Call it inside the
+/// transaction that changes the head, before the change.
+pub fn freeze_head_checkpoints(
+    conn: &Connection,
+    volume: &str,
+    blob: impl FnOnce() -> Result<Vec<u8>, VolumeError>,
+) -> Result<bool, VolumeError> {
+    let ids: Vec<i64> = {
+        let mut stmt = conn.prepare_cached("SELECT id FROM head_checkpoints WHERE volume = ?1")?;
+        let rows = stmt
+            .query_map([volume], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        rows
+    };
+    if ids.is_empty() {
+        return Ok(false);
+    }
+    let blob = blob()?;
+    for id in ids {
+        conn.prepare_cached("INSERT INTO checkpoint_maps (volume, id, map) VALUES (?1, ?2, ?3)")?
+            .execute(params![volume, id, &blob])?;
+    }
+    conn.execute("DELETE FROM head_checkpoints WHERE volume = ?1", [volume])?;
+    Ok(true)
+}
+
 pub fn replace_rows(conn: &Connection, gen: i64, snap: &MapSnapshot) -> Result<(), VolumeError> {
     conn.execute("DELETE FROM map WHERE gen = ?1", [gen])?;
     let mut stmt = conn.prepare_cached("INSERT INTO map (gen, idx, hash) VALUES (?1, ?2, ?3)")?;

@@ -414,6 +414,7 @@ impl Storage {
             [name],
         )?;
         tx.execute("DELETE FROM checkpoint_maps WHERE volume = ?1", [name])?;
+        tx.execute("DELETE FROM head_checkpoints WHERE volume = ?1", [name])?;
         tx.execute("DELETE FROM shipped_maps WHERE volume = ?1", [name])?;
         tx.execute("DELETE FROM generations WHERE volume = ?1", [name])?;
         tx.execute("DELETE FROM volumes WHERE name = ?1", [name])?;
@@ -712,6 +713,21 @@ impl Inner {
     /// the map, holding the database lock (see [`FrozenChunks::refresh`]).
     fn maps_added(&self) {
         self.frozen_maps.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Freezes `volume`'s checkpoints taken since its head last changed
+    /// (see [`db::freeze_head_checkpoints`]); call it inside the transaction
+    /// that changes the head, before the change.
+    fn freeze_head_checkpoints(
+        &self,
+        conn: &Connection,
+        volume: &str,
+        blob: impl FnOnce() -> Result<Vec<u8>, VolumeError>,
+    ) -> Result<(), VolumeError> {
+        if db::freeze_head_checkpoints(conn, volume, blob)? {
+            self.maps_added();
+        }
+        Ok(())
     }
 
     fn tick(&self) -> i64 {
@@ -1179,6 +1195,7 @@ impl Volume {
         inner.cache.sync()?;
         let mut conn = inner.db();
         let tx = conn.transaction()?;
+        self.freeze_checkpoints(&tx)?;
         let mut decided = Vec::with_capacity(staged.len());
         for (idx, chunk) in staged {
             match chunk {
@@ -1219,6 +1236,12 @@ impl Volume {
         inner.upload_dirty(false)?;
         // Checkpoints first, so a recovered head never names a checkpoint
         // that is missing.
+        {
+            let mut conn = inner.db();
+            let tx = conn.transaction()?;
+            self.freeze_checkpoints(&tx)?;
+            tx.commit()?;
+        }
         let unshipped: Vec<i64> = {
             let conn = inner.db();
             let mut stmt =
@@ -1253,30 +1276,32 @@ impl Volume {
         }
     }
 
-    /// Freezes the current content as a checkpoint. Metadata only: after a
-    /// flush it stores the block map as one blob (cost grows with the map,
-    /// at memcpy speed, not with the data). It reaches the object store with
-    /// the next [`Volume::sync`].
+    /// Freezes the current content as a checkpoint. Metadata only, and the
+    /// same cost on any disk: after a flush it records that the checkpoint's
+    /// map is the head as it is. The head's next change (a flush, restore or
+    /// barrier) first copies the map into a blob, inside its own transaction.
+    /// It reaches the object store with the next [`Volume::sync`].
     pub fn checkpoint(&mut self) -> Result<CheckpointId, VolumeError> {
         self.flush()?;
         let started = std::time::Instant::now();
         let inner = self.inner.clone();
-        let blob = self.head_snapshot().encode();
         let mut conn = inner.db();
         let tx = conn.transaction()?;
-        let id: i64 = tx.query_row(
-            "SELECT COALESCE(MAX(id), 0) + 1 FROM checkpoint_maps WHERE volume = ?1",
-            [&self.name],
-            |r| r.get(0),
-        )?;
+        let id = db::next_checkpoint_id(&tx, &self.name)?;
         tx.execute(
-            "INSERT INTO checkpoint_maps (volume, id, map) VALUES (?1, ?2, ?3)",
-            params![self.name, id, blob],
+            "INSERT INTO head_checkpoints (volume, id) VALUES (?1, ?2)",
+            params![self.name, id],
         )?;
-        inner.maps_added();
         tx.commit()?;
-        tracing::debug!(volume = %self.name, id, us = started.elapsed().as_micros() as u64, "map copied for a checkpoint");
+        tracing::debug!(volume = %self.name, id, us = started.elapsed().as_micros() as u64, "checkpoint recorded");
         Ok(CheckpointId(id as u64))
+    }
+
+    /// Freezes the checkpoints taken since the head last changed; call it
+    /// inside the transaction that changes the head or reads their maps.
+    fn freeze_checkpoints(&self, conn: &Connection) -> Result<(), VolumeError> {
+        self.inner
+            .freeze_head_checkpoints(conn, &self.name, || Ok(self.head_snapshot().encode()))
     }
 
     fn checkpoint_map(
@@ -1301,8 +1326,10 @@ impl Volume {
 
     pub fn checkpoints(&self) -> Result<Vec<CheckpointId>, VolumeError> {
         let conn = self.inner.db();
-        let mut stmt =
-            conn.prepare("SELECT id FROM checkpoint_maps WHERE volume = ?1 ORDER BY id")?;
+        let mut stmt = conn.prepare(
+            "SELECT id FROM checkpoint_maps WHERE volume = ?1
+             UNION SELECT id FROM head_checkpoints WHERE volume = ?1 ORDER BY id",
+        )?;
         let ids = stmt
             .query_map([&self.name], |r| r.get::<_, i64>(0))?
             .map(|r| r.map(|id| CheckpointId(id as u64)))
@@ -1315,6 +1342,7 @@ impl Volume {
     pub fn restore(&mut self, id: CheckpointId) -> Result<(), VolumeError> {
         let mut conn = self.inner.db();
         let tx = conn.transaction()?;
+        self.freeze_checkpoints(&tx)?;
         let snap = self.checkpoint_map(&tx, id)?;
         db::replace_rows(&tx, self.head, &snap)?;
         tx.commit()?;
@@ -1337,6 +1365,7 @@ impl Volume {
         if db::volume(&tx, new_name)?.is_some() {
             return Err(VolumeError::Exists(new_name.into()));
         }
+        self.freeze_checkpoints(&tx)?;
         let snap = self.checkpoint_map(&tx, id)?;
         let head = db::new_generation(&tx, new_name)?;
         db::replace_rows(&tx, head, &snap)?;
@@ -1353,6 +1382,14 @@ impl Volume {
     /// Deletes a checkpoint: its snapshot in the store first (so the store
     /// never names chunks GC may free), then its map.
     pub fn delete_checkpoint(&mut self, id: CheckpointId) -> Result<(), VolumeError> {
+        // One still recorded as the head was never shipped nor frozen.
+        let unfrozen = self.inner.db().execute(
+            "DELETE FROM head_checkpoints WHERE volume = ?1 AND id = ?2",
+            params![self.name, id.0 as i64],
+        )?;
+        if unfrozen > 0 {
+            return Ok(());
+        }
         self.checkpoint_map(&self.inner.db(), id)?;
         let inner = self.inner.clone();
         inner.rt.block_on(inner.store.delete_object(&snapshot_key(

@@ -18,6 +18,9 @@ impl Storage {
                 row.chunk_size
             )));
         }
+        self.inner.freeze_head_checkpoints(&tx, name, || {
+            Ok(db::snapshot(&tx, row.head, row.size, row.chunk_size)?.encode())
+        })?;
         tx.execute(
             "DELETE FROM map WHERE gen = ?1 AND idx >= ?2",
             params![row.head, (size / row.chunk_size) as i64],

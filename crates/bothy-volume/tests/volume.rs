@@ -635,3 +635,56 @@ fn gc_racing_checkpoint_and_restore_keeps_every_checkpoint_whole() {
         assert_eq!(read_all(&v), data, "checkpoint {cp:?} reads back whole");
     }
 }
+
+/// A checkpoint is recorded as "the head as it is" and copied out when the
+/// head next changes: a crash on either side of that change keeps it whole.
+#[test]
+fn a_checkpoint_survives_a_crash_before_and_after_the_head_moves_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = mem_blobs();
+    let before = pattern(1, 4 * CS as usize);
+    let after = pattern(2, 4 * CS as usize);
+    let reopen = |from: &Path| {
+        let image = tempfile::tempdir().unwrap();
+        crash_image(from, image.path());
+        image
+    };
+    let s = storage(dir.path(), blobs.clone());
+    let mut v = s.create_volume("h", 4 * CS, CS).unwrap();
+    v.write(0, &before).unwrap();
+    let first = v.checkpoint().unwrap();
+    let second = v.checkpoint().unwrap();
+    assert_ne!(first, second);
+    // Crash while both are still the head.
+    let image1 = reopen(dir.path());
+    v.write(0, &after).unwrap();
+    v.flush().unwrap();
+    // Crash after the head moved on.
+    let image2 = reopen(dir.path());
+    for image in [&image1, &image2] {
+        let s = storage(image.path(), blobs.clone());
+        let mut v = s.open_volume("h").unwrap();
+        assert_eq!(v.checkpoints().unwrap(), vec![first, second]);
+        for cp in [first, second] {
+            v.restore(cp).unwrap();
+            assert_eq!(
+                read_all(&v),
+                before,
+                "{cp:?} holds what was written before it"
+            );
+        }
+    }
+    // Deleting one never frozen, then the other after it was.
+    v.delete_checkpoint(second).unwrap();
+    assert_eq!(v.checkpoints().unwrap(), vec![first]);
+    let third = v.checkpoint().unwrap();
+    v.delete_checkpoint(third).unwrap();
+    v.restore(first).unwrap();
+    assert_eq!(read_all(&v), before);
+    v.delete_checkpoint(first).unwrap();
+    assert!(v.checkpoints().unwrap().is_empty());
+    assert!(matches!(
+        v.delete_checkpoint(first),
+        Err(VolumeError::NoSuchCheckpoint { .. })
+    ));
+}
