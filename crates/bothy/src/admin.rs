@@ -9,6 +9,8 @@ use bothy_runtime::image::{self, BuildProgress};
 /// `bothy daemon`: serve the API until SIGTERM or SIGINT.
 pub fn daemon(args: DaemonArgs) -> i32 {
     bothy_server::init_logging();
+    #[cfg(target_env = "gnu")]
+    crate::memory::keep_heap_small();
     let exe = match std::env::current_exe() {
         Ok(p) => p,
         Err(e) => return fail(format!("cannot find the bothy binary's own path: {e}")),

@@ -2,6 +2,8 @@
 //! every box) and `bothy image build`.
 
 mod admin;
+#[cfg(target_env = "gnu")]
+mod memory;
 
 use clap::Parser;
 
