@@ -586,6 +586,25 @@ impl<B: Boxes> App<B> {
         });
     }
 
+    /// Collects garbage every `period` until shutdown. Deletes trigger a
+    /// collection, but a box that keeps rewriting its files makes garbage
+    /// without any: the chunks it overwrote.
+    pub fn collect_garbage_every(&self, period: Duration) {
+        let app = self.clone();
+        let mut stop = self.shutdown_signal();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(period) => {}
+                    _ = stop.changed() => return,
+                }
+                if let Err(e) = app.inner.boxes.collect_garbage().await {
+                    tracing::warn!(error = %e, "periodic garbage collection failed; it runs again in {period:?}");
+                }
+            }
+        });
+    }
+
     /// Stops every box (on SIGTERM/SIGINT).
     pub async fn stop_all(&self) -> Result<(), ApiError> {
         let rows = self.store().all_sprites().await?;

@@ -149,6 +149,9 @@ async fn serve(cfg: DaemonConfig) -> Result<(), DaemonError> {
     .await
 }
 
+/// How often garbage is collected besides after deletes.
+const GC_PERIOD: Duration = Duration::from_secs(600);
+
 /// The state database's file in the data dir.
 const STATE_DB: &str = "state.db";
 /// How often changes to the state database are looked for and shipped.
@@ -207,6 +210,8 @@ async fn serve_with<B: Boxes>(
             tracing::error!(error = %e, "recovery after restart failed");
         }
     });
+
+    app.collect_garbage_every(GC_PERIOD);
 
     let shipping = replication.map(|r| {
         let task = tokio::spawn(ship_state(

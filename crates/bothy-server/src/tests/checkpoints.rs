@@ -258,3 +258,23 @@ async fn fork_starts_from_a_checkpoint_of_another_sprite() {
         .await;
     assert_eq!(list["sprites"].as_array().map(Vec::len), Some(2));
 }
+
+/// Garbage is collected on a period too, not only after deletes, and the
+/// periodic collection ends with the daemon.
+#[tokio::test]
+async fn garbage_is_collected_periodically_until_shutdown() {
+    let h = harness().await;
+    h.app
+        .collect_garbage_every(std::time::Duration::from_millis(20));
+    let fake = h.fake.clone();
+    wait_until(move || fake.state().gc_runs >= 3).await;
+    h.shutdown.send(true).expect("the app listens for shutdown");
+    let at_shutdown = h.fake.state().gc_runs;
+    // Ten periods later at most the collection under way at shutdown ended.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let after = h.fake.state().gc_runs;
+    assert!(
+        after <= at_shutdown + 1,
+        "collections went on after shutdown: {at_shutdown} -> {after}"
+    );
+}

@@ -30,7 +30,7 @@ struct Harness {
     app: App<FakeBoxes>,
     fake: FakeBoxes,
     admin: String,
-    _shutdown: watch::Sender<bool>,
+    shutdown: watch::Sender<bool>,
 }
 
 async fn harness() -> Harness {
@@ -48,7 +48,7 @@ async fn harness() -> Harness {
         app,
         fake,
         admin,
-        _shutdown: tx,
+        shutdown: tx,
     }
 }
 
