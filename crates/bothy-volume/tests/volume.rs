@@ -688,3 +688,118 @@ fn a_checkpoint_survives_a_crash_before_and_after_the_head_moves_on() {
         Err(VolumeError::NoSuchCheckpoint { .. })
     ));
 }
+
+#[derive(Debug, Clone)]
+enum GcRaceOp {
+    /// Whole chunk `idx` gets content `seed` (0 = zeros, a hole).
+    Write(u64, u8),
+    Flush,
+    Checkpoint,
+    /// As the runtime restores: a safety checkpoint, then back to an older one.
+    Restore(usize),
+    Fork(usize),
+    DeleteCheckpoint(usize),
+    DeleteFork(usize),
+    Sync,
+}
+
+fn gc_race_op() -> impl Strategy<Value = GcRaceOp> {
+    prop_oneof![
+        6 => (0..6u64, 0..4u8).prop_map(|(i, s)| GcRaceOp::Write(i, s)),
+        2 => Just(GcRaceOp::Flush),
+        3 => Just(GcRaceOp::Checkpoint),
+        2 => (0usize..8).prop_map(GcRaceOp::Restore),
+        1 => (0usize..8).prop_map(GcRaceOp::Fork),
+        1 => (0usize..8).prop_map(GcRaceOp::DeleteCheckpoint),
+        1 => (0usize..8).prop_map(GcRaceOp::DeleteFork),
+        1 => Just(GcRaceOp::Sync),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// GC runs without pause while a volume is written, checkpointed,
+    /// restored and forked, and checkpoints and forks are deleted: nothing
+    /// still named may be lost. The cache is tiny, so reads go to the object
+    /// store and a chunk deleted there too early shows.
+    #[test]
+    fn gc_running_all_along_loses_nothing_still_named(
+        ops in proptest::collection::vec(gc_race_op(), 1..60)
+    ) {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        const CHUNKS: u64 = 6;
+        let dir = tempfile::tempdir().unwrap();
+        let config = StorageConfig { cache_budget: 2 * CS, ..StorageConfig::default() };
+        let store = ChunkStore::new(mem_blobs(), RetryPolicy::fast());
+        let s = Storage::open(dir.path(), store, config).unwrap();
+        let mut v = s.create_volume("main", CHUNKS * CS, CS).unwrap();
+        let mut model = vec![0u8; (CHUNKS * CS) as usize];
+        let mut checkpoints: Vec<(CheckpointId, Vec<u8>)> = Vec::new();
+        let mut forks: Vec<(String, Vec<u8>)> = Vec::new();
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|scope| -> Result<(), TestCaseError> {
+            let gc = scope.spawn(|| {
+                while !stop.load(Ordering::SeqCst) {
+                    s.gc().unwrap();
+                }
+            });
+            let pick = |n: usize, i: usize| (n > 0).then(|| i % n);
+            for (step, op) in ops.into_iter().enumerate() {
+                match op {
+                    GcRaceOp::Write(idx, seed) => {
+                        // Seeds repeat, so chunks freed earlier come back.
+                        let data = if seed == 0 { vec![0u8; CS as usize] } else { pattern(seed, CS as usize) };
+                        v.write(idx * CS, &data).unwrap();
+                        model[(idx * CS) as usize..((idx + 1) * CS) as usize].copy_from_slice(&data);
+                    }
+                    GcRaceOp::Flush => v.flush().unwrap(),
+                    GcRaceOp::Sync => v.sync().unwrap(),
+                    GcRaceOp::Checkpoint => {
+                        checkpoints.push((v.checkpoint().unwrap(), model.clone()));
+                    }
+                    GcRaceOp::Restore(i) => {
+                        if let Some(i) = pick(checkpoints.len(), i) {
+                            let (target, content) = checkpoints[i].clone();
+                            checkpoints.push((v.checkpoint().unwrap(), model.clone()));
+                            v.restore(target).unwrap();
+                            model = content;
+                        }
+                    }
+                    GcRaceOp::Fork(i) => {
+                        if let Some(i) = pick(checkpoints.len(), i) {
+                            let name = format!("fork{step}");
+                            v.clone_from_checkpoint(checkpoints[i].0, &name).unwrap();
+                            forks.push((name, checkpoints[i].1.clone()));
+                        }
+                    }
+                    GcRaceOp::DeleteCheckpoint(i) => {
+                        if let Some(i) = pick(checkpoints.len(), i) {
+                            let (id, _) = checkpoints.remove(i);
+                            v.delete_checkpoint(id).unwrap();
+                        }
+                    }
+                    GcRaceOp::DeleteFork(i) => {
+                        if let Some(i) = pick(forks.len(), i) {
+                            let (name, _) = forks.remove(i);
+                            s.delete_volume(&name).unwrap();
+                        }
+                    }
+                }
+            }
+            stop.store(true, Ordering::SeqCst);
+            gc.join().unwrap();
+            Ok(())
+        })?;
+        s.gc().unwrap();
+        prop_assert!(read_all(&v) == model, "the head");
+        for (name, content) in &forks {
+            let f = s.open_volume(name).unwrap();
+            prop_assert!(&read_all(&f) == content, "fork {}", name);
+        }
+        for (id, content) in checkpoints {
+            v.restore(id).unwrap();
+            prop_assert!(read_all(&v) == content, "checkpoint {:?}", id);
+        }
+    }
+}
