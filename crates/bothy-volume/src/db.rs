@@ -179,7 +179,6 @@ pub fn snapshot(
     })
 }
 
-/// Replaces the rows of generation `gen` with a snapshot's entries.
 /// The id the next checkpoint of `volume` gets.
 pub fn next_checkpoint_id(conn: &Connection, volume: &str) -> Result<i64, VolumeError> {
     Ok(conn.query_row(
@@ -218,6 +217,7 @@ pub fn freeze_head_checkpoints(
     Ok(true)
 }
 
+/// Replaces the rows of generation `gen` with a snapshot's entries.
 pub fn replace_rows(conn: &Connection, gen: i64, snap: &MapSnapshot) -> Result<(), VolumeError> {
     conn.execute("DELETE FROM map WHERE gen = ?1", [gen])?;
     let mut stmt = conn.prepare_cached("INSERT INTO map (gen, idx, hash) VALUES (?1, ?2, ?3)")?;
