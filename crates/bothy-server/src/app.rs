@@ -588,8 +588,8 @@ impl<B: Boxes> App<B> {
 
     /// Collects garbage every `period` until shutdown. Deletes trigger a
     /// collection, but a box that keeps rewriting its files makes garbage
-    /// without any: the chunks it overwrote.
-    pub fn collect_garbage_every(&self, period: Duration) {
+    /// without any: the chunks it overwrote. The task ends at shutdown.
+    pub fn collect_garbage_every(&self, period: Duration) -> tokio::task::JoinHandle<()> {
         let app = self.clone();
         let mut stop = self.shutdown_signal();
         tokio::spawn(async move {
@@ -602,7 +602,7 @@ impl<B: Boxes> App<B> {
                     tracing::warn!(error = %e, "periodic garbage collection failed; it runs again in {period:?}");
                 }
             }
-        });
+        })
     }
 
     /// Stops every box (on SIGTERM/SIGINT).

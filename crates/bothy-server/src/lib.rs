@@ -211,7 +211,8 @@ async fn serve_with<B: Boxes>(
         }
     });
 
-    app.collect_garbage_every(GC_PERIOD);
+    // Ends by itself at shutdown.
+    drop(app.collect_garbage_every(GC_PERIOD));
 
     let shipping = replication.map(|r| {
         let task = tokio::spawn(ship_state(
