@@ -74,6 +74,7 @@ class Daemon:
         cmd = [
             str(bothy_bin()),
             "daemon",
+            "--stop-boxes",
             "--data-dir",
             str(self.data_dir),
             "--listen",

@@ -127,6 +127,10 @@ pub enum Command {
     /// Run the bothy daemon (needs root)
     #[command(hide = true)]
     Daemon(DaemonArgs),
+    /// The process that serves every bothy's disk (started by the daemon;
+    /// it outlives the daemon so that boxes keep running across a restart)
+    #[command(hide = true)]
+    StorageServer(StorageServerArgs),
     /// Pid 1 inside a bothy (started by the daemon, not by people)
     #[command(hide = true)]
     Init,
@@ -475,6 +479,27 @@ pub struct DaemonArgs {
     pub object_store: Option<String>,
     /// Budget of the local chunk cache, e.g. 512M, 20G
     #[arg(long, value_name = "SIZE", default_value = "10G", value_parser = parse_size)]
+    pub cache_size: u64,
+    /// On SIGTERM or SIGINT, stop every bothy (disks synced to the object
+    /// store) before exiting. Without it boxes keep running across a restart
+    /// or an upgrade of the daemon, and the next daemon adopts them.
+    #[arg(long)]
+    pub stop_boxes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StorageServerArgs {
+    /// The daemon's data dir
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// The daemon's instance id (names its mounts under /run/bothy)
+    #[arg(long, value_name = "ID")]
+    pub instance: String,
+    /// Object store URL
+    #[arg(long, value_name = "URL")]
+    pub object_store: String,
+    /// Budget of the local chunk cache
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub cache_size: u64,
 }
 

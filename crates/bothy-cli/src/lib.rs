@@ -23,7 +23,9 @@ use std::path::PathBuf;
 use anyhow::{Context as _, Result};
 use bothy_client::Client;
 
-pub use cli::{Cli, Command, DaemonArgs, GlobalArgs, ImageBuildArgs, ImageCommand};
+pub use cli::{
+    Cli, Command, DaemonArgs, GlobalArgs, ImageBuildArgs, ImageCommand, StorageServerArgs,
+};
 
 /// Runs a client verb and returns the exit code. Admin verbs belong to the
 /// binary and are refused here.

@@ -185,7 +185,32 @@ impl Filesystem for DiskFs {
         } else {
             FopenFlags::empty()
         };
+        self.shared
+            .open_files
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         reply.opened(FileHandle(0), flags);
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        if ino.0 == DISK_INO {
+            // Saturating: a release the kernel replays after our restart
+            // must not wrap the count.
+            let _ = self.shared.open_files.fetch_update(
+                std::sync::atomic::Ordering::SeqCst,
+                std::sync::atomic::Ordering::SeqCst,
+                |n| Some(n.saturating_sub(1)),
+            );
+        }
+        reply.ok();
     }
 
     fn read(

@@ -16,6 +16,7 @@ mod fs;
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -64,6 +65,9 @@ impl Default for MountOptions {
 struct Shared {
     /// `None` only after [`VolumeMount::unmount`] took it back.
     volume: RwLock<Option<Volume>>,
+    /// Opens of the disk file not yet released: a loop device holds one
+    /// until the kernel lets go of it, which lags the detach.
+    open_files: AtomicUsize,
 }
 
 impl Shared {
@@ -72,6 +76,30 @@ impl Shared {
     }
     fn write(&self) -> RwLockWriteGuard<'_, Option<Volume>> {
         self.volume.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// See [`VolumeMount::open_files`].
+#[derive(Clone)]
+pub struct OpenFiles(Arc<Shared>);
+
+impl OpenFiles {
+    pub fn count(&self) -> usize {
+        self.0.open_files.load(Ordering::SeqCst)
+    }
+
+    /// Waits until nothing has the disk file open (a detached loop device
+    /// releases it asynchronously, once the last user of its filesystem is
+    /// gone); whether that happened before `deadline`. Polled: the kernel's
+    /// release arrives on a FUSE thread with nobody to notify.
+    pub fn wait_released(&self, deadline: Instant) -> bool {
+        while self.count() > 0 {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        true
     }
 }
 
@@ -98,6 +126,7 @@ impl VolumeMount {
         let chunk_size = volume.chunk_size();
         let shared = Arc::new(Shared {
             volume: RwLock::new(Some(volume)),
+            open_files: AtomicUsize::new(0),
         });
         let filesystem = fs::DiskFs::new(shared.clone(), size, chunk_size, opts.direct_io);
         let mut config = Config::default();
@@ -148,6 +177,12 @@ impl VolumeMount {
 
     pub fn disk_path(&self) -> PathBuf {
         self.dir.join(fs::DISK_NAME)
+    }
+
+    /// A handle on the count of opens of the disk file that the kernel has
+    /// not released yet; it can be waited on without holding the mount.
+    pub fn open_files(&self) -> OpenFiles {
+        OpenFiles(Arc::clone(&self.shared))
     }
 
     /// Runs `f` on the volume while mounted (serialised with FUSE requests),

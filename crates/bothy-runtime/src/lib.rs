@@ -3,18 +3,20 @@
 //! container (crun) with its namespaces, cgroup limits and seccomp filter, and
 //! user-mode networking (pasta).
 //!
-//! Public surface used by the daemon (bothy-server) — the contract:
+//! Public surface used by the control layer — the contract:
 //! - [`RuntimeConfig`], [`Runtime::new`] (checks host tools and the base image,
-//!   with errors that say what to install or run; opens the volume storage and,
-//!   once per storage, imports the base image into it as a checkpointed volume).
+//!   with errors that say what to install or run; connects to the storage
+//!   process that serves box disks, starting it if none answers, and makes
+//!   sure the base image is imported into its storage).
 //! - [`Runtime::create`] makes a box's disk: a metadata-only clone of the base
 //!   image's checkpoint or of another box's checkpoint (fork). Does not start.
 //! - [`Runtime::start`] idempotently brings a box to running: disk attached and
 //!   mounted, container running with the agent as pid 1, network up. It returns
 //!   once the agent answers on [`Runtime::agent_socket`]. Called for every box on
-//!   daemon start. Box disks are served by the daemon's own process, so a box
-//!   left running by a previous daemon process (a SIGKILL) has a dead disk: it
-//!   is torn down and booted again, with everything it had fsynced.
+//!   daemon start: a box left running by a previous daemon process is adopted
+//!   as it is (its disk is served by the storage process, [`storage`], which
+//!   outlives the daemon); one whose storage process died has a dead disk and
+//!   boots again, with everything it had fsynced.
 //! - [`Runtime::checkpoint`], [`Runtime::restore`], [`Runtime::delete_checkpoint`],
 //!   [`Runtime::sync`] (the object-store barrier), [`Runtime::recover_disk`]
 //!   (a disk from the object store alone), [`Runtime::collect_garbage`].
@@ -27,9 +29,10 @@
 //!   `--object-store` says otherwise, `DIR/objects/` (the object store);
 //! - `DIR/boxes/<id>/`: `bundle/config.json`, `crun.log`;
 //! - `/run/bothy/I/fuse/<id>/disk`: the box's disk as a file (FUSE, served by
-//!   the daemon), attached to a loop device;
+//!   the storage process), attached to a loop device;
 //! - `/run/bothy/I/<id>`: the mount point of the box's disk, its root;
-//! - `DIR/run/` (0700, never visible in a box): `<id>.sock` (the agent's
+//! - `DIR/run/` (0700, never visible in a box): `storage.sock` (the storage
+//!   process), `<id>.sock` (the agent's
 //!   listening socket, fd 3 of the box's init), `<id>.pasta.pid`, `crun/`
 //!   (crun's state), `env/<id>/api.sock` (the box's own control socket, the
 //!   only thing of DIR a box sees, at [`ENV_SOCKET_IN_BOX`]);
@@ -46,9 +49,9 @@
 //! range for every box; the base image's files are stored shifted (see
 //! [`image`]).
 
-mod base;
 pub mod disk;
 pub mod image;
+pub mod storage;
 
 mod crun;
 mod dirs;
@@ -74,11 +77,9 @@ pub const ENV_SOCKET_IN_BOX: &str = "/.bothy/run/api.sock";
 /// Parent of every daemon's box mount points (`MOUNT_ROOT/<instance>/<id>`).
 pub const MOUNT_ROOT: &str = "/run/bothy";
 
-use crate::dirs::{
-    make_box_dir, prepare_data_dir, prepare_mount_dir, remove_empty_cgroup_parents,
-    remove_if_exists,
-};
+use crate::dirs::{make_box_dir, prepare_data_dir, remove_empty_cgroup_parents, remove_if_exists};
 use crate::disk::{DiskSource, Disks};
+use crate::storage::client::{Launch, StorageClient};
 use crate::validate::{check_name, check_socket_path, check_spec};
 
 /// Box uid/gid 0 is this host uid/gid; box ids 0..[`ID_RANGE`] map to
@@ -98,6 +99,16 @@ pub enum RuntimeError {
     HostNotReady(String),
     #[error("base image not found in {0}: run `bothy image build` first")]
     NoBaseImage(PathBuf),
+    /// A checkpoint or disk the call names does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The disk or its device is still held (by the kernel or another
+    /// operation) after waiting for it.
+    #[error("{0}")]
+    Busy(String),
+    /// The storage process cannot be reached.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("{0}")]
     Failed(String),
     #[error(transparent)]
@@ -121,6 +132,19 @@ pub struct RuntimeConfig {
     pub object_store: Option<String>,
     /// Byte budget of the local chunk cache (`DIR/storage/cache`).
     pub cache_bytes: u64,
+    /// How box disks are served.
+    pub storage: StorageLaunch,
+}
+
+/// How the storage process that serves box disks is run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageLaunch {
+    /// `exe storage-server ...`, a process that outlives the daemon (what
+    /// `bothy daemon` does).
+    Process,
+    /// A task of the calling process: disks die with it. For tests and tools
+    /// that run the runtime without the bothy binary.
+    InProcess,
 }
 
 /// Default local chunk cache budget.
@@ -179,18 +203,11 @@ impl Runtime {
             return Err(RuntimeError::NoBaseImage(cfg.image_dir.clone()));
         };
         prepare_data_dir(&cfg.data_dir)?;
-        let mount_root = PathBuf::from(MOUNT_ROOT).join(&cfg.instance);
-        prepare_mount_dir(&mount_root)?;
-        disk::abort_stale_connections(&mount_root);
-        let storage = open_storage(&cfg, base_image).await?;
+        let disks = open_storage(&cfg, &base_image).await?;
         let run_dir = cfg.data_dir.join("run");
         let crun = crun::Crun::new(run_dir.join("crun"));
         Ok(Self {
-            disks: Arc::new(Disks::new(
-                storage,
-                base::volume_name(image::IMAGE_VERSION),
-                mount_root,
-            )),
+            disks: Arc::new(disks),
             cfg,
             init: oci::Init::default(),
             crun,
@@ -240,16 +257,30 @@ impl Runtime {
     }
 
     /// Stops the box, keeps its current disk as a new checkpoint (returned),
-    /// brings the disk back to `checkpoint` and boots the box again.
+    /// brings the disk back to `checkpoint` and boots the box again. When it
+    /// fails, the disk is as it was and the box is booted on it again.
     pub async fn restore(&self, spec: &BoxSpec, checkpoint: u64) -> Result<u64, RuntimeError> {
         check_spec(spec)?;
         let lock = self.lock(&spec.id);
         let _guard = lock.lock().await;
-        self.stop_unlocked(&spec.id, false).await?;
-        let safety = self.disks.restore(&spec.id, checkpoint).await;
+        // Fail before stopping anything if the target is not there.
+        if !self
+            .disks
+            .checkpoints(&spec.id)
+            .await?
+            .contains(&checkpoint)
+        {
+            return Err(RuntimeError::NotFound(format!(
+                "the disk has no checkpoint {checkpoint}"
+            )));
+        }
+        let restored = match self.stop_unlocked(&spec.id, false).await {
+            Ok(()) => self.disks.restore(&spec.id, checkpoint).await,
+            Err(e) => Err(e),
+        };
         // Whatever happened to the disk, the box comes back up.
         let booted = self.boot(spec).await;
-        let safety = safety?;
+        let safety = restored?;
         booted?;
         Ok(safety)
     }
@@ -272,8 +303,19 @@ impl Runtime {
 
     /// Frees chunks that no disk or checkpoint refers to any more.
     pub async fn collect_garbage(&self) -> Result<(usize, usize), RuntimeError> {
-        let r = self.disks.gc().await?;
-        Ok((r.deleted_objects, r.deleted_cached))
+        self.disks.gc().await
+    }
+
+    /// Completes when the storage process serving box disks dies: every box
+    /// it served has a dead disk and must boot again ([`Runtime::start`]).
+    pub async fn storage_gone(&self) {
+        self.disks.client().gone().await
+    }
+
+    /// Asks the storage process to exit; it refuses while it serves any
+    /// disk, so stop every box first.
+    pub async fn shutdown_storage(&self) -> Result<(), RuntimeError> {
+        self.disks.client().shutdown().await
     }
 
     pub async fn start(&self, spec: &BoxSpec) -> Result<(), RuntimeError> {
@@ -284,10 +326,17 @@ impl Runtime {
         let cid = self.container_id(id);
         let pasta = self.pasta(id);
         match self.crun.state(&cid).await? {
-            // Its disk is served by this process: one left by an earlier
-            // daemon process is dead, so the box must boot again.
-            Some(_) if !self.disks.is_attached(id) => self.stop_unlocked(id, false).await?,
             Some(state) if state.is_alive() => {
+                // A box left running by an earlier daemon process keeps its
+                // disk while the storage process that serves it lives; if
+                // that process died, the disk is dead and the box boots again.
+                let live_disk = self.disks.is_attached(id) || self.disks.adopt(id).await?;
+                if !live_disk {
+                    tracing::warn!(box_id = %id, "its disk's storage process is gone; booting the box again");
+                    self.stop_unlocked(id, false).await?;
+                    pasta.stop()?;
+                    return self.boot(spec).await;
+                }
                 if state.status == "paused" {
                     self.crun.resume(&cid).await?;
                 }
@@ -390,12 +439,11 @@ impl Runtime {
         self.stop_unlocked(id, true).await
     }
 
-    /// The sync barrier for a running box (see [`Disks::sync`]).
+    /// The barrier for a box's disk: everything it wrote and all its
+    /// checkpoints are in the object store when this returns. It holds no
+    /// lock of the runtime: the box goes on meanwhile.
     pub async fn sync(&self, id: &str) -> Result<(), RuntimeError> {
         check_name("box id", id, 32)?;
-        self.disks.upload_pending().await?;
-        let lock = self.lock(id);
-        let _guard = lock.lock().await;
         self.disks.sync(id).await
     }
 
@@ -561,41 +609,74 @@ pub fn object_store_url(data_dir: &Path, flag: Option<&str>) -> String {
     }
 }
 
-/// Opens the daemon's volume storage (`DIR/storage`) over its object store and
-/// makes sure the base image is in it.
-async fn open_storage(
-    cfg: &RuntimeConfig,
-    base_image: PathBuf,
-) -> Result<Arc<bothy_volume::Storage>, RuntimeError> {
-    let url = object_store_url(&cfg.data_dir, cfg.object_store.as_deref());
-    let parsed: bothy_store::StoreUrl = url
-        .parse()
-        .map_err(|e| RuntimeError::Failed(format!("--object-store {url}: {e}")))?;
-    let dir = cfg.data_dir.join("storage");
-    let cache_bytes = cfg.cache_bytes;
-    let storage = tokio::task::spawn_blocking(move || {
-        let objects = parsed
-            .open()
-            .map_err(|e| RuntimeError::Failed(format!("cannot open object store {url}: {e}")))?;
-        let store = bothy_store::ChunkStore::from_object_store(objects);
-        let config = bothy_volume::StorageConfig {
-            cache_budget: cache_bytes,
-            ..Default::default()
-        };
-        let storage = bothy_volume::Storage::open(&dir, store, config).map_err(|e| {
-            RuntimeError::Failed(format!(
-                "cannot open volume storage in {}: {e}",
-                dir.display()
-            ))
-        })?;
-        base::ensure_imported(
-            &storage,
-            &base::volume_name(image::IMAGE_VERSION),
-            &base_image,
-        )?;
-        Ok::<_, RuntimeError>(storage)
-    })
-    .await
-    .map_err(|e| RuntimeError::Failed(format!("opening storage failed: {e}")))??;
-    Ok(Arc::new(storage))
+/// Connects to the storage process of this data dir (starting it if none
+/// answers) and makes sure the base image is in its storage.
+///
+/// A storage process of another build that serves no disk is replaced, so
+/// an upgrade takes effect; one that serves disks keeps them (its protocol
+/// is checked) until the boxes are drained.
+async fn open_storage(cfg: &RuntimeConfig, base_image: &Path) -> Result<Disks, RuntimeError> {
+    let server = storage::ServerConfig {
+        data_dir: cfg.data_dir.clone(),
+        instance: cfg.instance.clone(),
+        object_store: object_store_url(&cfg.data_dir, cfg.object_store.as_deref()),
+        cache_bytes: cfg.cache_bytes,
+    };
+    let launch = match cfg.storage {
+        StorageLaunch::Process => Launch::Process {
+            exe: cfg.exe.clone(),
+            args: storage_process_args(&server),
+        },
+        StorageLaunch::InProcess => Launch::InProcess(server),
+    };
+    let client = StorageClient::new(storage::socket_path(&cfg.data_dir), launch);
+    let mut hello = client.ensure_started().await?;
+    if cfg.storage == StorageLaunch::Process {
+        let exe = cfg.exe.clone();
+        let ours = tokio::task::spawn_blocking(move || storage::server::build_id(&exe))
+            .await
+            .unwrap_or_default();
+        if hello.build != ours {
+            let served: storage::proto::Served =
+                client.call(&storage::proto::Request::Served).await?;
+            if served.volumes.is_empty() {
+                tracing::info!(old = %hello.build, new = %ours, "replacing the storage process with this build");
+                client.shutdown().await?;
+                hello = client.ensure_started().await?;
+            } else {
+                tracing::info!(pid = hello.pid, disks = served.volumes.len(), "the storage process runs another build and serves disks: kept until the boxes are drained (`bothy daemon --stop-boxes`)");
+            }
+        }
+    }
+    if hello.protocol != storage::proto::PROTOCOL {
+        return Err(RuntimeError::HostNotReady(format!(
+            "the storage process (pid {}) speaks protocol {}, this daemon {}: stop its boxes with the previous daemon (`bothy daemon --stop-boxes`), then start this one",
+            hello.pid,
+            hello.protocol,
+            storage::proto::PROTOCOL
+        )));
+    }
+    let base_volume = storage::base::volume_name(image::IMAGE_VERSION);
+    client
+        .call::<()>(&storage::proto::Request::EnsureBase {
+            volume: base_volume.clone(),
+            image: base_image.to_path_buf(),
+        })
+        .await?;
+    Ok(Disks::new(client, base_volume))
+}
+
+/// The command line of `bothy storage-server` for `cfg`.
+fn storage_process_args(cfg: &storage::ServerConfig) -> Vec<std::ffi::OsString> {
+    vec![
+        "storage-server".into(),
+        "--data-dir".into(),
+        cfg.data_dir.clone().into(),
+        "--instance".into(),
+        cfg.instance.clone().into(),
+        "--object-store".into(),
+        cfg.object_store.clone().into(),
+        "--cache-size".into(),
+        cfg.cache_bytes.to_string().into(),
+    ]
 }

@@ -11,7 +11,7 @@ use std::time::Instant;
 use bothy_runtime::disk::DiskSource;
 use bothy_runtime::image::{self, DEFAULT_IMAGE_DIR};
 use bothy_runtime::{
-    BoxSpec, Runtime, RuntimeConfig, RuntimeError, DEFAULT_CACHE_BYTES, MOUNT_ROOT,
+    BoxSpec, Runtime, RuntimeConfig, RuntimeError, StorageLaunch, DEFAULT_CACHE_BYTES, MOUNT_ROOT,
 };
 
 /// pid 1 of a test box: exits on SIGTERM like a well-behaved init.
@@ -64,6 +64,7 @@ async fn test_runtime() -> TestRuntime {
         exe: "/bin/true".into(),
         object_store: None,
         cache_bytes: DEFAULT_CACHE_BYTES,
+        storage: StorageLaunch::InProcess,
     };
     let rt = runtime_for(&cfg).await;
     TestRuntime {
@@ -352,9 +353,10 @@ async fn stop_and_start_keep_the_disk_and_destroy_leaves_nothing() {
     drop(guard);
 }
 
-/// A box's disk is served by the runtime's process, so a box that outlived
-/// its runtime (a daemon SIGKILL) has a dead disk: the next runtime boots it
-/// again, with what it had synced, and a fresh network.
+/// A box whose storage process died (here an in-process one, whose FUSE
+/// connections the kernel aborts as it would for a dead process) has a dead
+/// disk: the next runtime boots it again, with what it had synced, and a
+/// fresh network.
 #[tokio::test]
 async fn a_new_runtime_reboots_boxes_whose_runtime_went_away() {
     require_root();
@@ -375,10 +377,11 @@ async fn a_new_runtime_reboots_boxes_whose_runtime_went_away() {
         .trim()
         .parse()
         .expect("pid");
-    // The old runtime goes away without stopping anything: its disks die,
-    // as the kernel aborts the FUSE connections of a process that dies.
+    // The old runtime and its storage go away without stopping anything:
+    // the disks die, as the kernel aborts the FUSE connections of a process
+    // that dies.
     let TestRuntime { rt, cfg, _dir } = t;
-    bothy_runtime::disk::abort_stale_connections(
+    bothy_runtime::storage::abort_stale_connections(
         &Path::new(bothy_runtime::MOUNT_ROOT).join(&cfg.instance),
     );
     drop(rt);
@@ -433,6 +436,7 @@ async fn missing_base_image_is_reported() {
         exe: "/bin/true".into(),
         object_store: None,
         cache_bytes: DEFAULT_CACHE_BYTES,
+        storage: StorageLaunch::InProcess,
     };
     match Runtime::new(cfg).await {
         Err(RuntimeError::NoBaseImage(p)) => assert_eq!(p, dir.path().join("images")),

@@ -6,12 +6,11 @@
 //! message is `session_info`, and the server closes normally after the exit.
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use bothy_agent::proto::{Input, Output};
 use bothy_api::exec::{ControlMessage, StreamId};
+use bothy_control::exec::{Input, Output};
+use bothy_control::ExecChannels;
 use futures_util::{Sink, SinkExt, StreamExt};
 use tokio::sync::watch;
-
-use crate::boxes::ExecChannels;
 
 /// Exit code of a command that could not be started, as shells use it.
 pub const EXIT_NOT_STARTED: i32 = 127;

@@ -6,8 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bothy_api::ErrorBody;
 
-use crate::boxes::BoxError;
-use crate::store::StoreError;
+use bothy_control::ControlError;
 
 /// Every way an API call can fail, as the client sees it.
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +19,10 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     AlreadyExists(String),
+    /// The sprite is busy with another operation, or being created or
+    /// destroyed.
+    #[error("{0}")]
+    Busy(String),
     /// A malformed or out-of-range request; `code` is the stable error code.
     #[error("{message}")]
     BadRequest { code: &'static str, message: String },
@@ -44,18 +47,12 @@ impl ApiError {
         }
     }
 
-    pub fn not_found(name: &str) -> Self {
-        Self::NotFound(format!(
-            "sprite {name:?} not found in your organization; `GET /v1/sprites` lists the ones you have"
-        ))
-    }
-
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::AlreadyExists(_) => StatusCode::CONFLICT,
+            Self::AlreadyExists(_) | Self::Busy(_) => StatusCode::CONFLICT,
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
@@ -71,6 +68,7 @@ impl ApiError {
             Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) => "not_found",
             Self::AlreadyExists(_) => "already_exists",
+            Self::Busy(_) => "busy",
             Self::BadRequest { code, .. } => code,
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::NotImplemented(_) => "not_implemented",
@@ -97,26 +95,19 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        Self::Internal(format!("state database: {e}"))
-    }
-}
-
-impl From<BoxError> for ApiError {
-    fn from(e: BoxError) -> Self {
+/// The one mapping from what went wrong in control to what the client sees.
+impl From<ControlError> for ApiError {
+    fn from(e: ControlError) -> Self {
         match e {
-            BoxError::NotRunning(m) => Self::Unavailable(format!(
-                "the box is not reachable ({m}); retry in a moment, or destroy and recreate it if this persists"
-            )),
-            BoxError::NoSuchSession(id) => Self::NotFound(format!(
-                "exec session {id:?} not found; `GET /v1/sprites/{{name}}/exec` lists live sessions"
-            )),
-            BoxError::Spawn(m) => Self::bad_request(m),
-            BoxError::Timeout(what) => Self::Timeout(format!(
-                "the box did not answer in time ({what}); it may be overloaded, retry later"
-            )),
-            BoxError::Failed(m) => Self::Internal(m),
+            ControlError::NotFound(m) => Self::NotFound(m),
+            ControlError::Conflict(m) => Self::AlreadyExists(m),
+            ControlError::Busy(m) => Self::Busy(m),
+            ControlError::Invalid { code, message } => Self::BadRequest { code, message },
+            ControlError::Unauthorized(m) => Self::Unauthorized(m),
+            ControlError::Forbidden(m) => Self::Forbidden(m),
+            ControlError::Unavailable(m) => Self::Unavailable(m),
+            ControlError::Timeout(m) => Self::Timeout(m),
+            ControlError::Internal(m) => Self::Internal(m),
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use bothy_api::names::validate_sprite_name;
 use bothy_api::MAX_LIST_RESULTS;
+use bothy_control::{CheckpointListQuery, ListQuery};
 
 use crate::error::ApiError;
 
@@ -15,15 +16,6 @@ fn pairs(raw: Option<&str>) -> Vec<(String, String)> {
     url::form_urlencoded::parse(raw.unwrap_or("").as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect()
-}
-
-/// `GET /v1/sprites` query.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListQuery {
-    pub prefix: String,
-    pub limit: usize,
-    /// List names strictly after this one.
-    pub after: Option<String>,
 }
 
 pub fn parse_list_query(raw: Option<&str>) -> Result<ListQuery, ApiError> {
@@ -78,6 +70,19 @@ fn decode_continuation(token: &str) -> Result<String, ApiError> {
         )
     })?;
     Ok(token.to_string())
+}
+
+/// `GET .../checkpoints` query: `include_auto`, `history`.
+pub fn parse_checkpoint_list_query(raw: Option<&str>) -> Result<CheckpointListQuery, ApiError> {
+    let mut q = CheckpointListQuery::default();
+    for (k, v) in pairs(raw) {
+        match k.as_str() {
+            "include_auto" => q.include_auto = parse_bool("include_auto", &v)?,
+            "history" => q.history = Some(v),
+            _ => {}
+        }
+    }
+    Ok(q)
 }
 
 /// `GET /v1/sprites/{name}/exec` query, validated.

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use bothy_cli::progress::StepProgress;
-use bothy_cli::{DaemonArgs, ImageBuildArgs};
+use bothy_cli::{DaemonArgs, ImageBuildArgs, StorageServerArgs};
 use bothy_runtime::image::{self, BuildProgress};
 
 /// `bothy daemon`: serve the API until SIGTERM or SIGINT.
@@ -15,9 +15,8 @@ pub fn daemon(args: DaemonArgs) -> i32 {
         Ok(p) => p,
         Err(e) => return fail(format!("cannot find the bothy binary's own path: {e}")),
     };
-    let config = bothy_server::DaemonConfig {
+    let config = bothy_control::ControlConfig {
         data_dir: args.data_dir,
-        listen: args.listen,
         image_dir: image_dir(args.image_dir),
         exe,
         object_store: args.object_store,
@@ -30,9 +29,71 @@ pub fn daemon(args: DaemonArgs) -> i32 {
         Ok(rt) => rt,
         Err(e) => return fail(format!("cannot start the async runtime: {e}")),
     };
-    match runtime.block_on(bothy_server::run_daemon(config)) {
+    match runtime.block_on(run_daemon(config, args.listen, args.stop_boxes)) {
         Ok(()) => 0,
-        Err(e) => fail(e.to_string()),
+        Err(e) => fail(e),
+    }
+}
+
+/// Control below, the frontends above; on the stop signal the frontends
+/// close first, then control ends its jobs (and stops the boxes if asked).
+async fn run_daemon(
+    config: bothy_control::ControlConfig,
+    listen: std::net::SocketAddr,
+    stop_boxes: bool,
+) -> Result<(), String> {
+    let control = bothy_control::open(config)
+        .await
+        .map_err(|e| e.to_string())?;
+    let listener = bothy_server::bind(listen)
+        .await
+        .map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    eprintln!("bothy daemon listening on http://{addr}");
+    let served = bothy_server::serve(control.clone(), listener, wait_for_signal()).await;
+    if stop_boxes {
+        tracing::info!("stopping every box (--stop-boxes)");
+    } else {
+        tracing::info!("leaving boxes running; the next daemon adopts them");
+    }
+    control.shutdown(stop_boxes).await;
+    tracing::info!("stopped");
+    served.map_err(|e| e.to_string())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            tracing::error!("cannot install signal handlers; stop the daemon with SIGKILL");
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// `bothy storage-server`: serves every box's disk for one data dir.
+pub fn storage_server(args: StorageServerArgs) -> i32 {
+    bothy_server::init_logging();
+    #[cfg(target_env = "gnu")]
+    crate::memory::keep_heap_small();
+    let cfg = bothy_runtime::storage::ServerConfig {
+        data_dir: args.data_dir,
+        instance: args.instance,
+        object_store: args.object_store,
+        cache_bytes: args.cache_size,
+    };
+    match bothy_runtime::storage::run_process(cfg) {
+        Ok(()) => 0,
+        Err(e) => fail(format!("storage process: {e}")),
     }
 }
 
@@ -49,8 +110,7 @@ pub fn image_build(args: ImageBuildArgs) -> i32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         return fail(
-            "building the base image needs root (mmdebstrap, file ownership): run `sudo bothy image build`"
-                .into(),
+            "building the base image needs root (mmdebstrap, file ownership): run `sudo bothy image build`",
         );
     }
     let dir = image_dir(args.image_dir);
@@ -82,7 +142,7 @@ fn image_dir(flag: Option<PathBuf>) -> PathBuf {
     flag.unwrap_or_else(|| PathBuf::from(image::DEFAULT_IMAGE_DIR))
 }
 
-fn fail(message: String) -> i32 {
+fn fail(message: impl std::fmt::Display) -> i32 {
     eprintln!("error: {message}");
     1
 }

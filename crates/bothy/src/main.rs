@@ -30,6 +30,7 @@ fn main() {
     let cli = Cli::parse_from(args);
     let code = match cli.command {
         Command::Daemon(args) => admin::daemon(args),
+        Command::StorageServer(args) => admin::storage_server(args),
         Command::Init => admin::init(),
         Command::Image(bothy_cli::ImageCommand::Build(args)) => admin::image_build(args),
         _ => bothy_cli::run(cli),

@@ -1,6 +1,8 @@
-//! `kill -9` of the daemon while boxes write and checkpoint: after a restart
-//! nothing that was acknowledged is lost, every checkpoint restores, and the
-//! box's ext4 is clean by e2fsck.
+//! `kill -9` of the daemon, of the storage process that serves box disks, or
+//! of both, while boxes write and checkpoint: after a restart nothing that
+//! was acknowledged is lost, every checkpoint restores, and the box's ext4 is
+//! clean by e2fsck. (That a daemon crash alone leaves boxes running is
+//! tested in inside_out.rs.)
 
 mod common;
 
@@ -10,7 +12,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use common::cli::wait_with_deadline;
-use common::storage::{self, checkpoints, ids, now_ms, wait_booted_since};
+use common::storage::{self, checkpoints, ids, now_ms, wait_booted_since, Crash};
 use common::{wait_until, Daemon};
 
 /// A CLI process a test started, killed and reaped however the test ends.
@@ -40,6 +42,8 @@ fn sums_lines(d: &Daemon, name: &str) -> usize {
         .unwrap_or_default()
 }
 
+/// The storage process and the daemon die together: box disks die, boxes boot
+/// again with everything they had synced.
 #[test]
 fn kill9_during_synced_writes_loses_nothing_acknowledged() {
     let d = Daemon::start();
@@ -73,7 +77,7 @@ fn kill9_during_synced_writes_loses_nothing_acknowledged() {
         }
     });
 
-    storage::kill9_unwedging(&d);
+    storage::crash(&d, Crash::Both);
     let ended = wait_with_deadline(&mut writer.0, Duration::from_secs(60));
     assert!(
         ended.is_some(),
@@ -126,6 +130,7 @@ fn checkpoint_until_crash(
     name: &str,
     first: u64,
     crash_after: Duration,
+    what: Crash,
 ) -> Vec<(String, u64)> {
     let acked: Mutex<Vec<(String, u64)>> = Mutex::new(Vec::new());
     let started = AtomicUsize::new(0);
@@ -182,7 +187,7 @@ fn checkpoint_until_crash(
         // hundred ms long); nothing waits on it.
         std::thread::sleep(crash_after);
         stop.store(true, Ordering::SeqCst);
-        storage::kill9_unwedging(d);
+        storage::crash(d, what);
     });
     acked.into_inner().unwrap_or_else(|p| p.into_inner())
 }
@@ -193,22 +198,34 @@ fn kill9_during_checkpoints_keeps_every_acknowledged_one() {
     let name = "ckpt";
     d.create(name);
 
-    // Three crashes at different points of a checkpoint request.
+    // Three crashes at different points of a checkpoint request, of each
+    // process and of both.
     let mut acked: Vec<(String, u64)> = Vec::new();
     let mut rounds = 0;
-    for crash_after_ms in [10, 80, 200] {
+    for (crash_after_ms, what) in [
+        (10, Crash::Daemon),
+        (80, Crash::Both),
+        (200, Crash::Storage),
+    ] {
         let first = acked.last().map(|(_, n)| n + 1).unwrap_or(1);
-        let round = checkpoint_until_crash(&d, name, first, Duration::from_millis(crash_after_ms));
+        let round =
+            checkpoint_until_crash(&d, name, first, Duration::from_millis(crash_after_ms), what);
         assert!(round.len() >= 3, "checkpoints before the crash: {round:?}");
         acked.extend(round);
         rounds += 1;
 
         let since = now_ms();
-        d.spawn();
-        wait_booted_since(&d, name, since);
+        if what != Crash::Storage {
+            d.spawn();
+        }
+        if what.reboots_boxes() {
+            wait_booted_since(&d, name, since);
+        } else {
+            d.wait_running(name);
+        }
         let listed_ids = ids(&checkpoints(&d, name, true));
         eprintln!(
-            "checkpoints: crash {crash_after_ms} ms into a request; acknowledged {:?}, listed after the crash {listed_ids:?}",
+            "checkpoints: crash of {what:?} {crash_after_ms} ms into a request; acknowledged {:?}, listed after the crash {listed_ids:?}",
             acked.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>()
         );
         for (id, _) in &acked {

@@ -49,7 +49,7 @@ pub async fn dispatch(ctx: &Context, command: Command) -> Result<i32> {
                 files: a.files,
             },
         ),
-        Command::Daemon(_) | Command::Init | Command::Image(_) => {
+        Command::Daemon(_) | Command::StorageServer(_) | Command::Init | Command::Image(_) => {
             anyhow::bail!("this build of bothy cannot run the daemon, init or image verbs")
         }
     }

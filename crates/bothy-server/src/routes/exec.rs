@@ -15,31 +15,25 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
-use bothy_agent::proto::{Input, SessionInfo, SpawnRequest};
 use bothy_api::{ExecSession, ExecSessionList, KillSessionRequest, StreamMessage};
+use bothy_control::exec::{Input, SessionInfo, SpawnRequest, Spawned};
+use bothy_control::time::rfc3339_ms;
+use bothy_control::{Boxes, Control};
 use tokio::sync::mpsc;
 
 use super::optional_json;
 use super::sprites::sprite_of;
-use crate::app::{rfc3339_ms, App};
-use crate::auth::Caller;
-use crate::boxes::{BoxError, Boxes, AGENT_TIMEOUT};
+use crate::auth::Auth;
 use crate::bridge::{bridge, Started};
 use crate::error::{ApiError, ApiResult};
 use crate::params::{parse_attach_size, parse_exec_query, parse_signal};
+use crate::Shutdown;
 
 /// Default grace period before SIGKILL in the kill endpoint.
 const DEFAULT_KILL_TIMEOUT_SECS: u64 = 10;
 const MAX_KILL_TIMEOUT_SECS: u64 = 300;
-
-async fn bounded<T>(
-    fut: impl std::future::Future<Output = Result<T, BoxError>>,
-) -> Result<T, BoxError> {
-    tokio::time::timeout(AGENT_TIMEOUT, fut)
-        .await
-        .unwrap_or_else(|_| Err(BoxError::Timeout("the box's agent did not answer".into())))
-}
 
 /// Largest client message accepted: the SDK sends stdin in 4 KiB chunks.
 const MAX_CLIENT_MESSAGE: usize = 1 << 20;
@@ -51,23 +45,22 @@ fn limit(ws: WebSocketUpgrade) -> WebSocketUpgrade {
 
 /// `GET .../exec`: a WebSocket upgrade runs a command; a plain GET lists sessions.
 pub async fn exec_or_list<B: Boxes>(
-    State(app): State<App<B>>,
-    caller: Caller,
+    State(control): State<Control<B>>,
+    Extension(shutdown): Extension<Shutdown>,
+    Auth(caller): Auth,
     path: Result<Path<String>, PathRejection>,
     RawQuery(raw): RawQuery,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
-    let row = sprite_of(&app, &caller, path).await?;
+    let row = sprite_of(&control, &caller, path).await?;
     let Ok(ws) = ws else {
-        app.ensure_running(&row).await?;
-        let sessions = bounded(app.boxes().sessions(&row.id)).await?;
+        let sessions = control.sessions(&row).await?;
         let list = ExecSessionList {
             sessions: sessions.iter().map(to_exec_session).collect(),
         };
         return Ok(Json(list).into_response());
     };
     let q = parse_exec_query(raw.as_deref())?;
-    app.ensure_running(&row).await?;
     let command = q.cmd.join(" ");
     let req = SpawnRequest {
         cmd: q.cmd,
@@ -78,12 +71,12 @@ pub async fn exec_or_list<B: Boxes>(
         rows: q.rows,
         max_run_after_disconnect_ms: q.max_run_after_disconnect_ms,
     };
-    let started = match bounded(app.boxes().spawn(&row.id, req)).await {
-        Ok(chans) => {
+    let started = match control.spawn(&row, req).await? {
+        Spawned::Session(chans) => {
             tracing::info!(box_id = %row.id, session = %chans.info.id, tty = q.tty, "exec started");
             Started::Session(chans)
         }
-        Err(BoxError::Spawn(reason)) => {
+        Spawned::NotStarted(reason) => {
             tracing::info!(box_id = %row.id, "exec could not start its command");
             Started::NotStarted {
                 command,
@@ -91,35 +84,33 @@ pub async fn exec_or_list<B: Boxes>(
                 reason,
             }
         }
-        Err(e) => return Err(e.into()),
     };
-    let shutdown = app.shutdown_signal();
     let stdin = q.stdin;
-    Ok(limit(ws).on_upgrade(move |socket| bridge(socket, started, stdin, shutdown)))
+    Ok(limit(ws).on_upgrade(move |socket| bridge(socket, started, stdin, shutdown.0)))
 }
 
 /// `GET .../exec/{id}` (upgrade): re-attach to a live session.
 pub async fn attach<B: Boxes>(
-    State(app): State<App<B>>,
-    caller: Caller,
+    State(control): State<Control<B>>,
+    Extension(shutdown): Extension<Shutdown>,
+    Auth(caller): Auth,
     path: Result<Path<(String, String)>, PathRejection>,
     RawQuery(raw): RawQuery,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
     let Path((name, id)) = path?;
-    let row = sprite_of(&app, &caller, Ok(Path(name))).await?;
+    let row = control.sprite(&caller, &name).await?;
     let ws = ws.map_err(|_| {
         ApiError::bad_request("attaching needs a WebSocket upgrade (GET with `Upgrade: websocket`)")
     })?;
     let size = parse_attach_size(raw.as_deref())?;
-    app.ensure_running(&row).await?;
-    let chans = bounded(app.boxes().attach(&row.id, &id)).await?;
+    let chans = control.attach(&row, &id).await?;
     if let (true, Some((cols, rows))) = (chans.info.tty, size) {
         // The re-attaching terminal may differ in size from the one that left.
         let _ = chans.input.send(Input::Resize { cols, rows }).await;
     }
-    let shutdown = app.shutdown_signal();
-    Ok(limit(ws).on_upgrade(move |socket| bridge(socket, Started::Session(chans), true, shutdown)))
+    Ok(limit(ws)
+        .on_upgrade(move |socket| bridge(socket, Started::Session(chans), true, shutdown.0)))
 }
 
 fn to_exec_session(s: &SessionInfo) -> ExecSession {
@@ -150,13 +141,13 @@ fn stream_line(kind: &str, data: Option<String>, error: Option<String>) -> Bytes
 /// `POST .../exec/{id}/kill`: signal, wait up to `timeout`, then SIGKILL. The
 /// progress is an NDJSON stream.
 pub async fn kill<B: Boxes>(
-    State(app): State<App<B>>,
-    caller: Caller,
+    State(control): State<Control<B>>,
+    Auth(caller): Auth,
     path: Result<Path<(String, String)>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     let Path((name, id)) = path?;
-    let row = sprite_of(&app, &caller, Ok(Path(name))).await?;
+    let row = control.sprite(&caller, &name).await?;
     let req: KillSessionRequest = optional_json(body)?;
     let signal_name = req.signal.unwrap_or_else(|| "SIGTERM".into());
     let signal = parse_signal(&signal_name).ok_or_else(|| {
@@ -170,12 +161,8 @@ pub async fn kill<B: Boxes>(
             .unwrap_or(DEFAULT_KILL_TIMEOUT_SECS)
             .min(MAX_KILL_TIMEOUT_SECS),
     );
-    app.ensure_running(&row).await?;
-    let sessions = bounded(app.boxes().sessions(&row.id)).await?;
-    if !sessions.iter().any(|s| s.id == id) {
-        return Err(BoxError::NoSuchSession(id).into());
-    }
-    bounded(app.boxes().kill(&row.id, &id, signal)).await?;
+    control.session(&row, &id).await?;
+    control.signal_session(&row, &id, signal).await?;
 
     let (tx, rx) = mpsc::channel::<Bytes>(16);
     tokio::spawn(async move {
@@ -187,9 +174,9 @@ pub async fn kill<B: Boxes>(
             ))
             .await;
         let deadline = tokio::time::Instant::now() + grace;
-        let ended = wait_for_exit(&app, &row.id, &id, deadline).await;
+        let ended = wait_for_exit(&control, &row, &id, deadline).await;
         if !ended {
-            let msg = match bounded(app.boxes().kill(&row.id, &id, 9)).await {
+            let msg = match control.signal_session(&row, &id, 9).await {
                 Ok(()) => stream_line(
                     "info",
                     Some(format!("still running after {grace:?}; sent SIGKILL")),
@@ -221,13 +208,13 @@ pub async fn kill<B: Boxes>(
 
 /// Waits until the session is gone or has exited, or the deadline passes.
 async fn wait_for_exit<B: Boxes>(
-    app: &App<B>,
-    box_id: &str,
+    control: &Control<B>,
+    row: &bothy_control::SpriteRow,
     id: &str,
     deadline: tokio::time::Instant,
 ) -> bool {
     loop {
-        match bounded(app.boxes().sessions(box_id)).await {
+        match control.sessions(row).await {
             Ok(list) => match list.iter().find(|s| s.id == id) {
                 None => return true,
                 Some(s) if s.exit_code.is_some() => return true,

@@ -16,12 +16,13 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 
-use crate::app::App;
-use crate::auth::Caller;
-use crate::boxes::Boxes;
-use crate::error::ApiError;
+use bothy_control::{Boxes, Control};
 
-pub fn router<B: Boxes>(app: App<B>) -> Router {
+use crate::auth::Auth;
+use crate::error::ApiError;
+use crate::Shutdown;
+
+pub fn router<B: Boxes>(control: Control<B>, shutdown: Shutdown) -> Router {
     Router::new()
         .route(
             "/v1/sprites",
@@ -60,14 +61,15 @@ pub fn router<B: Boxes>(app: App<B>) -> Router {
         .fallback(not_implemented::<B>)
         .method_not_allowed_fallback(not_implemented::<B>)
         .layer(DefaultBodyLimit::max(bothy_api::MAX_JSON_BODY))
+        .layer(axum::Extension(shutdown))
         .layer(middleware::from_fn(log_request))
-        .with_state(app)
+        .with_state(control)
 }
 
 /// Anything else under `/v1` is part of the Sprites API bothy does not serve
 /// yet: say so plainly (to authenticated callers) rather than pretend. Outside
 /// `/v1` there is nothing, for anyone.
-async fn not_implemented<B: Boxes>(uri: Uri, caller: Result<Caller, ApiError>) -> ApiError {
+async fn not_implemented<B: Boxes>(uri: Uri, caller: Result<Auth, ApiError>) -> ApiError {
     let path = uri.path();
     if path != "/v1" && !path.starts_with("/v1/") {
         return ApiError::NotFound(format!("no such endpoint {path}; the API lives under /v1"));

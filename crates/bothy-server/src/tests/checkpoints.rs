@@ -258,27 +258,3 @@ async fn fork_starts_from_a_checkpoint_of_another_sprite() {
         .await;
     assert_eq!(list["sprites"].as_array().map(Vec::len), Some(2));
 }
-
-/// Garbage is collected on a period too, not only after deletes, and the
-/// periodic collection ends with the daemon.
-#[tokio::test]
-async fn garbage_is_collected_periodically_until_shutdown() {
-    let h = harness().await;
-    let task = h
-        .app
-        .collect_garbage_every(std::time::Duration::from_millis(20));
-    let fake = h.fake.clone();
-    wait_until(move || fake.state().gc_runs >= 3).await;
-    h.shutdown.send(true).expect("the app listens for shutdown");
-    let at_shutdown = h.fake.state().gc_runs;
-    tokio::time::timeout(std::time::Duration::from_secs(10), task)
-        .await
-        .expect("the periodic collection ends at shutdown")
-        .expect("the periodic collection did not panic");
-    // At most the collection under way at shutdown ended after it.
-    let after = h.fake.state().gc_runs;
-    assert!(
-        after <= at_shutdown + 1,
-        "collections went on after shutdown: {at_shutdown} -> {after}"
-    );
-}

@@ -25,47 +25,38 @@ async fn http(
 async fn start(
     dir: &std::path::Path,
     fake: FakeBoxes,
+    stop_boxes: bool,
 ) -> (
     std::net::SocketAddr,
     tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<Result<(), crate::DaemonError>>,
+    tokio::task::JoinHandle<Result<(), crate::ServerError>>,
 ) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr");
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let dir = dir.to_path_buf();
-    let task = tokio::spawn(async move {
-        crate::serve_with(
-            &dir,
-            port,
-            fake,
-            async move {
-                let _ = rx.await;
-            },
-            None,
-        )
+    let control = bothy_control::open_with(dir, fake, None, false)
         .await
+        .expect("control opens");
+    let listener = crate::bind("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let served = crate::serve(control.clone(), listener, async move {
+            let _ = rx.await;
+        })
+        .await;
+        control.shutdown(stop_boxes).await;
+        served
     });
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(port).await.is_err() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "daemon did not listen"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    (port, tx, task)
+    (addr, tx, task)
 }
 
 #[tokio::test]
-async fn first_start_restart_and_shutdown() {
+async fn first_start_restart_adopts_and_shutdown_on_request_stops() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let dir = crate::datadir::prepare(&tmp.path().join("data")).expect("prepare");
+    let dir = bothy_control::datadir::prepare(&tmp.path().join("data")).expect("prepare");
     let fake = FakeBoxes::default();
 
-    let (addr, stop, task) = start(&dir, fake.clone()).await;
+    let (addr, stop, task) = start(&dir, fake.clone(), false).await;
     let token_file = dir.join("admin-token");
     let token = std::fs::read_to_string(&token_file)
         .expect("admin token")
@@ -87,14 +78,16 @@ async fn first_start_restart_and_shutdown() {
 
     stop.send(()).expect("daemon alive");
     task.await.expect("join").expect("clean exit");
-    assert!(fake.state().running.is_empty(), "shutdown stops every box");
+    assert_eq!(
+        fake.state().running.len(),
+        1,
+        "a plain shutdown leaves boxes running"
+    );
 
-    // Restart: same token, the box is started again in the background.
-    let (addr, stop, task) = start(&dir, fake.clone()).await;
+    // Restart: same token, the running box is adopted.
+    let (addr, stop, task) = start(&dir, fake.clone(), true).await;
     let again = std::fs::read_to_string(&token_file).expect("admin token");
     assert_eq!(again.trim(), token);
-    let f = fake.clone();
-    wait_until(move || f.state().running.len() == 1).await;
     let res = http(addr, "GET", "/v1/sprites/dev", &token, "").await;
     assert!(
         res.starts_with("HTTP/1.1 200") && res.contains("\"running\""),
@@ -102,4 +95,8 @@ async fn first_start_restart_and_shutdown() {
     );
     stop.send(()).expect("daemon alive");
     task.await.expect("join").expect("clean exit");
+    assert!(
+        fake.state().running.is_empty(),
+        "a shutdown told to stop boxes stops them"
+    );
 }

@@ -5,12 +5,8 @@
 mod checkpoints;
 mod daemon;
 mod exec_ws;
-mod fake;
-mod recovery;
 mod rest;
 mod sdk;
-
-use std::collections::HashSet;
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
@@ -19,36 +15,32 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 use tower::ServiceExt;
 
-use crate::app::App;
-use crate::auth::{hash_token, new_token};
-use crate::store::{RowState, SpriteRow, Store};
-
-use fake::FakeBoxes;
+use bothy_control::testing::FakeBoxes;
+use bothy_control::{hash_token, new_token, Control, Store};
 
 struct Harness {
     router: Router,
-    app: App<FakeBoxes>,
     fake: FakeBoxes,
     admin: String,
-    shutdown: watch::Sender<bool>,
+    /// Kept so the frontends' shutdown signal does not fire.
+    _shutdown: watch::Sender<bool>,
 }
 
 async fn harness() -> Harness {
     let store = Store::open_in_memory().expect("store");
     let admin = new_token();
     store
-        .bootstrap(hash_token(&admin), crate::app::now())
+        .bootstrap(hash_token(&admin), bothy_control::time::now())
         .await
         .expect("bootstrap");
     let fake = FakeBoxes::default();
     let (tx, rx) = watch::channel(false);
-    let app = App::new(store, fake.clone(), rx);
+    let control = Control::new(store, fake.clone());
     Harness {
-        router: crate::routes::router(app.clone()),
-        app,
+        router: crate::routes::router(control, crate::Shutdown(rx)),
         fake,
         admin,
-        shutdown: tx,
+        _shutdown: tx,
     }
 }
 

@@ -36,6 +36,11 @@ pub struct Daemon {
     /// Extra `bothy daemon` arguments and environment (an object store).
     extra_args: Vec<String>,
     env: Vec<(String, String)>,
+    /// The bothy binary the daemon runs.
+    bin: PathBuf,
+    /// Whether SIGTERM stops the boxes (`--stop-boxes`); tests that check
+    /// that boxes outlive the daemon turn it off.
+    stop_boxes: std::sync::atomic::AtomicBool,
 }
 
 impl Daemon {
@@ -46,6 +51,17 @@ impl Daemon {
 
     /// Like [`Daemon::start`], with extra daemon arguments and environment.
     pub fn start_with(extra_args: Vec<String>, env: Vec<(String, String)>) -> Self {
+        Self::start_from(PathBuf::from(BIN), true, extra_args, env)
+    }
+
+    /// A daemon running `bin`; with `stop_boxes` false, SIGTERM leaves its
+    /// boxes running (the harness drains them at the end of the test).
+    pub fn start_from(
+        bin: PathBuf,
+        stop_boxes: bool,
+        extra_args: Vec<String>,
+        env: Vec<(String, String)>,
+    ) -> Self {
         let work = tempfile::Builder::new()
             .prefix("bothy-test-")
             .tempdir()
@@ -69,6 +85,8 @@ impl Daemon {
             child: Mutex::new(None),
             extra_args,
             env,
+            bin,
+            stop_boxes: std::sync::atomic::AtomicBool::new(stop_boxes),
         };
         daemon.spawn();
         daemon.token = daemon.read_token();
@@ -110,9 +128,14 @@ impl Daemon {
         let log_err = log
             .try_clone()
             .unwrap_or_else(|e| panic!("cannot dup the log fd: {e}"));
-        let mut cmd = Command::new(BIN);
-        cmd.arg("daemon")
-            .arg("--data-dir")
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("daemon");
+        // Tests stop their daemons with SIGTERM and expect a clean host after:
+        // the harness asks for the drain a plain SIGTERM does not do.
+        if self.stop_boxes.load(std::sync::atomic::Ordering::SeqCst) {
+            cmd.arg("--stop-boxes");
+        }
+        cmd.arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--listen")
             .arg(self.addr.to_string());
@@ -126,7 +149,7 @@ impl Daemon {
             .stdout(log)
             .stderr(log_err)
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {BIN} daemon: {e}"));
+            .unwrap_or_else(|e| panic!("cannot start {} daemon: {e}", self.bin.display()));
         *child_slot = Some(child);
         drop(child_slot);
 
@@ -152,6 +175,22 @@ impl Daemon {
 
     pub fn pid(&self) -> Option<u32> {
         self.child_slot().as_ref().map(|c| c.id())
+    }
+
+    /// The pid of the storage process serving this daemon's box disks.
+    pub fn storage_pid(&self) -> Option<u32> {
+        let dir = self.data_dir.to_string_lossy().into_owned();
+        fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let cmdline = fs::read(e.path().join("cmdline")).ok()?;
+            let args: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            let ours = args.iter().any(|a| a == "storage-server")
+                && args.windows(2).any(|w| w[0] == "--data-dir" && w[1] == dir);
+            ours.then_some(pid)
+        })
     }
 
     pub fn url(&self) -> String {
@@ -206,6 +245,16 @@ impl Daemon {
     /// Stops the daemon (SIGTERM, then SIGKILL), removes anything left on the host
     /// and deletes the data dir unless something is still mounted under it.
     pub fn shutdown(&self) {
+        use std::sync::atomic::Ordering;
+        // A daemon that leaves its boxes running is restarted once with
+        // --stop-boxes, so that the SIGTERM below drains them.
+        if !self.stop_boxes.swap(true, Ordering::SeqCst) && !std::thread::panicking() {
+            let running = self.child_slot().is_some();
+            if running {
+                self.stop();
+            }
+            self.spawn();
+        }
         if let Some(mut child) = self.child_slot().take() {
             signal(child.id(), libc::SIGTERM);
             if wait_with_deadline(&mut child, STOP_TIMEOUT).is_none() {

@@ -380,20 +380,45 @@ fn abort_fuse_connections(d: &Daemon) -> Vec<String> {
     aborted
 }
 
-/// `kill -9` of the daemon, as [`Daemon::kill9`], except that a daemon that
-/// cannot die is unwedged before the test fails. The FUSE server behind
-/// the box disks lives in the daemon: a thread killed inside a filesystem
-/// call that waits on those disks (a freeze or thaw) never returns, the
-/// process never exits, and every `sync` on the host hangs. Aborting the
-/// FUSE connections frees it.
-pub fn kill9_unwedging(d: &Daemon) {
-    let Some(pid) = d.pid() else {
-        panic!("kill9: the daemon is not running");
-    };
-    super::daemon::signal(pid, libc::SIGKILL);
+/// What a crash test kills.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Crash {
+    /// The daemon only: boxes and their disks keep running.
+    Daemon,
+    /// The storage process only: box disks die, boxes boot again.
+    Storage,
+    /// Both at once, as a crash of everything bothy runs would.
+    Both,
+}
+
+impl Crash {
+    /// Whether boxes lose their disks (and boot again) in this crash.
+    pub fn reboots_boxes(self) -> bool {
+        self != Crash::Daemon
+    }
+}
+
+/// `kill -9` of the daemon, its storage process or both, waiting until they
+/// are gone. A process that cannot die is unwedged before the test fails: a
+/// thread killed inside a filesystem call that waits on its own FUSE server
+/// never returns, the process never exits, and every `sync` on the host
+/// hangs. Aborting the FUSE connections frees it.
+pub fn crash(d: &Daemon, what: Crash) {
+    let daemon = d.pid();
+    let storage = d.storage_pid();
+    let mut victims = Vec::new();
+    if what != Crash::Storage {
+        victims.push(daemon.unwrap_or_else(|| panic!("crash: the daemon is not running")));
+    }
+    if what != Crash::Daemon {
+        victims.push(storage.unwrap_or_else(|| panic!("crash: no storage process runs")));
+    }
+    for pid in &victims {
+        super::daemon::signal(*pid, libc::SIGKILL);
+    }
     let died = |limit: Duration| {
         let deadline = std::time::Instant::now() + limit;
-        while !process_dead(pid) {
+        while !victims.iter().all(|p| process_dead(*p)) {
             if std::time::Instant::now() >= deadline {
                 return false;
             }
@@ -402,28 +427,36 @@ pub fn kill9_unwedging(d: &Daemon) {
         true
     };
     if died(Duration::from_secs(20)) {
-        d.kill9();
+        if what != Crash::Storage {
+            d.kill9();
+        }
         return;
     }
-    let stuck = fs::read_dir(format!("/proc/{pid}/task"))
-        .map(|tasks| {
-            tasks
-                .flatten()
-                .map(|t| {
-                    let wchan = fs::read_to_string(t.path().join("wchan")).unwrap_or_default();
-                    format!("{}:{wchan}", t.file_name().to_string_lossy())
+    let stuck: Vec<String> = victims
+        .iter()
+        .flat_map(|pid| {
+            fs::read_dir(format!("/proc/{pid}/task"))
+                .map(|tasks| {
+                    tasks
+                        .flatten()
+                        .map(|t| {
+                            let wchan =
+                                fs::read_to_string(t.path().join("wchan")).unwrap_or_default();
+                            format!("{pid}/{}:{wchan}", t.file_name().to_string_lossy())
+                        })
+                        .collect::<Vec<_>>()
                 })
-                .collect::<Vec<_>>()
+                .unwrap_or_default()
         })
-        .unwrap_or_default();
+        .collect();
     let aborted = abort_fuse_connections(d);
     let freed = died(Duration::from_secs(20));
-    if freed {
+    if freed && what != Crash::Storage {
         d.kill9();
     }
     panic!(
-        "the daemon (pid {pid}) did not die within 20 s of SIGKILL: threads stuck in {stuck:?}; \
-         aborted FUSE connections {aborted:?}, which {} it",
+        "{victims:?} did not die within 20 s of SIGKILL: threads stuck in {stuck:?}; \
+         aborted FUSE connections {aborted:?}, which {} them",
         if freed { "freed" } else { "did not free" }
     );
 }

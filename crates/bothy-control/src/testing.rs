@@ -1,4 +1,5 @@
-//! An in-memory stand-in for the boxes and their agents.
+//! An in-memory stand-in for the boxes and their agents, so control logic
+//! and the frontends are tested without root or real boxes.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -7,7 +8,7 @@ use bothy_agent::proto::{Input, Output, SessionInfo, SpawnRequest};
 use bothy_runtime::BoxSpec;
 use tokio::sync::mpsc;
 
-use crate::boxes::{BoxError, Boxes, DiskSource, ExecChannels};
+use crate::boxes::{BoxError, Boxes, DiskSource, ExecChannels, InboxSocket};
 
 /// What the fake remembers, shared with the test.
 #[derive(Default)]
@@ -26,14 +27,38 @@ pub struct FakeState {
     /// (box id, volume checkpoint) → disk content.
     pub checkpoints: HashMap<(String, u64), Vec<u8>>,
     pub gc_runs: usize,
+    /// A checkpoint of this box waits until [`FakeBoxes::open_gate`].
+    pub checkpoint_gate: Option<String>,
+    /// Set while a gated checkpoint waits.
+    pub gate_waiting: bool,
+    /// Set once control let go of the storage (all boxes stopped).
+    pub storage_released: bool,
 }
 
 #[derive(Clone, Default)]
-pub struct FakeBoxes(pub Arc<Mutex<FakeState>>);
+pub struct FakeBoxes {
+    state: Arc<Mutex<FakeState>>,
+    gate: Arc<tokio::sync::Notify>,
+    storage_death: Arc<tokio::sync::Notify>,
+}
 
 impl FakeBoxes {
     pub fn state(&self) -> std::sync::MutexGuard<'_, FakeState> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The storage dies: every running box loses its disk (stops running)
+    /// and control is told.
+    pub fn kill_storage(&self) {
+        self.state().running.clear();
+        self.storage_death.notify_waiters();
+    }
+
+    /// Lets a gated checkpoint go on.
+    pub fn open_gate(&self) {
+        self.state().checkpoint_gate = None;
+        self.gate.notify_waiters();
+        self.gate.notify_one();
     }
 }
 
@@ -46,7 +71,7 @@ impl Boxes for FakeBoxes {
                 .checkpoints
                 .get(&(box_id.clone(), *checkpoint))
                 .cloned()
-                .ok_or_else(|| BoxError::Failed("no such checkpoint".into()))?,
+                .ok_or_else(|| BoxError::NotFound("no such checkpoint".into()))?,
         };
         s.volumes.insert(spec.id.clone());
         s.disks.insert(spec.id.clone(), content);
@@ -201,6 +226,13 @@ impl Boxes for FakeBoxes {
         Ok(())
     }
     async fn checkpoint(&self, id: &str) -> Result<u64, BoxError> {
+        let gated = self.state().checkpoint_gate.as_deref() == Some(id);
+        if gated {
+            let opened = self.gate.notified();
+            self.state().gate_waiting = true;
+            opened.await;
+            self.state().gate_waiting = false;
+        }
         let mut s = self.state();
         Ok(s.snapshot(id))
     }
@@ -221,7 +253,7 @@ impl Boxes for FakeBoxes {
             .checkpoints
             .get(&(spec.id.clone(), checkpoint))
             .cloned()
-            .ok_or_else(|| BoxError::Failed("no such volume checkpoint".into()))?;
+            .ok_or_else(|| BoxError::NotFound("no such volume checkpoint".into()))?;
         let safety = s.snapshot(&spec.id);
         s.disks.insert(spec.id.clone(), content);
         s.running.insert(spec.id.clone());
@@ -237,7 +269,7 @@ impl Boxes for FakeBoxes {
         self.state().gc_runs += 1;
         Ok(())
     }
-    fn env_socket(&self, _id: &str) -> Option<std::path::PathBuf> {
+    fn env_socket(&self, _id: &str) -> Option<InboxSocket> {
         None
     }
     async fn sync(&self, _id: &str) -> Result<(), BoxError> {
@@ -245,6 +277,13 @@ impl Boxes for FakeBoxes {
     }
     async fn recover_disk(&self, _id: &str) -> Result<bool, BoxError> {
         Ok(false)
+    }
+    async fn release_storage(&self) -> Result<(), BoxError> {
+        self.state().storage_released = true;
+        Ok(())
+    }
+    async fn storage_gone(&self) {
+        self.storage_death.notified().await
     }
 }
 

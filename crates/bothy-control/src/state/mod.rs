@@ -9,6 +9,11 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
+mod checkpoints;
+pub mod replica;
+
+pub use checkpoints::CheckpointRow;
+
 /// Bumped with every schema change; migrations key on it.
 const SCHEMA_VERSION: i64 = 1;
 
@@ -27,7 +32,7 @@ pub enum StoreError {
     Corrupt(String),
 }
 
-/// Lifecycle of a sprite row; see the crash-safety notes in `orchestrator`.
+/// Lifecycle of a sprite row; see the crash-safety notes in `lifecycle.rs`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RowState {
     Creating,
@@ -94,7 +99,7 @@ impl Store {
         Self::init(conn)
     }
 
-    #[cfg(test)]
+    /// A database that lives as long as the handle (tests, tools).
     pub fn open_in_memory() -> Result<Self, StoreError> {
         Self::init(Connection::open_in_memory()?)
     }

@@ -1,5 +1,6 @@
-//! What the API needs from the boxes, as a trait: the real implementation drives
-//! the runtime and the in-box agent; tests use an in-memory fake.
+//! What control needs from the boxes, as a trait: the real implementation
+//! drives the runtime and the in-box agent; tests use an in-memory fake
+//! ([`crate::testing`]).
 
 use std::future::Future;
 use std::time::Duration;
@@ -20,6 +21,15 @@ pub enum BoxError {
     NotRunning(String),
     #[error("no such session: {0}")]
     NoSuchSession(String),
+    /// A checkpoint or disk the call names does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// Something else holds the box or its disk; retry once it is done.
+    #[error("{0}")]
+    Busy(String),
+    /// The host cannot do it now (storage down, host tools missing).
+    #[error("{0}")]
+    Unavailable(String),
     /// The command could not be started (not found, bad directory, ...).
     #[error("{0}")]
     Spawn(String),
@@ -31,7 +41,12 @@ pub enum BoxError {
 
 impl From<RuntimeError> for BoxError {
     fn from(e: RuntimeError) -> Self {
-        Self::Failed(e.to_string())
+        match e {
+            RuntimeError::NotFound(m) => Self::NotFound(m),
+            RuntimeError::Busy(m) => Self::Busy(m),
+            RuntimeError::HostNotReady(m) | RuntimeError::Unavailable(m) => Self::Unavailable(m),
+            other => Self::Failed(other.to_string()),
+        }
     }
 }
 
@@ -44,6 +59,15 @@ impl From<AgentError> for BoxError {
             other => Self::Failed(other.to_string()),
         }
     }
+}
+
+/// Where a box's own control socket is served, and the only host user that
+/// may connect to it (the box's root).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxSocket {
+    pub path: std::path::PathBuf,
+    pub uid: u32,
+    pub gid: u32,
 }
 
 /// A live connection to one exec session. Dropping it detaches from the session
@@ -113,7 +137,13 @@ pub trait Boxes: Send + Sync + 'static {
     /// Makes the box's disk and checkpoints durable in the object store.
     fn sync(&self, id: &str) -> impl Future<Output = Result<(), BoxError>> + Send;
     /// Where to serve the box's own control socket, if boxes have one.
-    fn env_socket(&self, id: &str) -> Option<std::path::PathBuf>;
+    fn env_socket(&self, id: &str) -> Option<InboxSocket>;
+    /// Every box is stopped: lets go of what serves their disks (the
+    /// storage process), which otherwise outlives the daemon.
+    fn release_storage(&self) -> impl Future<Output = Result<(), BoxError>> + Send;
+    /// Completes when what serves the boxes' disks dies (their disks are
+    /// dead until the boxes boot again).
+    fn storage_gone(&self) -> impl Future<Output = ()> + Send;
 }
 
 /// Boxes made by the runtime (crun containers) with the agent as pid 1.
@@ -178,14 +208,24 @@ impl Boxes for RealBoxes {
         tracing::info!(objects, cached, "garbage collected");
         Ok(())
     }
-    fn env_socket(&self, id: &str) -> Option<std::path::PathBuf> {
-        Some(self.runtime.env_socket(id))
+    fn env_socket(&self, id: &str) -> Option<InboxSocket> {
+        Some(InboxSocket {
+            path: self.runtime.env_socket(id),
+            uid: bothy_runtime::UID_SHIFT,
+            gid: bothy_runtime::UID_SHIFT,
+        })
     }
     async fn sync(&self, id: &str) -> Result<(), BoxError> {
         Ok(self.runtime.sync(id).await?)
     }
     async fn recover_disk(&self, id: &str) -> Result<bool, BoxError> {
         Ok(self.runtime.recover_disk(id).await?)
+    }
+    async fn release_storage(&self) -> Result<(), BoxError> {
+        Ok(self.runtime.shutdown_storage().await?)
+    }
+    async fn storage_gone(&self) {
+        self.runtime.storage_gone().await
     }
 }
 

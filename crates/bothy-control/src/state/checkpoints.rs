@@ -8,7 +8,7 @@
 
 use rusqlite::{params, OptionalExtension};
 
-use crate::store::{Store, StoreError};
+use super::{Store, StoreError};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckpointRow {
@@ -169,7 +169,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{RowState, SpriteRow};
+    use crate::state::{RowState, SpriteRow};
 
     async fn store_with_sprite() -> Store {
         let s = Store::open_in_memory().expect("store");

@@ -1,0 +1,67 @@
+//! Exec sessions: run a command in a box, list, re-attach, signal. The
+//! session itself lives in the box's agent, so it outlives the daemon.
+
+pub use bothy_agent::proto::{Input, Output, SessionInfo, SpawnRequest};
+
+use crate::boxes::{BoxError, Boxes, ExecChannels, AGENT_TIMEOUT};
+use crate::error::{ControlError, ControlResult};
+use crate::state::SpriteRow;
+use crate::Control;
+
+async fn agent_call<T>(
+    fut: impl std::future::Future<Output = Result<T, BoxError>>,
+) -> Result<T, BoxError> {
+    tokio::time::timeout(AGENT_TIMEOUT, fut)
+        .await
+        .unwrap_or_else(|_| Err(BoxError::Timeout("the box's agent did not answer".into())))
+}
+
+/// What came of asking to run a command.
+pub enum Spawned {
+    Session(ExecChannels),
+    /// The command could not be started (not found, bad directory): the
+    /// reason, for the user, as a shell would print it.
+    NotStarted(String),
+}
+
+impl<B: Boxes> Control<B> {
+    /// Runs a command in the box, waking it first.
+    pub async fn spawn(&self, row: &SpriteRow, req: SpawnRequest) -> ControlResult<Spawned> {
+        self.ensure_running(row).await?;
+        match agent_call(self.boxes().spawn(&row.id, req)).await {
+            Ok(chans) => Ok(Spawned::Session(chans)),
+            Err(BoxError::Spawn(reason)) => Ok(Spawned::NotStarted(reason)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Re-attaches to a live session.
+    pub async fn attach(&self, row: &SpriteRow, session: &str) -> ControlResult<ExecChannels> {
+        self.ensure_running(row).await?;
+        Ok(agent_call(self.boxes().attach(&row.id, session)).await?)
+    }
+
+    pub async fn sessions(&self, row: &SpriteRow) -> ControlResult<Vec<SessionInfo>> {
+        self.ensure_running(row).await?;
+        Ok(agent_call(self.boxes().sessions(&row.id)).await?)
+    }
+
+    /// The session `session` of the box, or not found.
+    pub async fn session(&self, row: &SpriteRow, session: &str) -> ControlResult<SessionInfo> {
+        self.sessions(row)
+            .await?
+            .into_iter()
+            .find(|s| s.id == session)
+            .ok_or_else(|| ControlError::session_not_found(session))
+    }
+
+    /// Sends `signal` to a session's process group.
+    pub async fn signal_session(
+        &self,
+        row: &SpriteRow,
+        session: &str,
+        signal: i32,
+    ) -> ControlResult<()> {
+        Ok(agent_call(self.boxes().kill(&row.id, session, signal)).await?)
+    }
+}

@@ -1,0 +1,223 @@
+//! Background work and the object-store barriers: garbage collection (after
+//! deletes and on a period), shipping disks after checkpoints, shipping the
+//! state database, and the sync barrier that waits for all of it.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::boxes::Boxes;
+use crate::error::{ControlError, ControlResult};
+use crate::lifecycle::bounded;
+use crate::state::replica::StateReplica;
+use crate::state::{RowState, SpriteRow};
+use crate::Control;
+
+/// How often garbage is collected besides after deletes.
+pub const GC_PERIOD: Duration = Duration::from_secs(600);
+/// When the second garbage-collection pass after a delete runs (see
+/// [`Control::collect_garbage_later`]): after ext4's periodic commit (5 s) and
+/// the next head shipment.
+const GC_SECOND_PASS_AFTER: Duration = Duration::from_secs(15);
+/// How often changes to the state database are looked for and shipped.
+pub const SHIP_INTERVAL: Duration = Duration::from_secs(1);
+/// A barrier may upload a lot to a slow store.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(600);
+
+#[derive(Default)]
+pub(crate) struct Jobs {
+    /// Where the state database is replicated; `None` in tests without an
+    /// object store.
+    replica: Mutex<Option<Arc<StateReplica>>>,
+}
+
+impl<B: Boxes> Control<B> {
+    /// Starts the periodic jobs: garbage collection every `gc_period` and,
+    /// with a replica, shipping the state database whenever it changed. They
+    /// end at [`Control::shutdown`]; their tasks are returned.
+    pub fn start_jobs(
+        &self,
+        gc_period: Duration,
+        replica: Option<Arc<StateReplica>>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut tasks = Vec::new();
+        if let Some(r) = &replica {
+            tasks.push(tokio::spawn(ship_state_loop(self.clone(), Arc::clone(r))));
+        }
+        *self
+            .inner
+            .jobs
+            .replica
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = replica;
+        tasks.push(tokio::spawn(supervise_storage(self.clone())));
+        let control = self.clone();
+        let mut stop = self.shutdown_signal();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(gc_period) => {}
+                    _ = stop.changed() => return,
+                }
+                if let Err(e) = control.inner.boxes.collect_garbage().await {
+                    tracing::warn!(error = %e, "periodic garbage collection failed; it runs again in {gc_period:?}");
+                }
+            }
+        }));
+        tasks
+    }
+
+    fn replica(&self) -> Option<Arc<StateReplica>> {
+        self.inner
+            .jobs
+            .replica
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Ends background jobs; with `stop_boxes`, stops every box first (its
+    /// disk synced to the object store). Then ships the state a last time,
+    /// after the boxes' own barriers, so it names only what the store holds.
+    pub async fn shutdown(&self, stop_boxes: bool) {
+        let _ = self.inner.shutdown.send(true);
+        if stop_boxes {
+            match self.stop_all().await {
+                Ok(()) => {
+                    if let Err(e) = self.inner.boxes.release_storage().await {
+                        tracing::warn!(error = %e, "the storage process did not exit; it serves on");
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "stopping boxes failed"),
+            }
+        }
+        if let Some(replica) = self.replica() {
+            if let Err(e) = replica.ship(self.store().connection()).await {
+                tracing::error!(error = %e, "shipping the state database at shutdown failed");
+            }
+        }
+    }
+
+    /// The barrier for one sprite: returns once everything acknowledged
+    /// before the call (its disk's writes and checkpoints, and the state
+    /// rows that name them) is in the object store.
+    pub async fn sync_sprite(&self, row: &SpriteRow) -> ControlResult<()> {
+        self.ensure_ready(row)?;
+        bounded(
+            SYNC_TIMEOUT,
+            "syncing the disk to the object store",
+            self.inner.boxes.sync(&row.id),
+        )
+        .await
+        .map_err(|e| sync_failed(&row.name, e.into()))?;
+        self.ship_state_now().await
+    }
+
+    /// The barrier for every sprite of every organisation, and the state.
+    pub async fn sync_all(&self) -> ControlResult<()> {
+        let rows = self.store().all_sprites().await?;
+        for row in rows.iter().filter(|r| r.state == RowState::Ready) {
+            bounded(
+                SYNC_TIMEOUT,
+                "syncing a disk to the object store",
+                self.inner.boxes.sync(&row.id),
+            )
+            .await
+            .map_err(|e| sync_failed(&row.name, e.into()))?;
+        }
+        self.ship_state_now().await
+    }
+
+    async fn ship_state_now(&self) -> ControlResult<()> {
+        let Some(replica) = self.replica() else {
+            return Ok(());
+        };
+        replica
+            .ship(self.store().connection())
+            .await
+            .map(drop)
+            .map_err(|e| {
+                ControlError::Unavailable(format!(
+                    "the object store did not take the state database: {e}; retry the sync"
+                ))
+            })
+    }
+
+    /// Ships a box's disk and checkpoints to the object store in the
+    /// background: the checkpoint is already durable locally.
+    pub(crate) fn sync_later(&self, id: &str) {
+        let control = self.clone();
+        let id = id.to_string();
+        tokio::spawn(async move {
+            if let Err(e) = control.inner.boxes.sync(&id).await {
+                tracing::warn!(box_id = %id, error = %e, "syncing to the object store failed; retried at the next checkpoint or shutdown");
+            }
+        });
+    }
+
+    /// Frees unreferenced chunks in the background, in two passes. Some
+    /// chunks are still named for a few seconds after a delete: by a box's
+    /// head until discards that ext4 sends after a checkpoint's syncfs are
+    /// flushed, and by the head snapshot last shipped to the object store
+    /// until the next one replaces it. The second pass frees those.
+    pub(crate) fn collect_garbage_later(&self) {
+        let control = self.clone();
+        tokio::spawn(async move {
+            for pass in 0..2 {
+                if pass > 0 {
+                    tokio::time::sleep(GC_SECOND_PASS_AFTER).await;
+                }
+                if let Err(e) = control.inner.boxes.collect_garbage().await {
+                    tracing::warn!(error = %e, "garbage collection failed; it runs again after the next delete");
+                    return;
+                }
+            }
+        });
+    }
+}
+
+fn sync_failed(name: &str, e: ControlError) -> ControlError {
+    match e {
+        ControlError::Internal(m) | ControlError::Timeout(m) => ControlError::Unavailable(format!(
+            "could not sync {name:?} to the object store: {m}; nothing acknowledged is lost, retry the sync"
+        )),
+        other => other,
+    }
+}
+
+/// When the storage process dies, every box it served has a dead disk: boot
+/// them all again (the storage process is started anew on the way), as a
+/// restart of the daemon would.
+async fn supervise_storage<B: Boxes>(control: Control<B>) {
+    let mut stop = control.shutdown_signal();
+    loop {
+        tokio::select! {
+            _ = control.inner.boxes.storage_gone() => {}
+            _ = stop.changed() => return,
+        }
+        tracing::error!("the storage process died: booting every box again on a new one");
+        if let Err(e) = control.recover().await {
+            tracing::error!(error = %e, "booting boxes again after the storage process died failed");
+        }
+    }
+}
+
+/// Ships the state database whenever it changed, until shutdown.
+async fn ship_state_loop<B: Boxes>(control: Control<B>, replica: Arc<StateReplica>) {
+    let mut stop = control.shutdown_signal();
+    let mut shipped_at = None;
+    loop {
+        let changes = control.store().total_changes();
+        if shipped_at != Some(changes) {
+            match replica.ship(control.store().connection()).await {
+                Ok(_) => shipped_at = Some(changes),
+                Err(e) => {
+                    tracing::warn!(error = %e, "shipping the state database failed; retrying")
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(SHIP_INTERVAL) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}

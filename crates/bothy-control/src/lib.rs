@@ -1,0 +1,111 @@
+//! The control layer of bothy: everything the frontends (the HTTP API, the
+//! in-box socket, later MCP and the edge) ask of the boxes goes through a
+//! [`Control`], and nothing here knows about HTTP.
+//!
+//! It owns:
+//! - the box lifecycle: create (and fork), destroy, wake, stop, restore,
+//!   recovery after a crash ([`lifecycle`](crate::Control::create));
+//! - one async lock per box, so operations on a box never interleave
+//!   ([`locks`]);
+//! - checkpoints: records in the state database, data in the volume layer;
+//! - background jobs: garbage collection, object-store barriers, shipping
+//!   the state database ([`jobs`]);
+//! - an event stream of what happens to boxes ([`events`]);
+//! - the state store (SQLite) and its replication to the object store
+//!   ([`state`]);
+//! - its own error enum, whose variants are the kinds of failure
+//!   ([`ControlError`]).
+//!
+//! Below it, [`Boxes`] is what control needs of the machinery: the real one
+//! drives the runtime and the in-box agent; [`testing`] has an in-memory fake
+//! (feature `testing`) so the control logic is tested without root.
+
+mod boxes;
+mod checkpoints;
+mod daemon;
+pub mod datadir;
+mod error;
+pub mod events;
+pub mod exec;
+pub mod jobs;
+mod lifecycle;
+mod locks;
+pub mod state;
+pub mod time;
+mod tokens;
+pub mod validate;
+
+#[cfg(feature = "testing")]
+pub mod testing;
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+pub use boxes::{BoxError, Boxes, DiskSource, ExecChannels, InboxSocket, RealBoxes, AGENT_TIMEOUT};
+pub use checkpoints::CheckpointListQuery;
+pub use daemon::{open, open_with, ControlConfig, OpenError, STATE_DB};
+pub use error::{ControlError, ControlResult};
+pub use events::{BoxEvent, EventKind};
+pub use lifecycle::{spec_of, ListQuery, SpriteListing, SpriteStatus, SpriteView};
+pub use state::{CheckpointRow, RowState, SpriteRow, Store, TokenOwner};
+pub use tokens::{hash_token, new_token, Caller, TOKEN_PREFIX};
+
+/// A handle on the control layer; cheap to clone.
+pub struct Control<B> {
+    inner: Arc<Inner<B>>,
+}
+
+impl<B> Clone for Control<B> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+struct Inner<B> {
+    store: Store,
+    boxes: B,
+    locks: locks::BoxLocks,
+    events: events::EventBus,
+    jobs: jobs::Jobs,
+    /// Flips to true once at shutdown: background jobs end.
+    shutdown: watch::Sender<bool>,
+}
+
+impl<B: Boxes> Control<B> {
+    /// Control over `boxes` with state in `store`. Background jobs are
+    /// started separately ([`Control::start_jobs`]).
+    pub fn new(store: Store, boxes: B) -> Self {
+        let (shutdown, _) = watch::channel(false);
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                boxes,
+                locks: locks::BoxLocks::default(),
+                events: events::EventBus::new(),
+                jobs: jobs::Jobs::default(),
+                shutdown,
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn boxes(&self) -> &B {
+        &self.inner.boxes
+    }
+
+    /// Fires once the control layer is shutting down.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.inner.shutdown.subscribe()
+    }
+
+    /// Where box `id`'s own control socket is served, if boxes have one.
+    pub fn env_socket(&self, id: &str) -> Option<InboxSocket> {
+        self.inner.boxes.env_socket(id)
+    }
+}

@@ -1,0 +1,512 @@
+//! The box lifecycle: create (and fork), get, list, update, destroy, wake,
+//! recovery after a crash, stopping every box.
+//!
+//! Crash safety: create = row `creating` (committed) → runtime create → start →
+//! row `ready`; destroy = row `destroying` (committed) → runtime destroy → row
+//! deleted. On start, [`Control::recover`] rolls back `creating` rows (the
+//! client never got an answer), finishes `destroying` ones and starts every
+//! `ready` box (adopting one that kept running).
+
+use std::time::Duration;
+
+use bothy_api::{CreateSpriteRequest, UpdateSpriteRequest};
+use bothy_runtime::BoxSpec;
+use futures_util::future::join_all;
+
+use crate::boxes::{BoxError, Boxes, DiskSource};
+use crate::error::{ControlError, ControlResult};
+use crate::events::EventKind;
+use crate::state::{RowState, SpriteRow, StoreError};
+use crate::time::now;
+use crate::tokens::Caller;
+use crate::{validate, Control};
+
+/// Longest a box may take to be created (copying its volume) and started.
+pub(crate) const CREATE_TIMEOUT: Duration = Duration::from_secs(120);
+pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const DESTROY_TIMEOUT: Duration = Duration::from_secs(120);
+/// Bringing a disk back from the object store reads its map snapshots.
+const RECOVER_TIMEOUT: Duration = Duration::from_secs(300);
+/// Status checks are on the path of list/get: a wedged box must not hang them.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What a sprite is doing, as the API shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpriteStatus {
+    Running,
+    Warm,
+    Cold,
+}
+
+impl SpriteStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Warm => "warm",
+            Self::Cold => "cold",
+        }
+    }
+}
+
+/// A sprite's row and its status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpriteView {
+    pub row: SpriteRow,
+    pub status: SpriteStatus,
+}
+
+/// One page of sprites, with counts over the whole organisation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpriteListing {
+    pub sprites: Vec<SpriteView>,
+    /// Name to pass as `after` for the next page; `None` on the last.
+    pub next_after: Option<String>,
+    pub running: u64,
+    pub warm: u64,
+    pub cold: u64,
+}
+
+/// Which sprites a list asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListQuery {
+    pub prefix: String,
+    pub limit: usize,
+    /// Names strictly after this one.
+    pub after: Option<String>,
+}
+
+pub fn spec_of(row: &SpriteRow) -> BoxSpec {
+    BoxSpec {
+        id: row.id.clone(),
+        hostname: row.name.clone(),
+        ram_mb: row.ram_mb,
+        cpus: row.cpus,
+        storage_gb: row.storage_gb,
+    }
+}
+
+/// `fut`, or a timeout error naming `what`.
+pub(crate) async fn bounded<T>(
+    limit: Duration,
+    what: &str,
+    fut: impl std::future::Future<Output = Result<T, BoxError>>,
+) -> Result<T, BoxError> {
+    tokio::time::timeout(limit, fut).await.unwrap_or_else(|_| {
+        Err(BoxError::Timeout(format!(
+            "{what} took longer than {limit:?}"
+        )))
+    })
+}
+
+impl<B: Boxes> Control<B> {
+    /// The sprite `name` of the caller's organisation.
+    pub async fn sprite(&self, caller: &Caller, name: &str) -> ControlResult<SpriteRow> {
+        self.store()
+            .sprite(caller.org().to_string(), name.to_string())
+            .await?
+            .ok_or_else(|| ControlError::sprite_not_found(name))
+    }
+
+    /// The sprite with box id `id`, whatever its organisation (the in-box
+    /// socket knows its box by id).
+    pub async fn sprite_by_id(&self, id: &str) -> ControlResult<SpriteRow> {
+        self.store()
+            .sprite_by_id(id.to_string())
+            .await?
+            .ok_or_else(|| ControlError::NotFound("this bothy is being destroyed".into()))
+    }
+
+    /// The row and its status.
+    pub async fn view(&self, row: SpriteRow) -> SpriteView {
+        let status = self.status_of(&row.id).await;
+        SpriteView { row, status }
+    }
+
+    /// `running` or `cold`; a box that does not answer in time counts as cold.
+    pub async fn status_of(&self, id: &str) -> SpriteStatus {
+        match bounded(
+            STATUS_TIMEOUT,
+            "status check",
+            self.inner.boxes.is_running(id),
+        )
+        .await
+        {
+            Ok(true) => SpriteStatus::Running,
+            Ok(false) => SpriteStatus::Cold,
+            Err(e) => {
+                tracing::warn!(box_id = id, error = %e, "status check failed");
+                SpriteStatus::Cold
+            }
+        }
+    }
+
+    /// A page of the caller's sprites; the counts cover the whole
+    /// organisation. Status checks run concurrently, each bounded.
+    pub async fn list(&self, caller: &Caller, q: ListQuery) -> ControlResult<SpriteListing> {
+        let org = caller.org().to_string();
+        let mut rows = self
+            .store()
+            .list_sprites(org.clone(), q.prefix, q.after, q.limit.saturating_add(1))
+            .await?;
+        let has_more = rows.len() > q.limit;
+        rows.truncate(q.limit);
+        let next_after = if has_more {
+            rows.last().map(|r| r.name.clone())
+        } else {
+            None
+        };
+        let ids = self.store().sprite_ids(org).await?;
+        let statuses: std::collections::HashMap<String, SpriteStatus> = join_all(
+            ids.iter()
+                .map(|id| async move { (id.clone(), self.status_of(id).await) }),
+        )
+        .await
+        .into_iter()
+        .collect();
+        let count = |s: SpriteStatus| statuses.values().filter(|v| **v == s).count() as u64;
+        let sprites = rows
+            .into_iter()
+            .map(|row| {
+                let status = statuses.get(&row.id).copied().unwrap_or(SpriteStatus::Cold);
+                SpriteView { row, status }
+            })
+            .collect();
+        Ok(SpriteListing {
+            sprites,
+            next_after,
+            running: count(SpriteStatus::Running),
+            warm: count(SpriteStatus::Warm),
+            cold: count(SpriteStatus::Cold),
+        })
+    }
+
+    /// Creates a sprite (a fork when `from_checkpoint` is set) and starts it.
+    /// Runs to completion even if the caller goes away.
+    pub async fn create(
+        &self,
+        caller: &Caller,
+        req: CreateSpriteRequest,
+    ) -> ControlResult<SpriteView> {
+        let row = validate::new_row(caller.org(), &req, now())?;
+        let fork = match &req.from_checkpoint {
+            Some(from) => Some(self.fork_source(caller, from).await?),
+            None => None,
+        };
+        match self.store().insert_sprite(row.clone()).await {
+            Ok(()) => {}
+            Err(StoreError::Conflict) => {
+                return Err(ControlError::Conflict(format!(
+                    "a sprite named {:?} already exists in your organization; pick another name or destroy it first",
+                    row.name
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let source = match &fork {
+            Some((source, _)) => source.clone(),
+            None => DiskSource::Base,
+        };
+        self.finish_create(row.clone(), source).await?;
+        if let Some((_, history)) = fork {
+            self.store().set_history(row.id.clone(), history).await?;
+        }
+        let row = self.sprite(caller, &row.name).await?;
+        Ok(SpriteView {
+            row,
+            status: SpriteStatus::Running,
+        })
+    }
+
+    /// Creates and starts the box of a row already inserted as `creating`; on
+    /// failure removes what was made and the row.
+    async fn finish_create(&self, row: SpriteRow, source: DiskSource) -> ControlResult<()> {
+        self.to_completion(&row.id.clone(), "create", move |control| async move {
+            let spec = spec_of(&row);
+            let made = async {
+                bounded(
+                    CREATE_TIMEOUT,
+                    "creating the box",
+                    control.inner.boxes.create(&spec, &source),
+                )
+                .await?;
+                bounded(
+                    START_TIMEOUT,
+                    "starting the box",
+                    control.inner.boxes.start(&spec),
+                )
+                .await
+            }
+            .await;
+            match made {
+                Ok(()) => {
+                    let t = now();
+                    control
+                        .store()
+                        .set_state(row.id.clone(), RowState::Ready, t.clone())
+                        .await?;
+                    control.store().mark_running(row.id.clone(), t).await?;
+                    tracing::info!(box_id = %row.id, name = %row.name, org = %row.org, "sprite created");
+                    control.emit(EventKind::Created, &row);
+                    Ok(())
+                }
+                Err(e) => {
+                    tracing::warn!(box_id = %row.id, error = %e, "create failed; rolling back");
+                    if let Err(d) = bounded(
+                        DESTROY_TIMEOUT,
+                        "cleanup",
+                        control.inner.boxes.destroy(&row.id),
+                    )
+                    .await
+                    {
+                        tracing::warn!(box_id = %row.id, error = %d, "cleanup after a failed create failed");
+                    }
+                    control.store().delete_sprite(row.id.clone()).await?;
+                    Err(match ControlError::from(e) {
+                        ControlError::NotFound(m) => ControlError::NotFound(m),
+                        other => ControlError::Unavailable(format!(
+                            "could not create the box: {other}; check the daemon's log and host setup, then retry"
+                        )),
+                    })
+                }
+            }
+        })
+        .await
+    }
+
+    /// Applies a partial update (url settings, labels).
+    pub async fn update(
+        &self,
+        caller: &Caller,
+        name: &str,
+        req: UpdateSpriteRequest,
+    ) -> ControlResult<SpriteView> {
+        let row = self.sprite(caller, name).await?;
+        if let Some(u) = &req.url_settings {
+            validate::url_settings(u)?;
+        }
+        if let Some(l) = &req.labels {
+            validate::labels(l)?;
+        }
+        let url = req.url_settings.map(|u| {
+            (
+                u.auth.unwrap_or_else(|| row.url_auth.clone()),
+                u.private_access.or_else(|| row.url_private_access.clone()),
+            )
+        });
+        self.store()
+            .update_sprite(row.id.clone(), url, req.labels, now())
+            .await?;
+        let row = self.sprite(caller, name).await?;
+        Ok(self.view(row).await)
+    }
+
+    /// Destroys a box and deletes its row; like create, finishes even if the
+    /// caller goes away. Repeating a destroy that failed resumes it.
+    pub async fn destroy(&self, row: SpriteRow) -> ControlResult<()> {
+        let id = row.id.clone();
+        self.to_completion(&id, "destroy", move |control| async move {
+            control
+                .store()
+                .set_state(row.id.clone(), RowState::Destroying, now())
+                .await?;
+            bounded(
+                DESTROY_TIMEOUT,
+                "destroying the box",
+                control.inner.boxes.destroy(&row.id),
+            )
+            .await
+            .map_err(|e| match ControlError::from(e) {
+                ControlError::Busy(m) => ControlError::Busy(format!(
+                    "could not destroy the box yet: {m}; retry the delete, it resumes where it stopped"
+                )),
+                other => ControlError::Unavailable(format!(
+                    "could not destroy the box: {other}; retry the delete, it resumes where it stopped"
+                )),
+            })?;
+            control.store().delete_sprite(row.id.clone()).await?;
+            tracing::info!(box_id = %row.id, name = %row.name, org = %row.org, "sprite destroyed");
+            control.emit(EventKind::Gone, &row);
+            control.collect_garbage_later();
+            Ok(())
+        })
+        .await?;
+        self.inner.locks.forget(&id);
+        Ok(())
+    }
+
+    /// Makes sure the box runs (waking a cold one), or says why it cannot.
+    pub async fn ensure_running(&self, row: &SpriteRow) -> ControlResult<()> {
+        self.ensure_ready(row)?;
+        self.wake(row).await
+    }
+
+    /// Refuses a sprite that is still being created or destroyed.
+    pub fn ensure_ready(&self, row: &SpriteRow) -> ControlResult<()> {
+        match row.state {
+            RowState::Ready => Ok(()),
+            RowState::Creating => Err(ControlError::Busy(format!(
+                "sprite {:?} is still being created; retry in a moment",
+                row.name
+            ))),
+            RowState::Destroying => Err(ControlError::Busy(format!(
+                "sprite {:?} is being destroyed (if a destroy failed, DELETE it again)",
+                row.name
+            ))),
+        }
+    }
+
+    async fn wake(&self, row: &SpriteRow) -> ControlResult<()> {
+        // Cheap path first: a running box needs no lock.
+        if let Ok(true) = bounded(
+            STATUS_TIMEOUT,
+            "status check",
+            self.inner.boxes.is_running(&row.id),
+        )
+        .await
+        {
+            return Ok(());
+        }
+        let _guard = self.inner.locks.lock(&row.id, "waking the sprite").await?;
+        // A destroy may have run while this waited for the lock: never start a
+        // box whose row is gone.
+        let current = self.store().sprite_by_id(row.id.clone()).await?;
+        if current.is_none_or(|c| c.state != RowState::Ready) {
+            return Err(ControlError::sprite_not_found(&row.name));
+        }
+        if let Ok(true) = bounded(
+            STATUS_TIMEOUT,
+            "status check",
+            self.inner.boxes.is_running(&row.id),
+        )
+        .await
+        {
+            return Ok(());
+        }
+        self.start_locked(row).await.map_err(|reason| {
+            ControlError::Unavailable(format!(
+                "sprite {:?} could not be started: {reason}; check the daemon's log, or destroy and recreate it",
+                row.name
+            ))
+        })
+    }
+
+    async fn start_locked(&self, row: &SpriteRow) -> Result<(), String> {
+        match bounded(
+            START_TIMEOUT,
+            "starting the box",
+            self.inner.boxes.start(&spec_of(row)),
+        )
+        .await
+        {
+            Ok(()) => {
+                if let Err(e) = self.store().mark_running(row.id.clone(), now()).await {
+                    tracing::warn!(box_id = %row.id, error = %e, "could not record last_running_at");
+                }
+                self.emit(EventKind::Ready, row);
+                Ok(())
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                tracing::warn!(box_id = %row.id, error = %reason, "box start failed");
+                Err(reason)
+            }
+        }
+    }
+
+    /// Brings the boxes back in line with the state database after a
+    /// restart. A box that kept running while the daemon was away is
+    /// adopted as it is.
+    pub async fn recover(&self) -> ControlResult<()> {
+        let rows = self.store().all_sprites().await?;
+        for row in rows {
+            let _guard = self.inner.locks.lock(&row.id, "recovery").await?;
+            match row.state {
+                RowState::Creating | RowState::Destroying => {
+                    let what = if row.state == RowState::Creating {
+                        "rolling back an unfinished create"
+                    } else {
+                        "finishing an interrupted destroy"
+                    };
+                    tracing::info!(box_id = %row.id, name = %row.name, "{what}");
+                    match bounded(DESTROY_TIMEOUT, what, self.inner.boxes.destroy(&row.id)).await {
+                        Ok(()) => {
+                            self.store().delete_sprite(row.id.clone()).await?;
+                            self.emit(EventKind::Gone, &row);
+                        }
+                        Err(e) => {
+                            tracing::warn!(box_id = %row.id, error = %e, "{what} failed; will retry on next start")
+                        }
+                    }
+                }
+                RowState::Ready => {
+                    match bounded(
+                        RECOVER_TIMEOUT,
+                        "recovering the disk",
+                        self.inner.boxes.recover_disk(&row.id),
+                    )
+                    .await
+                    {
+                        Ok(true) => {
+                            tracing::info!(box_id = %row.id, name = %row.name, "disk recovered from the object store")
+                        }
+                        Ok(false) => {}
+                        Err(e) => {
+                            tracing::error!(box_id = %row.id, name = %row.name, error = %e, "cannot recover the disk from the object store")
+                        }
+                    }
+                    if let Err(e) = self.reconcile_checkpoints(&row).await {
+                        tracing::warn!(box_id = %row.id, error = %e, "cannot reconcile checkpoints");
+                    }
+                    // Failures are recorded and reported on exec; keep going.
+                    let _ = self.start_locked(&row).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops every box, syncing its disk to the object store (a drain: an
+    /// explicit command, or SIGTERM to a daemon told to stop its boxes).
+    pub async fn stop_all(&self) -> ControlResult<()> {
+        let rows = self.store().all_sprites().await?;
+        for row in rows.iter().filter(|r| r.state == RowState::Ready) {
+            let _guard = self.inner.locks.lock(&row.id, "stopping the box").await?;
+            match bounded(
+                STOP_TIMEOUT,
+                "stopping the box",
+                self.inner.boxes.stop(&row.id),
+            )
+            .await
+            {
+                Ok(()) => self.emit(EventKind::Stopped, row),
+                Err(e) => tracing::warn!(box_id = %row.id, error = %e, "stop failed"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `f` holding box `id`'s lock in a task of its own: once started it
+    /// completes, whoever is waiting (a restore asked from inside the box
+    /// ends the caller's connection on the way).
+    pub(crate) async fn to_completion<T, F, Fut>(
+        &self,
+        id: &str,
+        what: &'static str,
+        f: F,
+    ) -> ControlResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Control<B>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ControlResult<T>> + Send,
+    {
+        let control = self.clone();
+        let id = id.to_string();
+        let task = tokio::spawn(async move {
+            let _guard = control.inner.locks.lock(&id, what).await?;
+            f(control.clone()).await
+        });
+        task.await
+            .map_err(|e| ControlError::Internal(format!("{what} task failed: {e}")))?
+    }
+}

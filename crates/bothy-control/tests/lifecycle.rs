@@ -1,0 +1,345 @@
+//! Control logic against the in-memory fake of the boxes: recovery after a
+//! restart, error kinds, locks, background jobs, events. No root, no boxes:
+//! this tier runs in seconds.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use bothy_api::{CheckpointRef, CreateSpriteRequest};
+use bothy_control::testing::FakeBoxes;
+use bothy_control::{
+    hash_token, new_token, Caller, CheckpointListQuery, Control, ControlError, EventKind, RowState,
+    SpriteRow, SpriteStatus, Store, TokenOwner,
+};
+
+struct Harness {
+    control: Control<FakeBoxes>,
+    fake: FakeBoxes,
+    caller: Caller,
+}
+
+async fn harness() -> Harness {
+    let store = Store::open_in_memory().expect("store");
+    store
+        .bootstrap(hash_token(&new_token()), bothy_control::time::now())
+        .await
+        .expect("bootstrap");
+    let fake = FakeBoxes::default();
+    Harness {
+        control: Control::new(store, fake.clone()),
+        fake,
+        caller: Caller(TokenOwner {
+            org: "default".into(),
+            is_admin: true,
+        }),
+    }
+}
+
+impl Harness {
+    async fn create(&self, name: &str) -> SpriteRow {
+        self.control
+            .create(
+                &self.caller,
+                CreateSpriteRequest {
+                    name: name.into(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap_or_else(|e| panic!("create {name}: {e}"))
+            .row
+    }
+}
+
+/// Waits for `cond` with a deadline (the fake has no notification to wait on).
+async fn wait_until(cond: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn row(id: &str, name: &str, state: RowState) -> SpriteRow {
+    SpriteRow {
+        id: id.into(),
+        org: "default".into(),
+        name: name.into(),
+        ram_mb: 512,
+        cpus: 1,
+        storage_gb: 1,
+        url_auth: "sprite".into(),
+        url_private_access: None,
+        labels: vec![],
+        state,
+        created_at: "2026-01-01T00:00:00Z".into(),
+        updated_at: "2026-01-01T00:00:00Z".into(),
+        last_running_at: None,
+    }
+}
+
+#[tokio::test]
+async fn recovery_rolls_back_finishes_and_restarts() {
+    let h = harness().await;
+    for (id, name, state) in [
+        ("b000000000001", "half-made", RowState::Creating),
+        ("b000000000002", "half-gone", RowState::Destroying),
+        ("b000000000003", "ready", RowState::Ready),
+        ("b000000000004", "broken", RowState::Ready),
+    ] {
+        h.control
+            .store()
+            .insert_sprite(row(id, name, state))
+            .await
+            .expect("insert");
+        h.fake.state().volumes.insert(id.into());
+    }
+    h.fake
+        .state()
+        .broken
+        .insert("broken".into(), "volume is corrupt".into());
+    let mut events = h.control.events();
+    h.control.recover().await.expect("recover");
+
+    {
+        let s = h.fake.state();
+        assert_eq!(
+            s.volumes,
+            HashSet::from(["b000000000003".to_string(), "b000000000004".to_string()])
+        );
+        assert_eq!(s.running, HashSet::from(["b000000000003".to_string()]));
+    }
+    let mut seen = Vec::new();
+    while let Ok(ev) = events.try_recv() {
+        seen.push((ev.kind, ev.name));
+    }
+    assert!(
+        seen.contains(&(EventKind::Gone, "half-made".into())),
+        "{seen:?}"
+    );
+    assert!(
+        seen.contains(&(EventKind::Gone, "half-gone".into())),
+        "{seen:?}"
+    );
+    assert!(
+        seen.contains(&(EventKind::Ready, "ready".into())),
+        "{seen:?}"
+    );
+    assert!(!seen.iter().any(|(_, n)| n == "broken"), "{seen:?}");
+
+    let broken = h.control.sprite(&h.caller, "broken").await.expect("row");
+    assert_eq!(
+        h.control.view(broken.clone()).await.status,
+        SpriteStatus::Cold
+    );
+    // Using a box that cannot start is "unavailable", with the reason.
+    match h.control.sessions(&broken).await {
+        Err(ControlError::Unavailable(m)) => assert!(m.contains("volume is corrupt"), "{m}"),
+        other => panic!("expected unavailable, got {other:?}"),
+    }
+    h.control.stop_all().await.expect("stop all");
+    assert!(h.fake.state().running.is_empty());
+}
+
+#[tokio::test]
+async fn errors_keep_their_kind() {
+    let h = harness().await;
+    let dev = h.create("dev").await;
+    let kind = |e: ControlError| match e {
+        ControlError::NotFound(_) => "not_found",
+        ControlError::Conflict(_) => "conflict",
+        ControlError::Busy(_) => "busy",
+        ControlError::Invalid { .. } => "invalid",
+        other => panic!("unexpected {other:?}"),
+    };
+    let again = h
+        .control
+        .create(
+            &h.caller,
+            CreateSpriteRequest {
+                name: "dev".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect_err("taken");
+    assert_eq!(kind(again), "conflict");
+    assert_eq!(
+        kind(h.control.sprite(&h.caller, "nope").await.expect_err("x")),
+        "not_found"
+    );
+    for id in ["v9", "v1"] {
+        assert_eq!(
+            kind(h.control.checkpoint_named(&dev, id).await.expect_err(id)),
+            "not_found"
+        );
+        assert_eq!(
+            kind(h.control.restore(&dev, id).await.expect_err(id)),
+            "not_found"
+        );
+        assert_eq!(
+            kind(h.control.delete_checkpoint(&dev, id).await.expect_err(id)),
+            "not_found"
+        );
+    }
+    assert_eq!(
+        kind(h.control.restore(&dev, "9").await.expect_err("bad id")),
+        "invalid"
+    );
+    let fork = h
+        .control
+        .create(
+            &h.caller,
+            CreateSpriteRequest {
+                name: "fork".into(),
+                from_checkpoint: Some(CheckpointRef {
+                    sprite: "dev".into(),
+                    checkpoint: "v3".into(),
+                }),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect_err("no such checkpoint");
+    assert_eq!(kind(fork), "not_found");
+    assert!(
+        h.control.sprite(&h.caller, "fork").await.is_err(),
+        "a failed fork leaves nothing"
+    );
+    match h.control.attach(&dev, "nope").await {
+        Err(e) => assert_eq!(kind(e), "not_found"),
+        Ok(_) => panic!("attached to a session that does not exist"),
+    }
+    assert_eq!(
+        kind(h.control.session(&dev, "nope").await.expect_err("session")),
+        "not_found"
+    );
+    // A sprite still being created is busy, not unavailable.
+    let creating = row("b00000000000a", "creating", RowState::Creating);
+    h.control
+        .store()
+        .insert_sprite(creating.clone())
+        .await
+        .expect("insert");
+    assert_eq!(
+        kind(
+            h.control
+                .checkpoint(&creating, None)
+                .await
+                .expect_err("busy")
+        ),
+        "busy"
+    );
+    // Nothing above left a checkpoint behind.
+    assert!(h
+        .control
+        .checkpoints(
+            &dev,
+            &CheckpointListQuery {
+                include_auto: true,
+                history: None
+            }
+        )
+        .await
+        .expect("list")
+        .is_empty());
+}
+
+#[tokio::test]
+async fn other_organisations_see_nothing() {
+    let h = harness().await;
+    h.create("dev").await;
+    let other = Caller(TokenOwner {
+        org: "acme".into(),
+        is_admin: false,
+    });
+    assert!(matches!(
+        h.control.sprite(&other, "dev").await,
+        Err(ControlError::NotFound(_))
+    ));
+    assert!(matches!(
+        h.control.mint_token(&other, "default", None).await,
+        Err(ControlError::Forbidden(_))
+    ));
+    let token = h
+        .control
+        .mint_token(&h.caller, "acme", None)
+        .await
+        .expect("admin mints for any org");
+    assert_eq!(
+        h.control.authenticate(&token).await.expect("known").org(),
+        "acme"
+    );
+    assert!(matches!(
+        h.control.authenticate("bothy_unknown").await,
+        Err(ControlError::Unauthorized(_))
+    ));
+}
+
+/// Garbage is collected on a period too, not only after deletes, and the
+/// periodic collection ends at shutdown.
+#[tokio::test]
+async fn garbage_is_collected_periodically_until_shutdown() {
+    let h = harness().await;
+    let tasks = h.control.start_jobs(Duration::from_millis(20), None);
+    let fake = h.fake.clone();
+    wait_until(move || fake.state().gc_runs >= 3).await;
+    h.control.shutdown(false).await;
+    let at_shutdown = h.fake.state().gc_runs;
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(10), t)
+            .await
+            .expect("the periodic collection ends at shutdown")
+            .expect("the periodic collection did not panic");
+    }
+    // At most the collection under way at shutdown ended after it.
+    let after = h.fake.state().gc_runs;
+    assert!(
+        after <= at_shutdown + 1,
+        "collections went on after shutdown: {at_shutdown} -> {after}"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_leaves_boxes_running_unless_asked() {
+    let h = harness().await;
+    let dev = h.create("dev").await;
+    h.control.shutdown(false).await;
+    assert!(h.fake.state().running.contains(&dev.id));
+    h.control.shutdown(true).await;
+    assert!(h.fake.state().running.is_empty());
+}
+
+#[tokio::test]
+async fn a_slow_operation_on_one_box_does_not_hold_up_another() {
+    let h = harness().await;
+    let slow = h.create("slow").await;
+    let fast = h.create("fast").await;
+    h.fake.state().checkpoint_gate = Some(slow.id.clone());
+    let control = h.control.clone();
+    let slow_row = slow.clone();
+    let pending = tokio::spawn(async move { control.checkpoint(&slow_row, None).await });
+    let fake = h.fake.clone();
+    wait_until(move || fake.state().gate_waiting).await;
+    // While the slow box's checkpoint hangs: the other box is fully usable.
+    h.control.checkpoint(&fast, None).await.expect("other box");
+    h.control
+        .sessions(&fast)
+        .await
+        .expect("other box's sessions");
+    h.create("third").await;
+    let third = h.control.sprite(&h.caller, "third").await.expect("row");
+    h.control.destroy(third).await.expect("destroy");
+    assert_eq!(
+        h.control.view(slow.clone()).await.status,
+        SpriteStatus::Running
+    );
+    h.fake.open_gate();
+    pending
+        .await
+        .expect("join")
+        .expect("slow checkpoint finishes");
+}
