@@ -41,8 +41,8 @@ async fn bounded<T>(
         .unwrap_or_else(|_| Err(BoxError::Timeout("the box's agent did not answer".into())))
 }
 
-/// Largest client message accepted: the SDK sends stdin in 4 KiB chunks.
-const MAX_CLIENT_MESSAGE: usize = 1 << 20;
+/// Largest client message accepted (a JS SDK stdin write is one message).
+const MAX_CLIENT_MESSAGE: usize = bothy_api::exec::MAX_CLIENT_MESSAGE;
 
 fn limit(ws: WebSocketUpgrade) -> WebSocketUpgrade {
     ws.max_message_size(MAX_CLIENT_MESSAGE)
