@@ -238,24 +238,27 @@ async fn tty_sessions_get_a_terminal_of_the_requested_size() {
     read_until(&mut reader, "40 120").await;
 }
 
-#[tokio::test]
-async fn ctrl_c_on_the_terminal_interrupts_the_foreground_process() {
-    let agent = TestAgent::start();
+/// A `cat` on a terminal, once it is running.
+async fn tty_cat(
+    agent: &TestAgent,
+) -> (
+    bothy_agent::client::SessionReader,
+    bothy_agent::client::SessionWriter,
+) {
     let mut cmd = req(&["sh", "-c", "echo ready; exec cat"]);
     cmd.tty = true;
     let session = agent.client().spawn(cmd).await.unwrap();
-    let (mut reader, mut writer) = session.split();
+    let (mut reader, writer) = session.split();
     read_until(&mut reader, "ready").await;
+    (reader, writer)
+}
+
+#[tokio::test]
+async fn ctrl_c_on_the_terminal_interrupts_the_foreground_process() {
+    let agent = TestAgent::start();
+    let (mut reader, mut writer) = tty_cat(&agent).await;
     writer.send(Input::Stdin(vec![0x03])).await.unwrap();
-    let exit = within(async {
-        loop {
-            if let Some(Output::Exit(code)) = reader.next().await.unwrap() {
-                return code;
-            }
-        }
-    })
-    .await;
-    assert_eq!(exit, 128 + libc::SIGINT);
+    assert_eq!(exit_of(&mut reader).await, 128 + libc::SIGINT);
 }
 
 #[tokio::test]
@@ -612,11 +615,7 @@ async fn a_signal_input_ends_the_process_group_even_behind_unread_stdin() {
 #[tokio::test]
 async fn signal_numbers_out_of_range_are_ignored() {
     let agent = TestAgent::start();
-    let mut cmd = req(&["sh", "-c", "echo ready; exec cat"]);
-    cmd.tty = true;
-    let session = agent.client().spawn(cmd).await.unwrap();
-    let (mut reader, mut writer) = session.split();
-    read_until(&mut reader, "ready").await;
+    let (mut reader, mut writer) = tty_cat(&agent).await;
     for bad in [0, -9, 65, i32::MAX] {
         writer.send(Input::Signal(bad)).await.unwrap();
     }

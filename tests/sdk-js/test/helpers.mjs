@@ -2,6 +2,7 @@
 // (tests/sdk/test_sdk_js.py starts it and runs `node --test` on each file).
 
 import assert from 'node:assert/strict';
+import { after, before } from 'node:test';
 import { SpritesClient } from '@fly/sprites';
 
 export const url = process.env.BOTHY_URL;
@@ -21,6 +22,21 @@ export async function withSprite(name, fn) {
   } finally {
     await c.deleteSprite(name);
   }
+}
+
+/**
+ * A sprite for the tests of one file: created before the first, destroyed
+ * after the last. Returns a function that gives the sprite.
+ */
+export function fileSprite(name) {
+  let sprite;
+  before(async () => {
+    sprite = await client().createSprite(name);
+  });
+  after(async () => {
+    await client().deleteSprite(name);
+  });
+  return () => sprite;
 }
 
 /** Polls `check` until it returns something other than undefined. */

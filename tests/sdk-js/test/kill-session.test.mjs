@@ -2,18 +2,11 @@
 // the events it reads: {type, message, signal, pid, exit_code}.
 
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
-import { client, startDetached, waitFor } from './helpers.mjs';
+import { test } from 'node:test';
+import { fileSprite, startDetached, waitFor } from './helpers.mjs';
 
 const NAME = 'js-kill';
-let sprite;
-
-before(async () => {
-  sprite = await client().createSprite(NAME);
-});
-after(async () => {
-  await client().deleteSprite(NAME);
-});
+const sprite = fileSprite(NAME);
 
 async function events(stream) {
   const all = [];
@@ -24,13 +17,13 @@ async function events(stream) {
 async function started(argv) {
   const id = await startDetached(NAME, argv);
   await waitFor('the session to be listed', async () =>
-    (await sprite.listSessions()).find((s) => s.id === id));
+    (await sprite().listSessions()).find((s) => s.id === id));
   return id;
 }
 
 test('the signal given is the one sent, and the events say what happened', { timeout: 120_000 }, async () => {
   const id = await started(['sh', '-c', 'trap "" TERM; sleep 600']);
-  const all = await events(await sprite.killSession(id, 'SIGKILL', '30s'));
+  const all = await events(await sprite().killSession(id, 'SIGKILL', '30s'));
   const sent = all.find((e) => e.type === 'signal');
   assert.ok(sent, JSON.stringify(all));
   assert.equal(sent.signal, 'SIGKILL');
@@ -45,7 +38,7 @@ test('the signal given is the one sent, and the events say what happened', { tim
 test('a process that ignores the signal is killed after the timeout', { timeout: 120_000 }, async () => {
   const id = await started(['sh', '-c', 'trap "" TERM; sleep 600']);
   const t0 = Date.now();
-  const all = await events(await sprite.killSession(id, 'SIGTERM', '1s'));
+  const all = await events(await sprite().killSession(id, 'SIGTERM', '1s'));
   const types = all.map((e) => e.type);
   assert.deepEqual(types.filter((t) => t !== 'complete'), ['signal', 'timeout', 'killed', 'exited'], JSON.stringify(all));
   assert.equal(all.find((e) => e.type === 'exited').exitCode, 137);
