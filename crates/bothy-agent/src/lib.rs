@@ -18,7 +18,7 @@
 //!   `attach(id)`, `list()`, `kill(id, signal)`.
 //! - [`client::AgentSession`]: `info()`, `split()` into a reader yielding
 //!   [`proto::Output`] (stdout, stderr, exit) and a writer taking [`proto::Input`]
-//!   (stdin, stdin EOF, resize). Dropping both detaches without killing.
+//!   (stdin, stdin EOF, resize, signal). Dropping both detaches without killing.
 //! - [`init::run`]: entry point of `bothy init`; [`init::serve`] runs the same
 //!   agent on any listener (tests).
 //!

@@ -13,6 +13,7 @@
 //! | 16   | stdin     | client → agent  | raw bytes                            |
 //! | 17   | stdin EOF | client → agent  | empty                                |
 //! | 18   | resize    | client → agent  | u16 BE cols, u16 BE rows             |
+//! | 19   | signal    | client → agent  | i32 BE signal number                 |
 //! | 32   | stdout    | agent → client  | raw bytes (all terminal output)      |
 //! | 33   | stderr    | agent → client  | raw bytes                            |
 //! | 34   | exit      | agent → client  | i32 BE exit code (128 + signal)      |
@@ -73,6 +74,9 @@ pub enum Input {
         cols: u16,
         rows: u16,
     },
+    /// Sends this signal to the session's process group. It takes effect when
+    /// the agent reads it, ahead of stdin still waiting for the process.
+    Signal(i32),
 }
 
 /// Session → client. In TTY mode all terminal output is `Stdout`.
@@ -136,6 +140,7 @@ const KIND_REPLY: u8 = 2;
 const KIND_STDIN: u8 = 16;
 const KIND_STDIN_EOF: u8 = 17;
 const KIND_RESIZE: u8 = 18;
+const KIND_SIGNAL: u8 = 19;
 const KIND_STDOUT: u8 = 32;
 const KIND_STDERR: u8 = 33;
 const KIND_EXIT: u8 = 34;
@@ -176,6 +181,9 @@ impl Frame {
                 let mut p = cols.to_be_bytes().to_vec();
                 p.extend_from_slice(&rows.to_be_bytes());
                 (KIND_RESIZE, p.into())
+            }
+            Frame::Input(Input::Signal(signal)) => {
+                (KIND_SIGNAL, signal.to_be_bytes().to_vec().into())
             }
             Frame::Output(Output::Stdout(d)) => (KIND_STDOUT, d.as_slice().into()),
             Frame::Output(Output::Stderr(d)) => (KIND_STDERR, d.as_slice().into()),
@@ -242,6 +250,10 @@ fn parse(kind: u8, payload: &[u8]) -> Result<Frame, FrameError> {
                 rows: u16::from_be_bytes([*r0, *r1]),
             }),
             _ => return Err(FrameError::Malformed("resize needs 4 bytes".into())),
+        },
+        KIND_SIGNAL => match payload {
+            [a, b, c, d] => Frame::Input(Input::Signal(i32::from_be_bytes([*a, *b, *c, *d]))),
+            _ => return Err(FrameError::Malformed("signal needs 4 bytes".into())),
         },
         KIND_STDOUT => Frame::Output(Output::Stdout(payload.to_vec())),
         KIND_STDERR => Frame::Output(Output::Stderr(payload.to_vec())),
@@ -318,6 +330,7 @@ mod tests {
         round_trip(Frame::Input(Input::Stdin(b"abc".to_vec())));
         round_trip(Frame::Input(Input::StdinEof));
         round_trip(Frame::Input(Input::Resize { cols: 300, rows: 2 }));
+        round_trip(Frame::Input(Input::Signal(15)));
         round_trip(Frame::Output(Output::Stdout(vec![0; 10])));
         round_trip(Frame::Output(Output::Stderr(vec![])));
         round_trip(Frame::Output(Output::Exit(-3)));
@@ -361,6 +374,10 @@ mod tests {
         ));
         assert!(matches!(
             Frame::decode(&mut BytesMut::from(&[0, 0, 0, 2, KIND_EXIT, 1][..])),
+            Err(FrameError::Malformed(_))
+        ));
+        assert!(matches!(
+            Frame::decode(&mut BytesMut::from(&[0, 0, 0, 3, KIND_SIGNAL, 0, 15][..])),
             Err(FrameError::Malformed(_))
         ));
         assert!(Frame::Output(Output::Stdout(vec![0; MAX_PAYLOAD + 1]))

@@ -17,7 +17,7 @@ use crate::proto::{
     encode_output, ErrorKind, Frame, FrameError, FrameReader, Input, Output, Reply, Request,
     SpawnRequest,
 };
-use crate::session::{Attached, Next, Session, SharedFd};
+use crate::session::{Attached, Next, Session, SharedFd, SIGNAL_MAX};
 use crate::spawn::{self, Stdio3};
 
 /// How long a new connection may take to send its request.
@@ -30,11 +30,13 @@ const FINISHED_RETENTION: Duration = Duration::from_secs(300);
 const MAX_SESSIONS: usize = 512;
 /// How long sessions get to end after SIGTERM when the agent stops.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-const SIGNAL_MAX: i32 = 64;
 /// Input frames read ahead of a stdin write that waits for the process.
 const INPUT_QUEUE: usize = 16;
 /// How long input sent just before a client left may still take to deliver.
 const INPUT_DRAIN: Duration = Duration::from_secs(2);
+/// The exec WebSocket's non-TTY end-of-stdin message, as the bridge passes it
+/// on raw in TTY mode.
+const STDIN_EOF_MARKER: u8 = 4;
 
 pub(crate) struct Agent {
     sessions: Mutex<HashMap<String, Arc<Session>>>,
@@ -201,7 +203,9 @@ impl Agent {
             }
             Request::Spawn(req) => {
                 return match self.spawn(&req) {
-                    Ok((session, attached)) => self.stream(session, attached, frames, wr).await,
+                    Ok((session, attached)) => {
+                        self.stream(session, attached, false, frames, wr).await
+                    }
                     Err(Refusal(kind, message)) => refuse(&mut wr, kind, message).await,
                 };
             }
@@ -209,7 +213,7 @@ impl Agent {
                 return match self.get(&id) {
                     Some(session) => {
                         let attached = session.attach();
-                        self.stream(session, attached, frames, wr).await
+                        self.stream(session, attached, true, frames, wr).await
                     }
                     None => refuse(&mut wr, ErrorKind::NoSuchSession, id).await,
                 };
@@ -221,10 +225,12 @@ impl Agent {
     }
 
     /// Streams a session to an attached client until exit, detach or takeover.
+    /// `reattached`: the client attached to a session it did not spawn.
     async fn stream(
         &self,
         session: Arc<Session>,
         attached: Attached,
+        reattached: bool,
         mut frames: FrameReader<OwnedReadHalf>,
         mut wr: OwnedWriteHalf,
     ) {
@@ -239,7 +245,7 @@ impl Agent {
             Err(_) => false,
             Ok(()) => tokio::select! {
                 delivered = pump_output(&session, &mut wr) => delivered,
-                () = pump_input(&session, &mut frames) => false,
+                () = pump_input(&session, &mut frames, reattached) => false,
                 _ = &mut evicted => false,
             },
         };
@@ -349,12 +355,31 @@ async fn pump_output(session: &Session, wr: &mut OwnedWriteHalf) -> bool {
 ///
 /// Frames are read ahead into a small queue while a stdin write waits for
 /// the process, so a client that goes away is noticed (and detached) even
-/// when the process never reads its stdin.
-async fn pump_input(session: &Session, frames: &mut FrameReader<OwnedReadHalf>) {
+/// when the process never reads its stdin. Signals skip the queue, as a
+/// signal to a local process does not wait for its pipe to drain.
+///
+/// A client re-attaching to a TTY session may not know the session's mode
+/// before it reads `session_info`, and then sends the non-TTY end-of-stdin
+/// byte (sprites-py does, at once): on a terminal that byte is Ctrl-D, which
+/// ends an idle shell. So the first stdin of a re-attached TTY session is
+/// dropped when it is exactly that one byte.
+async fn pump_input(session: &Session, frames: &mut FrameReader<OwnedReadHalf>, reattached: bool) {
     let (queue, mut queued) = mpsc::channel::<Input>(INPUT_QUEUE);
+    let mut first_stdin = reattached && session.tty;
     let read = async move {
         loop {
             match frames.next().await {
+                Ok(Some(Frame::Input(input @ Input::Signal(_)))) => session.input(input).await,
+                Ok(Some(Frame::Input(Input::Stdin(data)))) if first_stdin => {
+                    first_stdin = false;
+                    if data == [STDIN_EOF_MARKER] {
+                        tracing::debug!(session = %session.id, "dropped a stdin EOF marker sent before session_info");
+                        continue;
+                    }
+                    if queue.send(Input::Stdin(data)).await.is_err() {
+                        return;
+                    }
+                }
                 Ok(Some(Frame::Input(input))) => {
                     if queue.send(input).await.is_err() {
                         return;

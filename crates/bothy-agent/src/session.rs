@@ -30,6 +30,8 @@ const MAX_BATCH: usize = 256 * 1024;
 const EXIT_GRACE: Duration = Duration::from_millis(100);
 /// Output still taken after [`EXIT_GRACE`] (see [`Session::read_output`]).
 const DRAIN_AFTER_EXIT: usize = OUTPUT_BUFFER;
+/// Highest signal number a client may send.
+pub(crate) const SIGNAL_MAX: i32 = 64;
 /// Longest command or directory string reported in a [`SessionInfo`].
 const MAX_INFO_STRING: usize = 512;
 
@@ -359,6 +361,10 @@ impl Session {
                         tracing::debug!(session = %self.id, error = %e, "resize failed");
                     }
                 }
+            }
+            Input::Signal(signal) if (1..=SIGNAL_MAX).contains(&signal) => self.signal(signal),
+            Input::Signal(signal) => {
+                tracing::debug!(session = %self.id, signal, "client sent a signal number out of range");
             }
         }
     }

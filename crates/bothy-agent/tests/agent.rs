@@ -238,24 +238,27 @@ async fn tty_sessions_get_a_terminal_of_the_requested_size() {
     read_until(&mut reader, "40 120").await;
 }
 
-#[tokio::test]
-async fn ctrl_c_on_the_terminal_interrupts_the_foreground_process() {
-    let agent = TestAgent::start();
+/// A `cat` on a terminal, once it is running.
+async fn tty_cat(
+    agent: &TestAgent,
+) -> (
+    bothy_agent::client::SessionReader,
+    bothy_agent::client::SessionWriter,
+) {
     let mut cmd = req(&["sh", "-c", "echo ready; exec cat"]);
     cmd.tty = true;
     let session = agent.client().spawn(cmd).await.unwrap();
-    let (mut reader, mut writer) = session.split();
+    let (mut reader, writer) = session.split();
     read_until(&mut reader, "ready").await;
+    (reader, writer)
+}
+
+#[tokio::test]
+async fn ctrl_c_on_the_terminal_interrupts_the_foreground_process() {
+    let agent = TestAgent::start();
+    let (mut reader, mut writer) = tty_cat(&agent).await;
     writer.send(Input::Stdin(vec![0x03])).await.unwrap();
-    let exit = within(async {
-        loop {
-            if let Some(Output::Exit(code)) = reader.next().await.unwrap() {
-                return code;
-            }
-        }
-    })
-    .await;
-    assert_eq!(exit, 128 + libc::SIGINT);
+    assert_eq!(exit_of(&mut reader).await, 128 + libc::SIGINT);
 }
 
 #[tokio::test]
@@ -575,4 +578,113 @@ async fn spawn_to_exit_takes_milliseconds() {
     let p50 = times[times.len() / 2];
     // About 2 ms in a debug build; the bound leaves room for a busy machine.
     assert!(p50 < Duration::from_millis(50), "p50 {p50:?}");
+}
+
+/// Reads until the exit; returns it.
+async fn exit_of(reader: &mut bothy_agent::client::SessionReader) -> i32 {
+    within(async {
+        loop {
+            match reader.next().await.unwrap() {
+                Some(Output::Exit(code)) => return code,
+                Some(_) => {}
+                None => panic!("the session ended without an exit"),
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_signal_input_ends_the_process_group_even_behind_unread_stdin() {
+    let agent = TestAgent::start();
+    // `sleep` never reads its stdin: the big write fills the pipe and waits.
+    let session = agent
+        .client()
+        .spawn(req(&["sh", "-c", "sleep 30; echo survived"]))
+        .await
+        .unwrap();
+    let (mut reader, mut writer) = session.split();
+    writer
+        .send(Input::Stdin(vec![b'x'; 512 * 1024]))
+        .await
+        .unwrap();
+    writer.send(Input::Signal(libc::SIGTERM)).await.unwrap();
+    assert_eq!(exit_of(&mut reader).await, 128 + libc::SIGTERM);
+}
+
+#[tokio::test]
+async fn signal_numbers_out_of_range_are_ignored() {
+    let agent = TestAgent::start();
+    let (mut reader, mut writer) = tty_cat(&agent).await;
+    for bad in [0, -9, 65, i32::MAX] {
+        writer.send(Input::Signal(bad)).await.unwrap();
+    }
+    writer
+        .send(Input::Stdin(b"still here\r".to_vec()))
+        .await
+        .unwrap();
+    read_until(&mut reader, "still here\r\n").await;
+    writer.send(Input::Signal(libc::SIGKILL)).await.unwrap();
+    assert_eq!(exit_of(&mut reader).await, 128 + libc::SIGKILL);
+}
+
+/// A TTY session waiting in `read`: it answers `line:…` to a line and `eof`
+/// to Ctrl-D.
+fn read_one_line_on_a_terminal() -> SpawnRequest {
+    let mut cmd = req(&[
+        "sh",
+        "-c",
+        "echo ready; if read x; then echo line:$x; else echo eof; fi",
+    ]);
+    cmd.tty = true;
+    cmd.max_run_after_disconnect_ms = Some(0);
+    cmd
+}
+
+#[tokio::test]
+async fn reattaching_to_a_terminal_drops_a_leading_stdin_eof_marker() {
+    let agent = TestAgent::start();
+    let client = agent.client();
+    let session = client.spawn(read_one_line_on_a_terminal()).await.unwrap();
+    let id = session.info().id.clone();
+    let (mut reader, writer) = session.split();
+    read_until(&mut reader, "ready").await;
+    drop((reader, writer));
+    wait_for(|| async { session_info(&client, &id).await.filter(|s| !s.attached) }).await;
+
+    let session = client.attach(&id).await.unwrap();
+    let (mut reader, mut writer) = session.split();
+    writer.send(Input::Stdin(vec![4])).await.unwrap();
+    writer
+        .send(Input::Stdin(b"typed\r".to_vec()))
+        .await
+        .unwrap();
+    let seen = read_until(&mut reader, "line:typed").await;
+    assert!(!seen.contains("eof"), "{seen:?}");
+    assert_eq!(exit_of(&mut reader).await, 0);
+}
+
+#[tokio::test]
+async fn ctrl_d_still_reaches_a_terminal_otherwise() {
+    let agent = TestAgent::start();
+    let client = agent.client();
+    // As the first keystroke of the client that started the session.
+    let session = client.spawn(read_one_line_on_a_terminal()).await.unwrap();
+    let (mut reader, mut writer) = session.split();
+    read_until(&mut reader, "ready").await;
+    writer.send(Input::Stdin(vec![4])).await.unwrap();
+    read_until(&mut reader, "eof").await;
+
+    // After a re-attaching client's first keystroke.
+    let mut cmd = read_one_line_on_a_terminal();
+    cmd.cmd[2] = format!("read first; echo got:$first; {}", cmd.cmd[2]);
+    let session = client.spawn(cmd).await.unwrap();
+    let id = session.info().id.clone();
+    drop(session);
+    wait_for(|| async { session_info(&client, &id).await.filter(|s| !s.attached) }).await;
+    let (mut reader, mut writer) = client.attach(&id).await.unwrap().split();
+    writer.send(Input::Stdin(b"one\r".to_vec())).await.unwrap();
+    read_until(&mut reader, "ready").await;
+    writer.send(Input::Stdin(vec![4])).await.unwrap();
+    read_until(&mut reader, "eof").await;
 }

@@ -1,7 +1,7 @@
 //! Exec sessions: run a command in a box, list, re-attach, signal. The
 //! session itself lives in the box's agent, so it outlives the daemon.
 
-pub use bothy_agent::proto::{Input, Output, SessionInfo, SpawnRequest};
+pub use bothy_agent::proto::{Input, Output, SessionInfo, SpawnRequest, MAX_PAYLOAD};
 
 use crate::boxes::{BoxError, Boxes, ExecChannels, AGENT_TIMEOUT};
 use crate::error::{ControlError, ControlResult};

@@ -104,7 +104,8 @@ impl Boxes for FakeBoxes {
         }
         Ok(self.state().running.contains(id))
     }
-    /// `echo ARGS` prints its args; `cat` echoes stdin until EOF;
+    /// `echo ARGS` prints its args; `cat` echoes stdin until EOF and dies of
+    /// any signal;
     /// `ignore-stdin` prints without reading stdin; anything else is "not found".
     async fn spawn(&self, _id: &str, req: SpawnRequest) -> Result<ExecChannels, BoxError> {
         let (out_tx, out_rx) = mpsc::channel(16);
@@ -146,6 +147,10 @@ impl Boxes for FakeBoxes {
                                 let _ = out_tx
                                     .send(Output::Stdout(format!("{cols}x{rows}").into_bytes()))
                                     .await;
+                            }
+                            Input::Signal(signal) => {
+                                let _ = out_tx.send(Output::Exit(128 + signal)).await;
+                                return;
                             }
                         }
                     }

@@ -3,20 +3,26 @@
 //! Non-TTY: binary messages carry a leading stream byte both ways; the exit
 //! code is a binary `[3, code]`. TTY: binary messages are raw terminal bytes;
 //! the exit code is a text `{"type":"exit","exit_code":N}`. Either way the first
-//! message is `session_info`, and the server closes normally after the exit.
+//! message is `session_info`, a text `{"type":"signal","signal":"TERM"}` from
+//! the client signals the session, and the server closes right after the exit
+//! with the exit code in the close frame ([`exit_close_code`]).
+
+use std::future::Future;
+use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use bothy_api::exec::{ControlMessage, StreamId};
-use bothy_control::exec::{Input, Output};
+use bothy_api::exec::{exit_close_code, ClientMessage, ControlMessage, StreamId};
+use bothy_control::exec::{Input, Output, MAX_PAYLOAD};
 use bothy_control::ExecChannels;
 use futures_util::{Sink, SinkExt, StreamExt};
 use tokio::sync::watch;
 
+use crate::params::parse_signal;
+
 /// Exit code of a command that could not be started, as shells use it.
 pub const EXIT_NOT_STARTED: i32 = 127;
-const CLOSE_NORMAL: u16 = 1000;
-/// How long the server waits, after the exit message, for the client to close.
-const EXIT_LINGER: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long the server reads on after its close frame, for the client's own.
+const CLOSE_DRAIN: Duration = Duration::from_secs(2);
 /// WebSocket close code for "going away" (daemon shutting down).
 const CLOSE_GOING_AWAY: u16 = 1001;
 /// WebSocket close code for an internal error (agent connection lost).
@@ -79,13 +85,36 @@ pub fn client_input(tty: bool, msg: Message) -> Option<Input> {
             Some(StreamId::StdinEof) => Some(Input::StdinEof),
             _ => None,
         },
-        Message::Text(t) => match serde_json::from_str::<ControlMessage>(&t) {
-            Ok(ControlMessage::Resize { cols, rows }) if cols > 0 && rows > 0 => {
+        Message::Text(t) => match serde_json::from_str::<ClientMessage>(&t) {
+            Ok(ClientMessage::Resize { cols, rows }) if cols > 0 && rows > 0 => {
                 Some(Input::Resize { cols, rows })
+            }
+            Ok(ClientMessage::Signal { signal }) => {
+                let number = parse_signal(&signal);
+                if number.is_none() {
+                    tracing::debug!(
+                        signal = %signal.chars().take(32).collect::<String>(),
+                        "exec client sent an unknown signal"
+                    );
+                }
+                number.map(Input::Signal)
             }
             _ => None,
         },
         _ => None,
+    }
+}
+
+/// Stdin in pieces the agent takes in one frame each, so that a large write
+/// waits for room in the session's input queue piece by piece instead of
+/// sitting in it whole.
+fn pieces(input: Input) -> Vec<Input> {
+    match input {
+        Input::Stdin(data) if data.len() > MAX_PAYLOAD => data
+            .chunks(MAX_PAYLOAD)
+            .map(|c| Input::Stdin(c.to_vec()))
+            .collect(),
+        other => vec![other],
     }
 }
 
@@ -98,6 +127,30 @@ where
         reason: reason.into(),
     };
     let _ = tx.send(Message::Close(Some(frame))).await;
+}
+
+/// Closes, then keeps reading until the client's own close frame (at most
+/// [`CLOSE_DRAIN`]), discarding what comes: dropping the connection with the
+/// client's last messages unread makes the kernel reset it, and a reset can
+/// destroy frames the client has not read yet, the exit among them.
+async fn finish<S>(tx: &mut S, client: impl Future<Output = ()>, code: u16, reason: &str)
+where
+    S: Sink<Message> + Unpin,
+{
+    close(tx, code, reason).await;
+    let _ = tokio::time::timeout(CLOSE_DRAIN, client).await;
+}
+
+/// Reads client messages until the client closes or goes away.
+async fn read_until_closed<R>(rx: &mut R)
+where
+    R: futures_util::Stream<Item = Result<Message, axum::Error>> + Unpin,
+{
+    while let Some(Ok(m)) = rx.next().await {
+        if matches!(m, Message::Close(_)) {
+            return;
+        }
+    }
 }
 
 /// Tells the client a command could not be started, the way a shell would.
@@ -140,15 +193,8 @@ pub async fn bridge(
             reason,
         } => {
             report_not_started(&mut tx, &command, tty, &reason).await;
-            let drain = async {
-                while let Some(Ok(m)) = rx.next().await {
-                    if matches!(m, Message::Close(_)) {
-                        break;
-                    }
-                }
-            };
-            let _ = tokio::time::timeout(EXIT_LINGER, drain).await;
-            close(&mut tx, CLOSE_NORMAL, "").await;
+            let code = exit_close_code(EXIT_NOT_STARTED);
+            finish(&mut tx, read_until_closed(&mut rx), code, "").await;
             return;
         }
     };
@@ -168,15 +214,17 @@ pub async fn bridge(
             let msg = match rx.next().await {
                 None | Some(Ok(Message::Close(_))) => return,
                 Some(Err(e)) => {
-                    tracing::warn!("exec websocket read failed: {e}");
+                    tracing::debug!("exec websocket read failed: {e}");
                     return;
                 }
                 Some(Ok(msg)) => msg,
             };
-            if let Some(i) = client_input(tty, msg) {
+            for piece in client_input(tty, msg).into_iter().flat_map(pieces) {
                 // A closed input means the agent side is gone; the output side
                 // reports that, so keep draining the client meanwhile.
-                let _ = input.send(i).await;
+                if input.send(piece).await.is_err() {
+                    break;
+                }
             }
         }
     };
@@ -187,11 +235,7 @@ pub async fn bridge(
             out = output.recv() => match out {
                 Some(Output::Exit(code)) => {
                     let _ = tx.send(exit_message(tty, code)).await;
-                    // Let the client close first, as Sprites does: closing
-                    // with its last frames unread would reset the connection,
-                    // and a reset can destroy the exit frame before it is read.
-                    let _ = tokio::time::timeout(EXIT_LINGER, &mut client).await;
-                    close(&mut tx, CLOSE_NORMAL, "").await;
+                    finish(&mut tx, &mut client, exit_close_code(code), "").await;
                     return;
                 }
                 Some(o) => {
@@ -202,12 +246,14 @@ pub async fn bridge(
                     }
                 }
                 None => {
-                    close(&mut tx, CLOSE_INTERNAL, "lost the connection to the box; re-attach to the session").await;
+                    let reason = "lost the connection to the box; re-attach to the session";
+                    finish(&mut tx, &mut client, CLOSE_INTERNAL, reason).await;
                     return;
                 }
             },
             _ = shutdown.changed() => {
-                close(&mut tx, CLOSE_GOING_AWAY, "the bothy daemon is shutting down").await;
+                let reason = "the bothy daemon is shutting down";
+                finish(&mut tx, &mut client, CLOSE_GOING_AWAY, reason).await;
                 return;
             }
         }

@@ -35,8 +35,8 @@ use crate::Shutdown;
 const DEFAULT_KILL_TIMEOUT_SECS: u64 = 10;
 const MAX_KILL_TIMEOUT_SECS: u64 = 300;
 
-/// Largest client message accepted: the SDK sends stdin in 4 KiB chunks.
-const MAX_CLIENT_MESSAGE: usize = 1 << 20;
+/// Largest client message accepted (a JS SDK stdin write is one message).
+const MAX_CLIENT_MESSAGE: usize = bothy_api::exec::MAX_CLIENT_MESSAGE;
 
 fn limit(ws: WebSocketUpgrade) -> WebSocketUpgrade {
     ws.max_message_size(MAX_CLIENT_MESSAGE)

@@ -281,3 +281,170 @@ async fn a_client_disconnect_detaches_without_ending_the_session() {
     wait_until(move || fake.state().detached == 1).await;
     assert!(h.fake.state().killed.is_empty());
 }
+
+/// Every message until the server's close frame, and that frame's code; the
+/// client sends nothing meanwhile. Fails the test unless the close comes
+/// within `deadline`.
+async fn messages_and_close_code(
+    ws: &mut Ws,
+    deadline: std::time::Duration,
+) -> (Vec<WsMessage>, u16) {
+    let mut out = Vec::new();
+    let all = async {
+        loop {
+            match ws.next().await {
+                Some(Ok(WsMessage::Close(frame))) => {
+                    return frame.map_or(1005, |f| u16::from(f.code));
+                }
+                Some(Ok(m)) => out.push(m),
+                other => panic!("the connection ended without a close frame: {other:?}"),
+            }
+        }
+    };
+    let code = tokio::time::timeout(deadline, all)
+        .await
+        .expect("no close frame from the server in time");
+    (out, code)
+}
+
+/// Long enough for any machine, and shorter than the 5 s the server used to
+/// wait for the client to close first.
+const PROMPT_CLOSE: std::time::Duration = std::time::Duration::from_secs(3);
+
+#[tokio::test]
+async fn the_close_frame_carries_the_exit_code_and_follows_the_exit_at_once() {
+    let h = harness().await;
+    h.create("dev").await;
+    let addr = serve(&h).await;
+    for (query, code) in [
+        ("cmd=echo&cmd=hi", 4003),
+        ("cmd=echo&cmd=hi&tty=true", 4003),
+        ("cmd=cat&stdin=false", 1000),
+        ("cmd=cat&stdin=false&tty=true", 1000),
+        ("cmd=nosuchcmd", 4127),
+        ("cmd=nosuchcmd&tty=true", 4127),
+    ] {
+        let mut ws = connect(addr, &h.admin, query).await.expect("connect");
+        let (msgs, close) = messages_and_close_code(&mut ws, PROMPT_CLOSE).await;
+        assert_eq!(close, code, "{query}: {msgs:?}");
+        assert_eq!(
+            bothy_api::exec::exit_code_of_close(close),
+            Some(if code == 1000 {
+                0
+            } else {
+                i32::from(code - 4000)
+            }),
+            "{query}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_signal_message_signals_the_session() {
+    let h = harness().await;
+    h.create("dev").await;
+    let addr = serve(&h).await;
+    for (tty, signal, exit) in [
+        (false, "TERM", 143),
+        (false, "SIGKILL", 137),
+        (true, "INT", 130),
+        (false, "9", 137),
+    ] {
+        let query = if tty { "cmd=cat&tty=true" } else { "cmd=cat" };
+        let mut ws = connect(addr, &h.admin, query).await.expect("connect");
+        let msg = json!({"type": "signal", "signal": signal}).to_string();
+        ws.send(WsMessage::Text(msg.into())).await.expect("signal");
+        let (msgs, close) = messages_and_close_code(&mut ws, PROMPT_CLOSE).await;
+        first_is_session_info(&msgs, tty);
+        let last = msgs.last().expect("an exit message");
+        if tty {
+            let WsMessage::Text(t) = last else {
+                panic!("{msgs:?}")
+            };
+            assert_eq!(
+                serde_json::from_str::<Value>(t).expect("json"),
+                json!({"type": "exit", "exit_code": exit})
+            );
+        } else {
+            assert_eq!(last, &WsMessage::Binary(vec![3, exit as u8].into()));
+        }
+        assert_eq!(i32::from(close), 4000 + exit, "{signal}");
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_signal_is_ignored() {
+    let h = harness().await;
+    h.create("dev").await;
+    let addr = serve(&h).await;
+    let mut ws = connect(addr, &h.admin, "cmd=cat").await.expect("connect");
+    for bad in ["BOGUS", "0", "65", "-9", ""] {
+        let msg = json!({"type": "signal", "signal": bad}).to_string();
+        ws.send(WsMessage::Text(msg.into())).await.expect("signal");
+    }
+    ws.send(WsMessage::Binary(vec![4].into()))
+        .await
+        .expect("send eof");
+    let (msgs, close) = messages_and_close_code(&mut ws, PROMPT_CLOSE).await;
+    assert_eq!(msgs.last(), Some(&WsMessage::Binary(vec![3, 0].into())));
+    assert_eq!(close, 1000);
+}
+
+#[tokio::test]
+async fn one_stdin_message_of_16_mib_reaches_the_session_whole() {
+    let h = harness().await;
+    h.create("dev").await;
+    let addr = serve(&h).await;
+    let data: Vec<u8> = (0..bothy_api::exec::MAX_STDIN_MESSAGE)
+        .map(|i| (i % 251) as u8)
+        .collect();
+    let mut ws = connect(addr, &h.admin, "cmd=cat").await.expect("connect");
+    let mut msg = vec![0u8];
+    msg.extend_from_slice(&data);
+    ws.send(WsMessage::Binary(msg.into())).await.expect("send");
+    ws.send(WsMessage::Binary(vec![4].into()))
+        .await
+        .expect("send eof");
+    let (msgs, close) = messages_and_close_code(&mut ws, std::time::Duration::from_secs(60)).await;
+    assert_eq!(close, 1000);
+    let mut echoed = Vec::new();
+    for m in &msgs[1..msgs.len() - 1] {
+        let WsMessage::Binary(b) = m else {
+            panic!("not stdout: {m:?}")
+        };
+        assert_eq!(b[0], 1);
+        echoed.extend_from_slice(&b[1..]);
+    }
+    assert!(
+        echoed == data,
+        "echoed {} bytes, sent {}",
+        echoed.len(),
+        data.len()
+    );
+}
+
+#[tokio::test]
+async fn a_message_over_the_limit_is_refused_with_a_close() {
+    let h = harness().await;
+    h.create("dev").await;
+    let addr = serve(&h).await;
+    let mut ws = connect(addr, &h.admin, "cmd=cat").await.expect("connect");
+    let too_big = vec![0u8; bothy_api::exec::MAX_CLIENT_MESSAGE + 1];
+    // The server may close before the whole message is sent.
+    let _ = ws.send(WsMessage::Binary(too_big.into())).await;
+    let ended = async {
+        loop {
+            match ws.next().await {
+                Some(Ok(WsMessage::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => {}
+                None | Some(Err(_)) => return None,
+            }
+        }
+    };
+    let code = tokio::time::timeout(std::time::Duration::from_secs(30), ended)
+        .await
+        .expect("the server kept the connection open");
+    assert!(matches!(code, None | Some(1009)), "{code:?}");
+    let fake = h.fake.clone();
+    wait_until(move || fake.state().detached == 1).await;
+}
