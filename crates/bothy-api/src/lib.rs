@@ -5,6 +5,7 @@
 //! Timestamps are RFC 3339 strings in UTC.
 
 pub mod exec;
+pub mod inbox;
 pub mod names;
 
 use serde::{Deserialize, Serialize};

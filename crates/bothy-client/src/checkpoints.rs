@@ -4,29 +4,34 @@ use bothy_api::{Checkpoint, CreateCheckpointRequest, StreamMessage};
 
 use crate::{parse_ndjson, Client, ClientError, Result};
 
-/// The id in the `complete` line of a progress stream, or the error it ends with.
-fn outcome(lines: &[StreamMessage]) -> Result<String> {
-    for l in lines {
-        if l.kind == "error" {
-            return Err(ClientError::Api {
-                status: 500,
-                code: "operation_failed".into(),
-                message: l
-                    .error
-                    .clone()
-                    .or_else(|| l.data.clone())
-                    .unwrap_or_default(),
-            });
-        }
+/// What one line of a progress stream settles: the id in its `complete`
+/// line or the error in its `error` line; `None` for an `info` line.
+pub(crate) fn settled(line: &StreamMessage) -> Option<Result<String>> {
+    match line.kind.as_str() {
+        "error" => Some(Err(ClientError::OperationFailed(
+            line.error
+                .clone()
+                .or_else(|| line.data.clone())
+                .unwrap_or_default(),
+        ))),
+        "complete" => Some(line.data.clone().ok_or_else(|| {
+            ClientError::Protocol("the daemon's progress stream completed without an id".into())
+        })),
+        _ => None,
     }
+}
+
+/// The error for a progress stream that ended before it settled.
+pub(crate) fn unsettled() -> ClientError {
+    ClientError::Protocol("the daemon's progress stream ended without completing".into())
+}
+
+/// The outcome of a whole progress stream: its first `complete` or `error` line.
+fn outcome(lines: &[StreamMessage]) -> Result<String> {
     lines
         .iter()
-        .rev()
-        .find(|l| l.kind == "complete")
-        .and_then(|l| l.data.clone())
-        .ok_or_else(|| {
-            ClientError::Protocol("the daemon's progress stream ended without completing".into())
-        })
+        .find_map(settled)
+        .unwrap_or_else(|| Err(unsettled()))
 }
 
 impl Client {

@@ -7,12 +7,24 @@ pub enum ClientError {
     #[error("daemon not reachable at {url}: is `bothy daemon` running? ({detail})")]
     Unreachable { url: String, detail: String },
 
+    /// The box's control socket could not be connected to: not in a bothy,
+    /// or not root in it (the socket is box root's only).
+    #[error(
+        "cannot reach this bothy's control socket {path}: is this a bothy, and are you root in it?"
+    )]
+    ControlSocketUnreachable {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+
     /// The API answered with an error body (`{"error": code, "message": text}`).
     #[error("{message}")]
     Api {
         /// HTTP status code.
         status: u16,
-        /// Stable machine-readable code such as `not_found`.
+        /// Stable machine-readable code such as `not_found`; `http_<status>`
+        /// when the answer was not the API's error JSON.
         code: String,
         /// The server's explanation, meant for the user.
         message: String,
@@ -26,6 +38,11 @@ pub enum ClientError {
     #[error("the API token contains characters that cannot be sent (newline or control characters): check BOTHY_TOKEN or --token")]
     InvalidToken,
 
+    /// A progress stream (checkpoint, restore) ended with an error line: the
+    /// request was accepted, the operation itself failed.
+    #[error("{0}")]
+    OperationFailed(String),
+
     /// The server answered something this client does not understand.
     #[error("unexpected answer from the daemon: {0}")]
     Protocol(String),
@@ -33,9 +50,70 @@ pub enum ClientError {
     /// The connection broke after it was established.
     #[error("connection to the daemon failed: {0}")]
     Transport(String),
+
+    /// The daemon's side closed the connection before the answer was whole.
+    /// A restore asked from inside the box ends this way when the box stops
+    /// before the answer arrives.
+    #[error("the daemon closed the connection before its answer was complete ({0})")]
+    Disconnected(String),
+}
+
+/// What a [`ClientError`] means for the caller, whichever transport it came
+/// over: the part of an error a program acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request was refused as it stands (HTTP 400, 413 and other 4xx).
+    BadRequest,
+    /// The token was refused (HTTP 401, 403).
+    Unauthorized,
+    /// No such box, checkpoint or session (HTTP 404).
+    NotFound,
+    /// The name is taken or the state forbids it (HTTP 409).
+    Conflict,
+    /// The server does not implement this (HTTP 501).
+    Unsupported,
+    /// Nothing to talk to right now: no daemon or socket, or HTTP 502-504.
+    Unavailable,
+    /// The server failed the operation (other 5xx, or an error line).
+    Failed,
+    /// The connection broke or timed out.
+    Transport,
+    /// An answer this client does not understand.
+    Protocol,
+    /// The caller's own input cannot be sent: the URL or the token.
+    Usage,
+}
+
+impl ErrorKind {
+    /// The kind of an HTTP error status.
+    pub fn of_status(status: u16) -> Self {
+        match status {
+            401 | 403 => Self::Unauthorized,
+            404 => Self::NotFound,
+            409 => Self::Conflict,
+            400..=499 => Self::BadRequest,
+            501 => Self::Unsupported,
+            502..=504 => Self::Unavailable,
+            _ => Self::Failed,
+        }
+    }
 }
 
 impl ClientError {
+    /// What this error means for the caller.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Unreachable { .. } | Self::ControlSocketUnreachable { .. } => {
+                ErrorKind::Unavailable
+            }
+            Self::Api { status, .. } => ErrorKind::of_status(*status),
+            Self::InvalidUrl { .. } | Self::InvalidToken => ErrorKind::Usage,
+            Self::OperationFailed(_) => ErrorKind::Failed,
+            Self::Protocol(_) => ErrorKind::Protocol,
+            Self::Transport(_) | Self::Disconnected(_) => ErrorKind::Transport,
+        }
+    }
+
     /// The API error code (`not_found`, `invalid_name`, ...), if the server sent one.
     pub fn code(&self) -> Option<&str> {
         match self {
@@ -105,6 +183,23 @@ mod tests {
         );
         let empty = ClientError::from_error_answer(500, b"");
         assert!(empty.to_string().contains("HTTP 500"));
+    }
+
+    #[test]
+    fn statuses_map_to_kinds() {
+        for (status, kind) in [
+            (400, ErrorKind::BadRequest),
+            (413, ErrorKind::BadRequest),
+            (401, ErrorKind::Unauthorized),
+            (404, ErrorKind::NotFound),
+            (409, ErrorKind::Conflict),
+            (500, ErrorKind::Failed),
+            (501, ErrorKind::Unsupported),
+            (503, ErrorKind::Unavailable),
+        ] {
+            let e = ClientError::from_error_answer(status, b"{}");
+            assert_eq!(e.kind(), kind, "HTTP {status}");
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Typed HTTP and WebSocket client of the bothy API (the Sprites-compatible
-//! REST + WebSocket protocol).
+//! REST + WebSocket protocol), and [`InBoxClient`] for a box's own control
+//! socket.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), bothy_client::ClientError> {
@@ -20,6 +21,8 @@ mod checkpoints;
 mod error;
 mod exec;
 pub mod frame;
+mod inbox;
+mod unix_http;
 
 use std::time::Duration;
 
@@ -31,9 +34,10 @@ use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use serde::de::DeserializeOwned;
 use url::Url;
 
-pub use error::{ClientError, Result};
+pub use error::{ClientError, ErrorKind, Result};
 pub use exec::{ExecConnection, ExecParams, ExecReceiver, ExecSender};
 pub use frame::{ExecEvent, SessionInfo};
+pub use inbox::InBoxClient;
 
 /// Creating a box may include building its volume; leave it room.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
@@ -211,20 +215,12 @@ impl Client {
         ExecConnection::connect(url, &self.token, self.base.as_str(), None).await
     }
 
-    /// The base URL with `segments` appended, each percent-encoded as one segment
-    /// (a name like `../x` cannot escape its place in the path).
     fn url(&self, segments: &[&str]) -> Url {
-        let mut url = self.base.clone();
-        if let Ok(mut path) = url.path_segments_mut() {
-            path.pop_if_empty().extend(segments);
-        }
-        url
+        with_segments(&self.base, segments)
     }
 
     async fn json<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T> {
-        let body = self.bytes(req).await?;
-        serde_json::from_slice(&body)
-            .map_err(|e| ClientError::Protocol(format!("could not read the daemon's answer: {e}")))
+        decode(&self.bytes(req).await?)
     }
 
     async fn empty(&self, req: reqwest::RequestBuilder) -> Result<()> {
@@ -258,8 +254,24 @@ impl Client {
     }
 }
 
-/// reqwest's own message is "error sending request"; the useful part (e.g.
-/// "Connection refused") is at the bottom of the source chain.
+/// `base` with `segments` appended, each percent-encoded as one segment (a
+/// name like `../x` cannot escape its place in the path).
+fn with_segments(base: &Url, segments: &[&str]) -> Url {
+    let mut url = base.clone();
+    if let Ok(mut path) = url.path_segments_mut() {
+        path.pop_if_empty().extend(segments);
+    }
+    url
+}
+
+/// A JSON answer of the daemon.
+fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
+    serde_json::from_slice(body)
+        .map_err(|e| ClientError::Protocol(format!("could not read the daemon's answer: {e}")))
+}
+
+/// reqwest's and hyper's own messages ("error sending request") say little;
+/// the useful part (e.g. "Connection refused") is at the bottom of the chain.
 fn innermost_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cur = e;
     while let Some(next) = cur.source() {
@@ -285,13 +297,19 @@ fn parse_base_url(base_url: &str) -> Result<Url> {
 /// Parses an NDJSON progress stream; blank lines are skipped.
 pub fn parse_ndjson(body: &[u8]) -> Result<Vec<StreamMessage>> {
     body.split(|b| *b == b'\n')
-        .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
-        .map(|line| {
-            serde_json::from_slice(line).map_err(|e| {
-                ClientError::Protocol(format!("bad progress line from the daemon: {e}"))
-            })
-        })
+        .filter_map(parse_progress_line)
         .collect()
+}
+
+/// One line of a progress stream, `None` if it is blank.
+fn parse_progress_line(line: &[u8]) -> Option<Result<StreamMessage>> {
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return None;
+    }
+    Some(
+        serde_json::from_slice(line)
+            .map_err(|e| ClientError::Protocol(format!("bad progress line from the daemon: {e}"))),
+    )
 }
 
 #[cfg(test)]

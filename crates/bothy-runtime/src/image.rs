@@ -300,7 +300,7 @@ fn configure_tree(tree: &Path) -> Result<(), RuntimeError> {
     write("hosts", crate::etc::hosts_file("", "bothy"))?;
     write("hostname", "bothy\n".to_string())?;
     write("resolv.conf", format!("nameserver {BOX_DNS}\n"))?;
-    std::fs::create_dir_all(tree.join(crate::oci::EXE_DIR.trim_start_matches('/')))?;
+    std::fs::create_dir_all(tree.join(bothy_api::inbox::DIR.trim_start_matches('/')))?;
     Ok(())
 }
 

@@ -35,14 +35,15 @@
 //!   process), `<id>.sock` (the agent's
 //!   listening socket, fd 3 of the box's init), `<id>.pasta.pid`, `crun/`
 //!   (crun's state), `env/<id>/api.sock` (the box's own control socket, the
-//!   only thing of DIR a box sees, at [`ENV_SOCKET_IN_BOX`]);
+//!   only thing of DIR a box sees, at [`bothy_api::inbox::ENV_SOCKET`]);
 //! - container `bothy-I-<id>`, cgroup `/bothy-I/<id>` (in each v1 hierarchy,
 //!   or the v2 tree).
 //!
-//! A box's init (pid 1, `/.bothy/bothy init` by default) starts as root of
-//! the box's user namespace with: the agent's listening socket as fd 3 (also
-//! named by `BOTHY_AGENT_FD=3`), stdin/stdout/stderr on /dev/null (so it must
-//! log into the box, not to its stdio), cwd `/`, a Debian PATH, `HOME=/root`.
+//! A box's init (pid 1, [`bothy_api::inbox::EXE`] `init` by default) starts
+//! as root of the box's user namespace with: the agent's listening socket as
+//! fd 3 (also named by `BOTHY_AGENT_FD=3`), stdin/stdout/stderr on /dev/null
+//! (so it must log into the box, not to its stdio), cwd `/`, a Debian PATH,
+//! `HOME=/root`.
 //! stop() sends it SIGTERM and kills the box 5 s later.
 //!
 //! Box uid/gid 0..65535 are host 100000..165535 ([`UID_SHIFT`]), the same
@@ -69,10 +70,6 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-/// Where a box reaches its own control API (`bothy-env`): a unix socket the
-/// daemon serves at [`Runtime::env_socket`] on the host.
-pub const ENV_SOCKET_IN_BOX: &str = "/.bothy/run/api.sock";
 
 /// Parent of every daemon's box mount points (`MOUNT_ROOT/<instance>/<id>`).
 pub const MOUNT_ROOT: &str = "/run/bothy";
@@ -216,8 +213,8 @@ impl Runtime {
         })
     }
 
-    /// Replaces the box's init command (default: `/.bothy/bothy init`), for
-    /// tests and diagnostics that run boxes without the agent.
+    /// Replaces the box's init command (default: [`bothy_api::inbox::EXE`]
+    /// `init`), for tests and diagnostics that run boxes without the agent.
     pub fn with_init_args(mut self, args: Vec<String>) -> Self {
         self.init = oci::Init { args };
         self
@@ -513,7 +510,7 @@ impl Runtime {
             .is_some_and(|s| s.is_alive()))
     }
 
-    /// Host path of the socket the box sees at [`ENV_SOCKET_IN_BOX`]; whoever
+    /// Host path of the socket the box sees at [`bothy_api::inbox::ENV_SOCKET`]; whoever
     /// serves it must make it connectable by box root only (host uid
     /// [`UID_SHIFT`], mode 0600).
     pub fn env_socket(&self, id: &str) -> PathBuf {
@@ -522,7 +519,7 @@ impl Runtime {
             .join("run")
             .join("env")
             .join(id)
-            .join("api.sock")
+            .join(bothy_api::inbox::ENV_SOCKET_NAME)
     }
 
     /// The directory of [`Runtime::env_socket`], made searchable for the box.

@@ -5,16 +5,9 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use crate::{BoxSpec, ID_RANGE, UID_SHIFT};
+use bothy_api::inbox;
 
-/// Where the bothy binary appears inside a box (read-only).
-pub(crate) const EXE_DIR: &str = "/.bothy";
-pub(crate) const EXE_IN_BOX: &str = "/.bothy/bothy";
-/// The box's own control socket lives in this directory (see
-/// [`crate::ENV_SOCKET_IN_BOX`]).
-pub(crate) const ENV_DIR_IN_BOX: &str = "/.bothy/run";
-/// `bothy-env` in the box: the bothy binary under another name.
-pub(crate) const ENV_TOOL_IN_BOX: &str = "/usr/local/bin/bothy-env";
+use crate::{BoxSpec, ID_RANGE, UID_SHIFT};
 
 /// The fd on which pid 1 finds the agent's listening socket.
 pub(crate) const AGENT_FD: i32 = 3;
@@ -82,13 +75,13 @@ pub(crate) struct Init {
 impl Default for Init {
     fn default() -> Self {
         Self {
-            args: vec![EXE_IN_BOX.to_string(), "init".to_string()],
+            args: vec![inbox::EXE.to_string(), "init".to_string()],
         }
     }
 }
 
 /// The config.json for `spec`, with `rootfs` (the mounted volume) as root
-/// and `exe` bind-mounted read-only at [`EXE_IN_BOX`].
+/// and `exe` bind-mounted read-only at [`inbox::EXE`] and [`inbox::ENV_TOOL`].
 pub(crate) fn config(
     spec: &BoxSpec,
     rootfs: &Path,
@@ -147,11 +140,11 @@ pub(crate) fn config(
               "options": ["nosuid", "noexec", "nodev", "ro"] },
             { "destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
               "options": ["nosuid", "noexec", "nodev", "relatime", "ro"] },
-            { "destination": EXE_IN_BOX, "type": "bind", "source": exe,
+            { "destination": inbox::EXE, "type": "bind", "source": exe,
               "options": ["bind", "ro", "nosuid", "nodev"] },
-            { "destination": ENV_TOOL_IN_BOX, "type": "bind", "source": exe,
+            { "destination": inbox::ENV_TOOL, "type": "bind", "source": exe,
               "options": ["bind", "ro", "nosuid", "nodev"] },
-            { "destination": ENV_DIR_IN_BOX, "type": "bind", "source": env_dir,
+            { "destination": inbox::ENV_DIR, "type": "bind", "source": env_dir,
               "options": ["bind", "ro", "nosuid", "nodev", "noexec"] },
         ],
         "linux": {
@@ -227,11 +220,11 @@ mod tests {
         assert_eq!(res["memory"]["limit"], 512 * 1024 * 1024);
         assert_eq!(res["cpu"]["quota"], 200_000);
         assert_eq!(c["hostname"], "dev");
-        assert_eq!(c["process"]["args"][0], EXE_IN_BOX);
+        assert_eq!(c["process"]["args"][0], inbox::EXE);
         assert_eq!(c["linux"]["uidMappings"][0]["hostID"], UID_SHIFT);
         let env = c["mounts"]
             .as_array()
-            .and_then(|m| m.iter().find(|m| m["destination"] == ENV_DIR_IN_BOX))
+            .and_then(|m| m.iter().find(|m| m["destination"] == inbox::ENV_DIR))
             .expect("env dir mounted");
         assert_eq!(env["source"], "/data/run/env/b1");
         assert!(env["options"]

@@ -1,8 +1,8 @@
 //! Each box's own control API, a frontend like the HTTP API: on a unix socket
-//! that the box sees at `/.bothy/run/api.sock` (`bothy-env` talks to it). The
-//! socket is the credential: whoever can connect acts on that one box and
-//! nothing else, and only box root can connect (owner = the box's root on the
-//! host, mode 0600).
+//! that the box sees at [`bothy_api::inbox::ENV_SOCKET`] (`bothy-env` talks
+//! to it). The socket is the credential: whoever can connect acts on that one
+//! box and nothing else, and only box root can connect (owner = the box's root
+//! on the host, mode 0600).
 //!
 //! Which boxes have a socket follows control's event stream: a box that is
 //! created or comes up gets one, a box that is gone loses it.

@@ -20,7 +20,7 @@ fn main() {
     let called = args
         .first()
         .and_then(|a| std::path::Path::new(a).file_name())
-        .map(|n| n == "bothy-env")
+        .map(|n| n == bothy_api::inbox::ENV_TOOL_NAME)
         .unwrap_or(false);
     if called {
         std::process::exit(bothy_cli::env_tool::main(args));

@@ -49,7 +49,7 @@ async fn write_mb(client: &Client, name: &str, dir: &str, mb: usize) -> Result<(
         client,
         name,
         &[
-            "/.bothy/bothy",
+            bothy_api::inbox::EXE,
             "bench",
             "io-worker",
             "seq-write",

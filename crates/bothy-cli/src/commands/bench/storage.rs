@@ -16,8 +16,6 @@ use crate::Context;
 
 /// Where the worker runs inside a box (the box's root disk).
 const BOX_DIR: &str = "/root/bench";
-/// The bothy binary as every box sees it.
-const EXE_IN_BOX: &str = "/.bothy/bothy";
 /// Extra idle boxes for the memory estimate.
 const IDLE_BOXES: usize = 4;
 
@@ -254,7 +252,7 @@ async fn bothy_run(
 
     for workload in WORKLOADS {
         before_workload(workload).await?;
-        let mut cmd = vec![EXE_IN_BOX.to_string()];
+        let mut cmd = vec![bothy_api::inbox::EXE.to_string()];
         cmd.extend(worker_args(workload, BOX_DIR, args));
         let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
         let stdout = run_checked(client, name, &cmd).await?;

@@ -1,7 +1,7 @@
 //! `bothy bench io-worker`: one storage workload in one directory, one JSON
 //! line out. The same binary is bind-mounted into every box at
-//! `/.bothy/bothy`, so a box and a reference file system on the host run
-//! exactly the same code. Only std and libc: it must run anywhere.
+//! [`bothy_api::inbox::EXE`], so a box and a reference file system on the
+//! host run exactly the same code. Only std and libc: it must run anywhere.
 //!
 //! Every block written is unique (random bytes stamped with its index), so a
 //! content-addressed store can neither deduplicate nor compress the data: the
