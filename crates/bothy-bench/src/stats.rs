@@ -1,7 +1,9 @@
 //! Latency summaries for `bothy bench`.
 
-use serde::Serialize;
 use std::time::Duration;
+
+use anyhow::Result;
+use serde::Serialize;
 
 /// The JSON line `bothy bench` prints.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -28,6 +30,14 @@ impl BenchReport {
             min_ms: round3(*ms.first()?),
         })
     }
+}
+
+/// Prints the summary of `samples` as one JSON line on stdout.
+pub fn report(bench: &str, samples: &[Duration]) -> Result<()> {
+    let report = BenchReport::from_samples(bench, samples)
+        .ok_or_else(|| anyhow::anyhow!("no {bench} run finished"))?;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
 }
 
 /// Nearest-rank percentile of sorted values: the smallest value with at least

@@ -18,7 +18,7 @@ use anyhow::{Context as _, Result};
 use rand::{Rng, RngCore, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::cli::BenchWorkload;
+use crate::args::BenchWorkload;
 
 const MIB: usize = 1 << 20;
 const BLOCK: usize = 4096;
