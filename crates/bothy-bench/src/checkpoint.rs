@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::args::BenchCheckpointArgs;
 use crate::boxes::{bench_prefix, create_box, destroy_all, run_checked, run_true};
 use crate::latency::create_samples;
-use crate::stats::{percentile, report};
+use crate::stats::{percentile, report, round3};
 use crate::Daemon;
 
 /// The small write before every checkpoint of the first series.
@@ -145,10 +145,6 @@ async fn wait_for_true(client: &Client, name: &str) -> Result<()> {
             Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
         }
     }
-}
-
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
 }
 
 #[cfg(test)]
