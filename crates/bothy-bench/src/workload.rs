@@ -18,7 +18,8 @@ use anyhow::{Context as _, Result};
 use rand::{Rng, RngCore, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::cli::BenchWorkload;
+use crate::args::BenchWorkload;
+use crate::stats::round3;
 
 const MIB: usize = 1 << 20;
 const BLOCK: usize = 4096;
@@ -292,10 +293,6 @@ fn syncfs(path: &Path) -> Result<()> {
             .with_context(|| format!("syncfs of {}", path.display()));
     }
     Ok(())
-}
-
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
 }
 
 /// Where file `i` of the tree goes: 50 top directories of 20 each, so a few

@@ -7,11 +7,11 @@ use anyhow::Result;
 use bothy_client::{Client, ExecParams};
 use serde::Serialize;
 
-use super::latency::create_samples;
-use super::{bench_prefix, create_box, destroy_all, report, run_checked, run_true};
-use crate::cli::BenchCheckpointArgs;
-use crate::stats::percentile;
-use crate::Context;
+use crate::args::BenchCheckpointArgs;
+use crate::boxes::{bench_prefix, create_box, destroy_all, run_checked, run_true};
+use crate::latency::create_samples;
+use crate::stats::{percentile, report, round3};
+use crate::Daemon;
 
 /// The small write before every checkpoint of the first series.
 const SMALL_MB: usize = 10;
@@ -28,8 +28,8 @@ struct RatioLine {
     ratio: f64,
 }
 
-pub async fn checkpoint(ctx: &Context, args: BenchCheckpointArgs) -> Result<i32> {
-    let client = ctx.client()?;
+pub async fn checkpoint(daemon: &Daemon<'_>, args: BenchCheckpointArgs) -> Result<i32> {
+    let client = daemon.client()?;
     // New boxes first: destroying the checkpointed box below starts a garbage
     // collection of its chunks, and creates during it measure that instead.
     let (samples, cleanup) = create_samples(&client, args.create_runs).await?;
@@ -78,7 +78,7 @@ async fn timed_checkpoints(
     let mut ids = Vec::with_capacity(runs);
     for _ in 0..runs {
         write_mb(client, name, dir, mb).await?;
-        super::settle::settle().await?;
+        crate::settle::settle().await?;
         let started = Instant::now();
         let cp = client.create_checkpoint(name, Some("bench")).await?;
         samples.push(started.elapsed());
@@ -145,10 +145,6 @@ async fn wait_for_true(client: &Client, name: &str) -> Result<()> {
             Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
         }
     }
-}
-
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
 }
 
 #[cfg(test)]

@@ -8,11 +8,11 @@ use anyhow::{Context as _, Result};
 use bothy_client::Client;
 use serde::Serialize;
 
-use super::reference::{self, JuiceFs, LoopExt4};
-use super::workload::WorkloadResult;
-use super::{bench_prefix, create_box, destroy_all, run_checked};
-use crate::cli::{BenchStorageArgs, BenchTarget, BenchWorkload};
-use crate::Context;
+use crate::args::{BenchStorageArgs, BenchTarget, BenchWorkload};
+use crate::boxes::{bench_prefix, create_box, destroy_all, run_checked};
+use crate::reference::{self, JuiceFs, LoopExt4};
+use crate::workload::WorkloadResult;
+use crate::Daemon;
 
 /// Where the worker runs inside a box (the box's root disk).
 const BOX_DIR: &str = "/root/bench";
@@ -48,15 +48,16 @@ struct MemoryLine {
     rss_after_workloads_mib: f64,
 }
 
-pub async fn storage(ctx: &Context, args: BenchStorageArgs) -> Result<i32> {
+pub async fn storage(daemon: &Daemon<'_>, args: BenchStorageArgs) -> Result<i32> {
     let targets = selected_targets(&args);
+    let scratch = scratch_parent(&args, &daemon.data_dir);
     let mut failures = Vec::new();
     for target in targets {
         let outcome = match target {
-            BenchTarget::Bothy => bothy_target(ctx, &args).await,
-            BenchTarget::LoopExt4 => loop_ext4_target(&args).await,
-            BenchTarget::Juicefs => juicefs_target(&args, false).await,
-            BenchTarget::JuicefsLoop => juicefs_target(&args, true).await,
+            BenchTarget::Bothy => bothy_target(daemon, &args).await,
+            BenchTarget::LoopExt4 => loop_ext4_target(&scratch, &args).await,
+            BenchTarget::Juicefs => juicefs_target(&scratch, &args, false).await,
+            BenchTarget::JuicefsLoop => juicefs_target(&scratch, &args, true).await,
         };
         if let Err(e) = outcome {
             eprintln!("error: {} target: {e:#}", target.name());
@@ -122,7 +123,7 @@ fn parse_worker_output(stdout: &[u8]) -> Result<WorkloadResult> {
 /// from its storage, not from memory. Background work of the last workload
 /// (uploads, writeback) finishes first.
 async fn before_workload(workload: BenchWorkload) -> Result<()> {
-    super::settle::settle().await?;
+    crate::settle::settle().await?;
     if workload == BenchWorkload::SeqRead {
         reference::drop_caches()?;
     }
@@ -156,11 +157,10 @@ async fn host_workloads(target: &str, dir: &Path, args: &BenchStorageArgs) -> Re
 
 /// Where reference file systems are made: beside the daemon's data dir, so
 /// on the same file system as the box disks' chunk cache.
-fn scratch_parent(args: &BenchStorageArgs) -> PathBuf {
+fn scratch_parent(args: &BenchStorageArgs, data_dir: &Path) -> PathBuf {
     if let Some(dir) = &args.scratch_dir {
         return dir.clone();
     }
-    let data_dir = crate::config::data_dir(std::env::var_os("BOTHY_DATA_DIR").map(PathBuf::from));
     data_dir
         .parent()
         .map(Path::to_path_buf)
@@ -172,13 +172,13 @@ fn loop_size(args: &BenchStorageArgs) -> u64 {
     (args.size_mb as u64 + 4096) << 20
 }
 
-async fn loop_ext4_target(args: &BenchStorageArgs) -> Result<()> {
-    let fs = LoopExt4::setup(&scratch_parent(args), loop_size(args))?;
+async fn loop_ext4_target(scratch: &Path, args: &BenchStorageArgs) -> Result<()> {
+    let fs = LoopExt4::setup(scratch, loop_size(args))?;
     host_workloads("loop-ext4", &fs.dir()?, args).await
 }
 
 /// JuiceFS itself, or (`with_loop`) ext4 on a loop device over a file in it.
-async fn juicefs_target(args: &BenchStorageArgs, with_loop: bool) -> Result<()> {
+async fn juicefs_target(scratch: &Path, args: &BenchStorageArgs, with_loop: bool) -> Result<()> {
     let bin = match reference::juicefs_binary() {
         Ok(bin) => bin,
         Err(e) => {
@@ -186,7 +186,7 @@ async fn juicefs_target(args: &BenchStorageArgs, with_loop: bool) -> Result<()> 
             return Ok(());
         }
     };
-    let fs = JuiceFs::setup(&scratch_parent(args), bin)?;
+    let fs = JuiceFs::setup(scratch, bin)?;
     if !with_loop {
         return host_workloads("juicefs", &fs.dir()?, args).await;
     }
@@ -199,8 +199,8 @@ async fn juicefs_target(args: &BenchStorageArgs, with_loop: bool) -> Result<()> 
     host_workloads("juicefs-loop", &disk.dir()?, args).await
 }
 
-async fn bothy_target(ctx: &Context, args: &BenchStorageArgs) -> Result<()> {
-    let client = ctx.client()?;
+async fn bothy_target(daemon: &Daemon<'_>, args: &BenchStorageArgs) -> Result<()> {
+    let client = daemon.client()?;
     let daemon = match args.daemon_pid {
         Some(pid) => Some(pid),
         None => client
@@ -398,15 +398,15 @@ mod tests {
         let parent = tempfile::tempdir().expect("temp dir");
         let fs = LoopExt4::setup(parent.path(), 256 << 20).expect("loop-ext4 (needs root)");
         let dir = fs.dir().expect("mounted");
-        let args = super::super::WorkerArgs {
+        let args = crate::workload::WorkerArgs {
             dir: &dir,
             size_mb: 4,
             files: 100,
         };
         std::fs::create_dir_all(&dir).expect("bench dir");
-        super::super::workload::run(BenchWorkload::SeqWrite, &args).expect("seq-write");
-        super::super::workload::run(BenchWorkload::SeqRead, &args).expect("seq-read");
-        super::super::workload::run(BenchWorkload::Untar, &args).expect("untar");
+        crate::workload::run(BenchWorkload::SeqWrite, &args).expect("seq-write");
+        crate::workload::run(BenchWorkload::SeqRead, &args).expect("seq-read");
+        crate::workload::run(BenchWorkload::Untar, &args).expect("untar");
         drop(fs);
         let left = std::fs::read_dir(parent.path()).expect("readable").count();
         assert_eq!(left, 0, "the scratch directory is gone");

