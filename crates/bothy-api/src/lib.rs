@@ -84,6 +84,22 @@ pub struct CheckpointRef {
 pub struct CreateCheckpointRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+    /// bothy extension: answer only once the checkpoint is in the object
+    /// store (a host that loses its disk right after still has it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub durable: bool,
+}
+
+/// `POST /v1/sprites/{name}/sync` and `POST /v1/sync` answer (bothy
+/// extension): everything acknowledged before the call (writes, checkpoints,
+/// the state naming them) is in the object store.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SyncResult {
+    /// The sprites whose disks were synced.
+    pub sprites: Vec<String>,
+    /// RFC 3339: when the barrier completed.
+    pub synced_at: String,
+    pub elapsed_ms: u64,
 }
 
 /// One checkpoint, as `GET .../checkpoints` lists it.
@@ -103,6 +119,12 @@ pub struct Checkpoint {
     /// with `?include_auto=true`.
     #[serde(default)]
     pub auto: bool,
+    /// bothy extension: whether the checkpoint (its block map, the chunks it
+    /// names and its record) is in the object store yet, so that a host
+    /// that loses its disk gets it back. A checkpoint gets there within
+    /// seconds; `durable` on create, or a sync, waits for it.
+    #[serde(default)]
+    pub in_object_store: bool,
 }
 
 /// Parses a checkpoint id `vN` (N ≥ 1) into N.

@@ -118,6 +118,9 @@ pub enum Command {
     /// Bring a bothy's whole disk back to a checkpoint and restart it (the
     /// state it replaces is kept as an automatic checkpoint)
     Restore(RestoreArgs),
+    /// Wait until everything written and checkpointed so far is in the object
+    /// store: of one bothy with -s NAME, else of every bothy you can see
+    Sync(SyncArgs),
     /// Manage API tokens
     #[command(subcommand)]
     Token(TokenCommand),
@@ -181,7 +184,14 @@ pub struct CheckpointCreateArgs {
     /// A note to remember it by
     #[arg(long)]
     pub comment: Option<String>,
+    /// Return only once the checkpoint is in the object store (otherwise it
+    /// gets there within seconds)
+    #[arg(long)]
+    pub durable: bool,
 }
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {}
 
 #[derive(Debug, Args)]
 pub struct CheckpointListArgs {

@@ -43,6 +43,9 @@ enum CheckpointsCommand {
 struct CreateArgs {
     #[arg(long)]
     comment: Option<String>,
+    /// Return only once the checkpoint is in the object store
+    #[arg(long)]
+    durable: bool,
 }
 
 #[derive(Debug, Args)]
@@ -85,7 +88,7 @@ async fn run(cli: EnvCli, client: &InBoxClient) -> Result<i32> {
     match cmd {
         CheckpointsCommand::Create(a) => {
             let id = client
-                .create_checkpoint(a.comment.as_deref())
+                .create_checkpoint(a.comment.as_deref(), a.durable)
                 .await
                 .map_err(in_words)?;
             if cli.json {

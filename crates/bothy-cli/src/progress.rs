@@ -62,6 +62,27 @@ impl StepProgress {
     }
 }
 
+/// A spinner with a message while one call runs, on a terminal only:
+/// scripts and logs see the result line alone.
+pub struct Spinner(Option<ProgressBar>);
+
+impl Spinner {
+    pub fn start(message: &str) -> Self {
+        Self(std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new_spinner();
+            bar.set_message(message.to_string());
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        }))
+    }
+
+    pub fn stop(self) {
+        if let Some(bar) = self.0 {
+            bar.finish_and_clear();
+        }
+    }
+}
+
 impl Default for StepProgress {
     fn default() -> Self {
         Self::new()

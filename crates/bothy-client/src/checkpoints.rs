@@ -37,11 +37,25 @@ fn outcome(lines: &[StreamMessage]) -> Result<String> {
 impl Client {
     /// `POST /v1/sprites/{name}/checkpoint`: returns the new checkpoint.
     pub async fn create_checkpoint(&self, name: &str, comment: Option<&str>) -> Result<Checkpoint> {
+        self.checkpoint_with(
+            name,
+            &CreateCheckpointRequest {
+                comment: comment.map(str::to_string),
+                durable: false,
+            },
+        )
+        .await
+    }
+
+    /// `POST /v1/sprites/{name}/checkpoint` with every option (`durable`:
+    /// answer once it is in the object store).
+    pub async fn checkpoint_with(
+        &self,
+        name: &str,
+        req: &CreateCheckpointRequest,
+    ) -> Result<Checkpoint> {
         let url = self.url(&["v1", "sprites", name, "checkpoint"]);
-        let req = CreateCheckpointRequest {
-            comment: comment.map(str::to_string),
-        };
-        let body = self.bytes(self.http.post(url).json(&req)).await?;
+        let body = self.bytes(self.http.post(url).json(req)).await?;
         let id = outcome(&parse_ndjson(&body)?)?;
         self.get_checkpoint(name, &id).await
     }

@@ -48,10 +48,11 @@ impl InBoxClient {
     }
 
     /// `POST /checkpoint`: checkpoints the box while it runs; returns the new
-    /// checkpoint's id.
-    pub async fn create_checkpoint(&self, comment: Option<&str>) -> Result<String> {
+    /// checkpoint's id. With `durable`, once it is in the object store.
+    pub async fn create_checkpoint(&self, comment: Option<&str>, durable: bool) -> Result<String> {
         let req = CreateCheckpointRequest {
             comment: comment.map(str::to_string),
+            durable,
         };
         let body = serde_json::to_vec(&req)
             .map_err(|e| ClientError::Protocol(format!("cannot encode the request: {e}")))?;

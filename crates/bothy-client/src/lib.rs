@@ -28,7 +28,8 @@ use std::time::Duration;
 
 use bothy_api::{
     CreateSpriteRequest, CreateTokenRequest, CreateTokenResponse, ExecSession, ExecSessionList,
-    KillSessionRequest, Organization, Sprite, SpriteList, StreamMessage, UpdateSpriteRequest,
+    KillSessionRequest, Organization, Sprite, SpriteList, StreamMessage, SyncResult,
+    UpdateSpriteRequest,
 };
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use serde::de::DeserializeOwned;
@@ -42,6 +43,8 @@ pub use inbox::InBoxClient;
 /// Creating a box may include building its volume; leave it room.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A barrier may upload gigabytes to a slow object store.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Stops `list_all` if a server keeps handing out continuation tokens.
 const MAX_LIST_PAGES: usize = 10_000;
 
@@ -184,6 +187,19 @@ impl Client {
     }
 
     /// `GET /v1/organization`: the token's organisation.
+    /// `POST /v1/sprites/{name}/sync`: returns once everything acknowledged
+    /// for the sprite is in the object store.
+    pub async fn sync_sprite(&self, name: &str) -> Result<SyncResult> {
+        let url = self.url(&["v1", "sprites", name, "sync"]);
+        self.json(self.http.post(url).timeout(SYNC_TIMEOUT)).await
+    }
+
+    /// `POST /v1/sync`: the barrier for every sprite the token sees.
+    pub async fn sync_all(&self) -> Result<SyncResult> {
+        let url = self.url(&["v1", "sync"]);
+        self.json(self.http.post(url).timeout(SYNC_TIMEOUT)).await
+    }
+
     pub async fn organization(&self) -> Result<Organization> {
         self.json(self.http.get(self.url(&["v1", "organization"])))
             .await

@@ -60,6 +60,7 @@ fn checkpoint(id: &str, comment: Option<&str>, auto: bool) -> Checkpoint {
         comment: comment.map(str::to_string),
         history: vec![],
         auto,
+        in_object_store: false,
     }
 }
 
@@ -193,11 +194,11 @@ async fn lists_checkpoints_with_and_without_the_automatic_ones() {
 #[tokio::test]
 async fn create_reads_the_progress_stream_to_its_id() {
     let b = fake_box().await;
-    let id = within(b.client.create_checkpoint(Some("before upgrade")))
+    let id = within(b.client.create_checkpoint(Some("before upgrade"), false))
         .await
         .expect("created");
     assert_eq!(id, "v2");
-    let id = within(b.client.create_checkpoint(None))
+    let id = within(b.client.create_checkpoint(None, true))
         .await
         .expect("created");
     assert_eq!(id, "v2");
@@ -210,7 +211,7 @@ async fn create_reads_the_progress_stream_to_its_id() {
 #[tokio::test]
 async fn an_error_line_fails_the_operation_with_its_message() {
     let b = fake_box().await;
-    let e = failure(b.client.create_checkpoint(Some("disk on fire"))).await;
+    let e = failure(b.client.create_checkpoint(Some("disk on fire"), false)).await;
     assert_eq!(e.kind(), ErrorKind::Failed, "{e:?}");
     assert_eq!(e.to_string(), "the disk is on fire");
 }
@@ -218,7 +219,7 @@ async fn an_error_line_fails_the_operation_with_its_message() {
 #[tokio::test]
 async fn a_400_is_a_bad_request_with_the_servers_message() {
     let b = fake_box().await;
-    let e = failure(b.client.create_checkpoint(Some("\u{7}"))).await;
+    let e = failure(b.client.create_checkpoint(Some("\u{7}"), false)).await;
     assert_eq!(e.kind(), ErrorKind::BadRequest, "{e:?}");
     assert_eq!(e.status(), Some(400));
     assert_eq!(e.to_string(), "comment must be printable characters");

@@ -70,6 +70,14 @@ pub struct InboxSocket {
     pub gid: u32,
 }
 
+/// A checkpoint of a box's disk, as the volume layer has it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VolumeCheckpoint {
+    pub id: u64,
+    /// Its map and every chunk it names are in the object store.
+    pub in_object_store: bool,
+}
+
 /// A live connection to one exec session. Dropping it detaches from the session
 /// without ending it (the agent keeps the process running).
 pub struct ExecChannels {
@@ -112,11 +120,11 @@ pub trait Boxes: Send + Sync + 'static {
     /// A crash-consistent checkpoint of the running box's disk; returns the
     /// volume's checkpoint number.
     fn checkpoint(&self, id: &str) -> impl Future<Output = Result<u64, BoxError>> + Send;
-    /// The volume's checkpoint numbers.
+    /// The volume's checkpoints.
     fn volume_checkpoints(
         &self,
         id: &str,
-    ) -> impl Future<Output = Result<Vec<u64>, BoxError>> + Send;
+    ) -> impl Future<Output = Result<Vec<VolumeCheckpoint>, BoxError>> + Send;
     /// Stops the box, keeps its disk as a new checkpoint (returned), brings the
     /// disk back to `checkpoint`, boots the box.
     fn restore(
@@ -179,11 +187,11 @@ impl Boxes for RealBoxes {
     }
     async fn spawn(&self, id: &str, req: SpawnRequest) -> Result<ExecChannels, BoxError> {
         let session = self.agent(id).spawn(req).await?;
-        Ok(pump(session))
+        Ok(pump(session, self.agent(id)))
     }
     async fn attach(&self, id: &str, session: &str) -> Result<ExecChannels, BoxError> {
         let session = self.agent(id).attach(session).await?;
-        Ok(pump(session))
+        Ok(pump(session, self.agent(id)))
     }
     async fn sessions(&self, id: &str) -> Result<Vec<SessionInfo>, BoxError> {
         Ok(self.agent(id).list().await?)
@@ -194,8 +202,17 @@ impl Boxes for RealBoxes {
     async fn checkpoint(&self, id: &str) -> Result<u64, BoxError> {
         Ok(self.runtime.checkpoint(id).await?)
     }
-    async fn volume_checkpoints(&self, id: &str) -> Result<Vec<u64>, BoxError> {
-        Ok(self.runtime.checkpoints(id).await?)
+    async fn volume_checkpoints(&self, id: &str) -> Result<Vec<VolumeCheckpoint>, BoxError> {
+        Ok(self
+            .runtime
+            .checkpoints(id)
+            .await?
+            .into_iter()
+            .map(|c| VolumeCheckpoint {
+                id: c.id,
+                in_object_store: c.in_object_store,
+            })
+            .collect())
     }
     async fn restore(&self, spec: &BoxSpec, checkpoint: u64) -> Result<u64, BoxError> {
         Ok(self.runtime.restore(spec, checkpoint).await?)
@@ -232,13 +249,13 @@ impl Boxes for RealBoxes {
 /// Moves frames between an agent session and channels, so the WebSocket bridge
 /// does not depend on the agent's types. Both halves end (and so detach) as soon
 /// as the other side of their channel is dropped.
-fn pump(session: bothy_agent::client::AgentSession) -> ExecChannels {
+fn pump(session: bothy_agent::client::AgentSession, agent: AgentClient) -> ExecChannels {
     let info = session.info().clone();
     let (reader, writer) = session.split();
     let (out_tx, out_rx) = mpsc::channel(64);
     let (in_tx, in_rx) = mpsc::channel(64);
     tokio::spawn(pump_output(reader, out_tx));
-    tokio::spawn(pump_input(writer, in_rx));
+    tokio::spawn(pump_input(writer, in_rx, agent, info.id.clone()));
     ExecChannels {
         info,
         output: out_rx,
@@ -267,8 +284,23 @@ async fn pump_output(mut reader: SessionReader, tx: mpsc::Sender<Output>) {
     }
 }
 
-async fn pump_input(mut writer: SessionWriter, mut rx: mpsc::Receiver<Input>) {
+/// Signals go as a `kill` request on a connection of their own rather than
+/// in the session's stream: agents keep running across daemon upgrades, and
+/// every agent build understands that request. It also passes stdin the
+/// process has not read yet.
+async fn pump_input(
+    mut writer: SessionWriter,
+    mut rx: mpsc::Receiver<Input>,
+    agent: AgentClient,
+    session: String,
+) {
     while let Some(input) = rx.recv().await {
+        if let Input::Signal(signal) = input {
+            if let Err(e) = agent.kill(&session, signal).await {
+                tracing::debug!(error = %e, "signalling an exec session failed");
+            }
+            continue;
+        }
         if let Err(e) = writer.send(input).await {
             tracing::debug!(error = %e, "exec session input ended");
             return;

@@ -28,52 +28,66 @@ pub struct CheckpointListQuery {
 }
 
 impl<B: Boxes> Control<B> {
-    /// Checkpoints the box's disk while it runs.
+    /// Checkpoints the box's disk while it runs. With `durable`, answers
+    /// only once the checkpoint is in the object store (a sync barrier).
     pub async fn checkpoint(
         &self,
         row: &SpriteRow,
         comment: Option<String>,
+        durable: bool,
     ) -> ControlResult<CheckpointRow> {
         validate::comment(comment.as_deref())?;
         self.ensure_running(row).await?;
-        let row = row.clone();
-        self.to_completion(&row.id.clone(), "checkpoint", move |control| async move {
-            let n = bounded(
-                CHECKPOINT_TIMEOUT,
-                "checkpointing the box",
-                control.inner.boxes.checkpoint(&row.id),
-            )
-            .await
-            .map_err(|e| match ControlError::from(e) {
-                ControlError::Internal(m) => {
-                    ControlError::Internal(format!("could not checkpoint {:?}: {m}", row.name))
+        let made = {
+            let row = row.clone();
+            self.to_completion(&row.id.clone(), "checkpoint", move |control| async move {
+                let n = bounded(
+                    CHECKPOINT_TIMEOUT,
+                    "checkpointing the box",
+                    control.inner.boxes.checkpoint(&row.id),
+                )
+                .await
+                .map_err(|e| match ControlError::from(e) {
+                    ControlError::Internal(m) => {
+                        ControlError::Internal(format!("could not checkpoint {:?}: {m}", row.name))
+                    }
+                    other => other,
+                })?;
+                let made = control
+                    .store()
+                    .add_checkpoint(row.id.clone(), n, comment, false, now())
+                    .await?;
+                control.record_committed(&row.id, made.seq);
+                tracing::info!(box_id = %row.id, checkpoint = %made.id(), "checkpoint created");
+                control.emit(EventKind::Checkpointed, &row);
+                if !durable {
+                    control.sync_later(&row.id);
                 }
-                other => other,
-            })?;
-            let made = control
-                .store()
-                .add_checkpoint(row.id.clone(), n, comment, false, now())
-                .await?;
-            tracing::info!(box_id = %row.id, checkpoint = %made.id(), "checkpoint created");
-            control.emit(EventKind::Checkpointed, &row);
-            control.sync_later(&row.id);
-            Ok(made)
-        })
-        .await
+                Ok(made)
+            })
+            .await?
+        };
+        if !durable {
+            return Ok(made);
+        }
+        self.sync_sprite(row).await?;
+        self.checkpoint_named(row, &made.id()).await
     }
 
-    /// The sprite's checkpoints as `q` asks, oldest first.
+    /// The sprite's checkpoints as `q` asks, oldest first, each saying
+    /// whether it is in the object store yet.
     pub async fn checkpoints(
         &self,
         row: &SpriteRow,
         q: &CheckpointListQuery,
     ) -> ControlResult<Vec<CheckpointRow>> {
         let all = self.store().checkpoints(row.id.clone()).await?;
-        Ok(all
+        let wanted: Vec<CheckpointRow> = all
             .into_iter()
             .filter(|c| q.include_auto || !c.auto)
             .filter(|c| q.history.as_ref().is_none_or(|h| c.history.contains(h)))
-            .collect())
+            .collect();
+        self.with_store_state(row, wanted).await
     }
 
     /// Checkpoint `id` (`vN`) of the sprite.
@@ -83,7 +97,44 @@ impl<B: Boxes> Control<B> {
         id: &str,
     ) -> ControlResult<CheckpointRow> {
         let seq = validate::checkpoint_id(id)?;
-        self.checkpoint_of(row, seq).await
+        let found = self.checkpoint_of(row, seq).await?;
+        let mut with = self.with_store_state(row, vec![found]).await?;
+        with.pop()
+            .ok_or_else(|| ControlError::Internal("a checkpoint went missing".into()))
+    }
+
+    /// Fills in whether each record and its data are in the object store.
+    /// A disk that cannot be asked (its storage is down) says no.
+    async fn with_store_state(
+        &self,
+        row: &SpriteRow,
+        mut records: Vec<CheckpointRow>,
+    ) -> ControlResult<Vec<CheckpointRow>> {
+        if records.is_empty() {
+            return Ok(records);
+        }
+        let stored: std::collections::HashSet<u64> = match bounded(
+            CHECKPOINT_TIMEOUT,
+            "listing checkpoints",
+            self.inner.boxes.volume_checkpoints(&row.id),
+        )
+        .await
+        {
+            Ok(list) => list
+                .into_iter()
+                .filter(|c| c.in_object_store)
+                .map(|c| c.id)
+                .collect(),
+            Err(e) => {
+                tracing::warn!(box_id = %row.id, error = %e, "cannot ask the disk which checkpoints are in the object store");
+                Default::default()
+            }
+        };
+        for c in &mut records {
+            c.in_object_store = stored.contains(&c.volume_checkpoint)
+                && self.record_in_object_store(&row.id, c.seq);
+        }
+        Ok(records)
     }
 
     async fn checkpoint_of(&self, row: &SpriteRow, seq: u64) -> ControlResult<CheckpointRow> {
@@ -130,6 +181,7 @@ impl<B: Boxes> Control<B> {
                     now(),
                 )
                 .await?;
+            control.record_committed(&row.id, kept.seq);
             let mut history = target.history.clone();
             history.push(target.id());
             control.store().set_history(row.id.clone(), history).await?;
@@ -223,7 +275,7 @@ impl<B: Boxes> Control<B> {
         .await?;
         for gone in records
             .iter()
-            .filter(|c| !found.contains(&c.volume_checkpoint))
+            .filter(|c| !found.iter().any(|f| f.id == c.volume_checkpoint))
         {
             tracing::warn!(box_id = %row.id, checkpoint = %gone.id(), "checkpoint record without data; dropping it");
             self.store()
@@ -232,7 +284,11 @@ impl<B: Boxes> Control<B> {
         }
         let known: std::collections::HashSet<u64> =
             records.iter().map(|c| c.volume_checkpoint).collect();
-        for n in found.into_iter().filter(|n| !known.contains(n)) {
+        for n in found
+            .into_iter()
+            .map(|c| c.id)
+            .filter(|n| !known.contains(n))
+        {
             tracing::info!(box_id = %row.id, volume_checkpoint = n, "keeping a checkpoint made just before a crash");
             self.store()
                 .add_checkpoint(

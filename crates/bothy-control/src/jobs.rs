@@ -2,6 +2,7 @@
 //! deletes and on a period), shipping disks after checkpoints, shipping the
 //! state database, and the sync barrier that waits for all of it.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,6 +29,10 @@ pub(crate) struct Jobs {
     /// Where the state database is replicated; `None` in tests without an
     /// object store.
     replica: Mutex<Option<Arc<StateReplica>>>,
+    /// The state database's change count right after each checkpoint record
+    /// this process committed: the record is in the object store once a
+    /// shipped snapshot covers that count.
+    records: Mutex<HashMap<(String, u64), u64>>,
 }
 
 impl<B: Boxes> Control<B> {
@@ -97,6 +102,41 @@ impl<B: Boxes> Control<B> {
         }
     }
 
+    /// Notes that checkpoint record `seq` of box `id` was just committed.
+    pub(crate) fn record_committed(&self, id: &str, seq: u64) {
+        let changes = self.store().total_changes();
+        self.inner
+            .jobs
+            .records
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((id.to_string(), seq), changes);
+    }
+
+    /// Whether checkpoint record `seq` of box `id` is in a state snapshot
+    /// in the object store. A record this process did not commit is from
+    /// before it started: any snapshot shipped since covers it.
+    pub(crate) fn record_in_object_store(&self, id: &str, seq: u64) -> bool {
+        let Some(replica) = self.replica() else {
+            // No state replication: only the volume's side counts.
+            return true;
+        };
+        let Some(shipped) = replica.shipped_changes() else {
+            return false;
+        };
+        match self
+            .inner
+            .jobs
+            .records
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(id.to_string(), seq))
+        {
+            Some(changes) => shipped >= *changes,
+            None => true,
+        }
+    }
+
     /// The barrier for one sprite: returns once everything acknowledged
     /// before the call (its disk's writes and checkpoints, and the state
     /// rows that name them) is in the object store.
@@ -112,10 +152,16 @@ impl<B: Boxes> Control<B> {
         self.ship_state_now().await
     }
 
-    /// The barrier for every sprite of every organisation, and the state.
-    pub async fn sync_all(&self) -> ControlResult<()> {
+    /// The barrier for every sprite the caller sees (an admin: every
+    /// sprite of every organisation), and the state; returns their names.
+    pub async fn sync_all(&self, caller: &crate::Caller) -> ControlResult<Vec<String>> {
         let rows = self.store().all_sprites().await?;
-        for row in rows.iter().filter(|r| r.state == RowState::Ready) {
+        let mut synced = Vec::new();
+        for row in rows
+            .iter()
+            .filter(|r| r.state == RowState::Ready)
+            .filter(|r| caller.is_admin() || r.org == caller.org())
+        {
             bounded(
                 SYNC_TIMEOUT,
                 "syncing a disk to the object store",
@@ -123,8 +169,10 @@ impl<B: Boxes> Control<B> {
             )
             .await
             .map_err(|e| sync_failed(&row.name, e.into()))?;
+            synced.push(row.name.clone());
         }
-        self.ship_state_now().await
+        self.ship_state_now().await?;
+        Ok(synced)
     }
 
     async fn ship_state_now(&self) -> ControlResult<()> {

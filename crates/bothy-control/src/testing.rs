@@ -8,7 +8,7 @@ use bothy_agent::proto::{Input, Output, SessionInfo, SpawnRequest};
 use bothy_runtime::BoxSpec;
 use tokio::sync::mpsc;
 
-use crate::boxes::{BoxError, Boxes, DiskSource, ExecChannels, InboxSocket};
+use crate::boxes::{BoxError, Boxes, DiskSource, ExecChannels, InboxSocket, VolumeCheckpoint};
 
 /// What the fake remembers, shared with the test.
 #[derive(Default)]
@@ -33,6 +33,10 @@ pub struct FakeState {
     pub gate_waiting: bool,
     /// Set once control let go of the storage (all boxes stopped).
     pub storage_released: bool,
+    /// Checkpoints a sync shipped: (box id, volume checkpoint).
+    pub synced: HashSet<(String, u64)>,
+    /// Sync barriers run.
+    pub syncs: usize,
 }
 
 #[derive(Clone, Default)]
@@ -241,7 +245,7 @@ impl Boxes for FakeBoxes {
         let mut s = self.state();
         Ok(s.snapshot(id))
     }
-    async fn volume_checkpoints(&self, id: &str) -> Result<Vec<u64>, BoxError> {
+    async fn volume_checkpoints(&self, id: &str) -> Result<Vec<VolumeCheckpoint>, BoxError> {
         let s = self.state();
         let mut ids: Vec<u64> = s
             .checkpoints
@@ -250,7 +254,13 @@ impl Boxes for FakeBoxes {
             .map(|(_, n)| *n)
             .collect();
         ids.sort_unstable();
-        Ok(ids)
+        Ok(ids
+            .into_iter()
+            .map(|n| VolumeCheckpoint {
+                id: n,
+                in_object_store: s.synced.contains(&(id.to_string(), n)),
+            })
+            .collect())
     }
     async fn restore(&self, spec: &BoxSpec, checkpoint: u64) -> Result<u64, BoxError> {
         let mut s = self.state();
@@ -277,7 +287,17 @@ impl Boxes for FakeBoxes {
     fn env_socket(&self, _id: &str) -> Option<InboxSocket> {
         None
     }
-    async fn sync(&self, _id: &str) -> Result<(), BoxError> {
+    /// Every checkpoint of the box counts as in the object store after it.
+    async fn sync(&self, id: &str) -> Result<(), BoxError> {
+        let mut s = self.state();
+        let ids: Vec<(String, u64)> = s
+            .checkpoints
+            .keys()
+            .filter(|(b, _)| b == id)
+            .cloned()
+            .collect();
+        s.synced.extend(ids);
+        s.syncs += 1;
         Ok(())
     }
     async fn recover_disk(&self, _id: &str) -> Result<bool, BoxError> {

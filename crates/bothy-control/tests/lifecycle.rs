@@ -227,7 +227,7 @@ async fn errors_keep_their_kind() {
     assert_eq!(
         kind(
             h.control
-                .checkpoint(&creating, None)
+                .checkpoint(&creating, None, false)
                 .await
                 .expect_err("busy")
         ),
@@ -321,11 +321,14 @@ async fn a_slow_operation_on_one_box_does_not_hold_up_another() {
     h.fake.state().checkpoint_gate = Some(slow.id.clone());
     let control = h.control.clone();
     let slow_row = slow.clone();
-    let pending = tokio::spawn(async move { control.checkpoint(&slow_row, None).await });
+    let pending = tokio::spawn(async move { control.checkpoint(&slow_row, None, false).await });
     let fake = h.fake.clone();
     wait_until(move || fake.state().gate_waiting).await;
     // While the slow box's checkpoint hangs: the other box is fully usable.
-    h.control.checkpoint(&fast, None).await.expect("other box");
+    h.control
+        .checkpoint(&fast, None, false)
+        .await
+        .expect("other box");
     h.control
         .sessions(&fast)
         .await
@@ -342,4 +345,62 @@ async fn a_slow_operation_on_one_box_does_not_hold_up_another() {
         .await
         .expect("join")
         .expect("slow checkpoint finishes");
+}
+
+#[tokio::test]
+async fn a_durable_checkpoint_and_the_barriers_wait_for_the_object_store() {
+    let h = harness().await;
+    let dev = h.create("dev").await;
+    let made = h
+        .control
+        .checkpoint(&dev, Some("keep".into()), true)
+        .await
+        .expect("durable checkpoint");
+    assert!(made.in_object_store, "{made:?}");
+    let listed = h
+        .control
+        .checkpoints(&dev, &CheckpointListQuery::default())
+        .await
+        .expect("list");
+    assert!(listed.iter().all(|c| c.in_object_store), "{listed:?}");
+    assert!(h.fake.state().syncs >= 1);
+
+    // The daemon-wide barrier covers what the caller sees, nothing else.
+    h.control
+        .mint_token(&h.caller, "acme", None)
+        .await
+        .expect("an admin makes the org");
+    let acme = Caller(TokenOwner {
+        org: "acme".into(),
+        is_admin: false,
+    });
+    h.control
+        .create(
+            &acme,
+            CreateSpriteRequest {
+                name: "theirs".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("create in acme");
+    assert_eq!(h.control.sync_all(&acme).await.expect("sync"), ["theirs"]);
+    let mut all = h.control.sync_all(&h.caller).await.expect("sync");
+    all.sort();
+    assert_eq!(
+        all,
+        ["dev", "theirs"],
+        "an admin's barrier covers every org"
+    );
+    // A sprite still being created cannot be synced yet.
+    let creating = row("b00000000000b", "creating", RowState::Creating);
+    h.control
+        .store()
+        .insert_sprite(creating.clone())
+        .await
+        .expect("insert");
+    assert!(matches!(
+        h.control.sync_sprite(&creating).await,
+        Err(ControlError::Busy(_))
+    ));
 }

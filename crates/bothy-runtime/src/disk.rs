@@ -23,6 +23,14 @@ pub enum DiskSource {
     Checkpoint { box_id: String, checkpoint: u64 },
 }
 
+/// A checkpoint of a box's disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskCheckpoint {
+    pub id: u64,
+    /// Its map and every chunk it names are in the object store.
+    pub in_object_store: bool,
+}
+
 pub(crate) struct Disks {
     client: StorageClient,
     base_volume: String,
@@ -125,12 +133,18 @@ impl Disks {
         Ok(m.checkpoint)
     }
 
-    pub(crate) async fn checkpoints(&self, id: &str) -> Result<Vec<u64>, RuntimeError> {
+    pub(crate) async fn checkpoints(&self, id: &str) -> Result<Vec<DiskCheckpoint>, RuntimeError> {
         let l: proto::CheckpointList = self
             .client
             .call(&Request::Checkpoints { volume: id.into() })
             .await?;
-        Ok(l.checkpoints)
+        Ok(l.checkpoints
+            .iter()
+            .map(|n| DiskCheckpoint {
+                id: *n,
+                in_object_store: l.in_object_store.contains(n),
+            })
+            .collect())
     }
 
     /// Keeps the detached disk's state as a new checkpoint (returned) and

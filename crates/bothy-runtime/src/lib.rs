@@ -75,7 +75,7 @@ use std::time::Duration;
 pub const MOUNT_ROOT: &str = "/run/bothy";
 
 use crate::dirs::{make_box_dir, prepare_data_dir, remove_empty_cgroup_parents, remove_if_exists};
-use crate::disk::{DiskSource, Disks};
+use crate::disk::{DiskCheckpoint, DiskSource, Disks};
 use crate::storage::client::{Launch, StorageClient};
 use crate::validate::{check_name, check_socket_path, check_spec};
 
@@ -248,7 +248,7 @@ impl Runtime {
     }
 
     /// The volume's checkpoint numbers.
-    pub async fn checkpoints(&self, id: &str) -> Result<Vec<u64>, RuntimeError> {
+    pub async fn checkpoints(&self, id: &str) -> Result<Vec<DiskCheckpoint>, RuntimeError> {
         check_name("box id", id, 32)?;
         self.disks.checkpoints(id).await
     }
@@ -265,7 +265,8 @@ impl Runtime {
             .disks
             .checkpoints(&spec.id)
             .await?
-            .contains(&checkpoint)
+            .iter()
+            .any(|c| c.id == checkpoint)
         {
             return Err(RuntimeError::NotFound(format!(
                 "the disk has no checkpoint {checkpoint}"

@@ -88,9 +88,6 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let Self::Internal(msg) = &self {
-            tracing::error!(error = %msg, "internal error");
-        }
         (self.status(), Json(self.body())).into_response()
     }
 }
@@ -107,11 +104,23 @@ impl From<ControlError> for ApiError {
             ControlError::Forbidden(m) => Self::Forbidden(m),
             ControlError::Unavailable(m) => Self::Unavailable(m),
             ControlError::Timeout(m) => Self::Timeout(m),
-            ControlError::Internal(m) => Self::Internal(m),
+            ControlError::Internal(m) => Self::internal(&m),
         }
     }
 }
 
+impl ApiError {
+    /// A failure the client cannot act on: the details go to the daemon's
+    /// log under a reference, the client gets the reference, never the text
+    /// of a lower layer.
+    pub fn internal(detail: &str) -> Self {
+        let reference = format!("{:08x}", rand::random::<u32>());
+        tracing::error!(reference = %reference, error = %detail, "internal error");
+        Self::Internal(format!(
+            "the bothy daemon failed to do this (reference {reference} in its log); retry, and report it if it persists"
+        ))
+    }
+}
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
         match r.status() {

@@ -183,7 +183,7 @@ async fn create<B: Boxes>(
 ) -> ApiResult<Response> {
     let row = this_box(&s).await?;
     let req: CreateCheckpointRequest = optional_json(body)?;
-    checkpoint_lines(&s.control, &row, req.comment).await
+    checkpoint_lines(&s.control, &row, req).await
 }
 
 async fn restore<B: Boxes>(

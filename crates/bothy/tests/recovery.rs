@@ -85,3 +85,80 @@ fn an_empty_data_dir_comes_back_from_the_object_store() {
     d.shutdown();
     assert!(d.leftovers().is_empty(), "{:?}", d.leftovers());
 }
+
+/// The barrier: a durable checkpoint, a sync of one box and a sync of all,
+/// each followed by the loss of the whole host at once (kill -9, no data
+/// dir): everything acknowledged before them comes back from the store.
+#[test]
+fn after_a_barrier_a_lost_host_loses_nothing() {
+    let s3 = S3Server::start().unwrap_or_else(|e| {
+        panic!("cannot start the S3 test server ({e}); run scripts/test.sh, which installs it")
+    });
+    let mut d = Daemon::start_with(vec!["--object-store".into(), s3.url()], s3.env());
+    d.create("fast");
+    // Not even fsynced: the barrier writes the box's filesystem back first.
+    d.sh("fast", "echo one > /root/a");
+    let made = d
+        .cli(&[
+            "--json",
+            "checkpoint",
+            "create",
+            "-s",
+            "fast",
+            "--durable",
+            "--comment",
+            "durable",
+        ])
+        .run()
+        .assert_success("checkpoint create --durable")
+        .json();
+    assert_eq!(made["id"], "v1");
+    assert_eq!(made["in_object_store"], true, "{made}");
+    d.sh("fast", "echo two > /root/a");
+    d.cli(&["sync", "-s", "fast"])
+        .run()
+        .assert_success("sync -s fast");
+    d.lose_the_host();
+
+    assert_eq!(d.names(), vec!["fast".to_string()]);
+    d.wait_running("fast");
+    assert_eq!(
+        d.sh("fast", "cat /root/a"),
+        "two\n",
+        "the synced head is back"
+    );
+    let info = d
+        .cli(&["--json", "checkpoint", "info", "v1", "-s", "fast"])
+        .run()
+        .assert_success("checkpoint info")
+        .json();
+    assert_eq!(info["comment"], "durable");
+    assert_eq!(info["in_object_store"], true, "{info}");
+
+    // The daemon-wide barrier covers a box made after the recovery, and the
+    // checkpoint restores.
+    d.create("other");
+    d.sh("other", "echo three > /root/b");
+    let synced = d
+        .cli(&["--json", "sync"])
+        .run()
+        .assert_success("sync")
+        .json();
+    let names: Vec<&str> = synced["sprites"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|n| n.as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(names, ["fast", "other"], "{synced}");
+    d.lose_the_host();
+    assert_eq!(d.names(), vec!["fast".to_string(), "other".to_string()]);
+    d.wait_running("other");
+    assert_eq!(d.sh("other", "cat /root/b"), "three\n");
+    d.cli(&["restore", "-s", "fast", "v1"])
+        .run()
+        .assert_success("restore v1");
+    assert_eq!(
+        d.sh("fast", "cat /root/a"),
+        "one\n",
+        "the durable checkpoint's data"
+    );
+}

@@ -1,10 +1,11 @@
 //! `bothy checkpoint create|list|info|delete` and `bothy restore vN`.
 
 use anyhow::{Context as _, Result};
-use bothy_api::Checkpoint;
+use bothy_api::{Checkpoint, CreateCheckpointRequest};
 
 use crate::cli::{CheckpointCreateArgs, CheckpointIdArgs, CheckpointListArgs, RestoreArgs};
 use crate::output::{self, cell};
+use crate::progress::Spinner;
 use crate::Context;
 
 fn check_id(id: &str) -> Result<()> {
@@ -23,6 +24,12 @@ fn print_one(c: &Checkpoint) {
     if c.auto {
         println!("auto:     yes (made before a restore)");
     }
+    let stored = if c.in_object_store {
+        "yes"
+    } else {
+        "not yet (it gets there within seconds; `bothy sync` waits for it)"
+    };
+    println!("in the object store: {stored}");
     if !c.history.is_empty() {
         println!("history:  {}", c.history.join(" → "));
     }
@@ -30,13 +37,25 @@ fn print_one(c: &Checkpoint) {
 
 pub async fn create(ctx: &Context, args: CheckpointCreateArgs) -> Result<i32> {
     let name = ctx.sprite()?;
-    let made = ctx
-        .client()?
-        .create_checkpoint(&name, args.comment.as_deref())
-        .await
-        .with_context(|| format!("cannot checkpoint {name}"))?;
+    let req = CreateCheckpointRequest {
+        comment: args.comment,
+        durable: args.durable,
+    };
+    let spinner = args
+        .durable
+        .then(|| Spinner::start(&format!("checkpointing {name} into the object store")));
+    let made = ctx.client()?.checkpoint_with(&name, &req).await;
+    if let Some(s) = spinner {
+        s.stop();
+    }
+    let made = made.with_context(|| format!("cannot checkpoint {name}"))?;
     if ctx.json() {
         output::print_json(&made)?;
+    } else if made.in_object_store {
+        println!(
+            "checkpoint {} of {name} created; it is in the object store",
+            made.id
+        );
     } else {
         println!("checkpoint {} of {name} created", made.id);
     }

@@ -18,6 +18,9 @@ pub struct CheckpointRow {
     pub created_at: String,
     pub auto: bool,
     pub history: Vec<String>,
+    /// Not stored: whether the checkpoint is in the object store yet, as
+    /// control found when it listed it (false as read from the database).
+    pub in_object_store: bool,
 }
 
 impl CheckpointRow {
@@ -97,6 +100,7 @@ impl Store {
                 created_at: now,
                 auto,
                 history,
+                in_object_store: false,
             })
         })
         .await
@@ -118,6 +122,7 @@ impl Store {
                     created_at: r.get(3)?,
                     auto: r.get::<_, i64>(4)? != 0,
                     history: parse_history(&r.get::<_, String>(5)?)?,
+                    in_object_store: false,
                 });
             }
             Ok(out)

@@ -309,8 +309,11 @@ impl Store {
             );
             match res {
                 Ok(_) => Ok(()),
+                // Only a taken name is a conflict; another constraint (an
+                // unknown organisation) is a bug to report as it is.
                 Err(rusqlite::Error::SqliteFailure(e, _))
-                    if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+                    if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                        || e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
                 {
                     Err(StoreError::Conflict)
                 }

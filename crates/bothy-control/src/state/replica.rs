@@ -67,6 +67,9 @@ pub struct StateReplica {
     requests: AtomicU64,
     /// Held for a whole ship: one at a time.
     state: tokio::sync::Mutex<ShipState>,
+    /// The connection's change count (`total_changes`) in the newest copy
+    /// known to be in the store: every change counted up to it is there.
+    shipped_changes: std::sync::Mutex<Option<u64>>,
 }
 
 #[derive(Default)]
@@ -93,6 +96,7 @@ impl StateReplica {
             store: ChunkStore::new(Arc::new(bothy_store::ObjectBlobs::new(store)), retry),
             requests: AtomicU64::new(0),
             state: tokio::sync::Mutex::new(ShipState::default()),
+            shipped_changes: std::sync::Mutex::new(None),
         }
     }
 
@@ -124,15 +128,17 @@ impl StateReplica {
         // their changes.
         let covers = self.requests.load(Ordering::SeqCst);
         let conn = Arc::clone(conn);
-        let body = tokio::task::spawn_blocking(move || copy_database(&conn))
+        let (body, changes) = tokio::task::spawn_blocking(move || copy_database(&conn))
             .await
             .map_err(|e| ReplicaError::Task(e.to_string()))??;
         let hash = blake3::hash(&body);
         if let (Some(last), true) = (st.last, st.last_hash == Some(hash)) {
             st.covered = covers;
+            self.note_shipped(changes);
             return Ok(last);
         }
         self.store.put_object(&key(seq), body).await?;
+        self.note_shipped(changes);
         st.known.get_or_insert_with(BTreeSet::new).insert(seq);
         st.covered = covers;
         st.last = Some(seq);
@@ -206,6 +212,24 @@ impl StateReplica {
         })
     }
 
+    fn note_shipped(&self, changes: u64) {
+        let mut shipped = self
+            .shipped_changes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *shipped = Some(shipped.map_or(changes, |s| s.max(changes)));
+    }
+
+    /// The connection's change count (`total_changes`) that the newest
+    /// snapshot in the store covers; `None` before the first ship of this
+    /// process.
+    pub fn shipped_changes(&self) -> Option<u64> {
+        *self
+            .shipped_changes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Snapshots in the store, by sequence number. Other names under
     /// `state/` are ignored, never guessed at.
     async fn list(&self) -> Result<Vec<(u64, String)>, ReplicaError> {
@@ -233,24 +257,26 @@ fn parse_key(key: &str) -> Option<u64> {
 }
 
 /// A consistent, self-contained copy of the database (rollback-journal mode,
-/// so it opens without companion files).
-fn copy_database(conn: &Mutex<Connection>) -> Result<Bytes, ReplicaError> {
+/// so it opens without companion files), and the connection's change count
+/// it contains.
+fn copy_database(conn: &Mutex<Connection>) -> Result<(Bytes, u64), ReplicaError> {
     let dir = tempfile::Builder::new().prefix("bothy-state-").tempdir()?;
     let copy = dir.path().join("state.db");
     let copy_str = copy
         .to_str()
         .ok_or_else(|| ReplicaError::Task("temporary path is not UTF-8".into()))?;
-    {
+    let changes = {
         // A poisoned lock still guards a consistent database: SQLite rolls
         // back any transaction a panicking holder left open.
         let guard = conn.lock().unwrap_or_else(|p| p.into_inner());
         guard.execute("VACUUM INTO ?1", [copy_str])?;
-    }
+        guard.total_changes()
+    };
     let c = Connection::open(&copy)?;
     // journal_mode answers with a row, so it cannot go through execute.
     let _mode: String = c.query_row("PRAGMA journal_mode = DELETE", [], |r| r.get(0))?;
     drop(c);
-    Ok(Bytes::from(std::fs::read(&copy)?))
+    Ok((Bytes::from(std::fs::read(&copy)?), changes))
 }
 
 /// Writes `body` to `dest` atomically if it is a sound SQLite database;

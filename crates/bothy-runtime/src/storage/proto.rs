@@ -112,6 +112,9 @@ pub struct Made {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckpointList {
     pub checkpoints: Vec<u64>,
+    /// Those of `checkpoints` that are in the object store (map and chunks).
+    #[serde(default)]
+    pub in_object_store: Vec<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -63,6 +63,8 @@ struct Server {
     exit: watch::Sender<bool>,
     /// Asked to stop while disks were in use: exit once the last is gone.
     exit_when_idle: std::sync::atomic::AtomicBool,
+    /// Requests being handled; the process waits for them before exiting.
+    active: std::sync::atomic::AtomicUsize,
 }
 
 /// Runs the storage process until asked to shut down (or `stop` fires while
@@ -90,6 +92,7 @@ pub async fn serve(
         build,
         exit,
         exit_when_idle: std::sync::atomic::AtomicBool::new(false),
+        active: std::sync::atomic::AtomicUsize::new(0),
     });
     tracing::info!(pid = std::process::id(), "storage process serving");
     let mut stop = Box::pin(stop);
@@ -114,6 +117,14 @@ pub async fn serve(
             }
             _ = exiting.changed() => break,
         }
+    }
+    // Operations under way finish and answer (a shutdown request itself
+    // counts until it has answered).
+    let deadline = tokio::time::Instant::now() + EXIT_PATIENCE;
+    while server.active.load(std::sync::atomic::Ordering::SeqCst) > 0
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     tracing::info!("storage process exiting");
     // Closing the storage joins its uploader: off the async threads.
@@ -176,8 +187,28 @@ fn ok<T: Serialize>(value: T) -> Result<serde_json::Value, RuntimeError> {
     serde_json::to_value(value).map_err(|e| RuntimeError::Failed(e.to_string()))
 }
 
+/// How long an exiting storage process waits for operations under way.
+const EXIT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Counts a request as under way while it lives.
+struct Active<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Active<'a> {
+    fn new(n: &'a std::sync::atomic::AtomicUsize) -> Self {
+        n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Self(n)
+    }
+}
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 impl Server {
     async fn connection(&self, conn: UnixStream) {
+        let _active = Active::new(&self.active);
         let (read, mut write) = conn.into_split();
         let mut read = BufReader::new(read);
         let answer = match proto::read_line(&mut read).await {
@@ -278,8 +309,10 @@ impl Server {
             }
             Request::Checkpoints { volume } => {
                 let _g = self.lock(&volume).await;
+                let all = stack.checkpoints(&volume).await?;
                 ok(proto::CheckpointList {
-                    checkpoints: stack.checkpoints(&volume).await?,
+                    checkpoints: all.iter().map(|(n, _)| *n).collect(),
+                    in_object_store: all.iter().filter(|(_, s)| *s).map(|(n, _)| *n).collect(),
                 })
             }
             Request::Restore { volume, checkpoint } => {
@@ -300,8 +333,10 @@ impl Server {
                 ok(())
             }
             Request::Sync { volume } => {
-                // Most of the upload happens before the volume is held, so
-                // the box's own writes wait only for a small last step.
+                // What the box wrote reaches the volume first; then most of
+                // the upload happens before the volume is held, so the box's
+                // own writes wait only for a small last step.
+                stack.syncfs(&volume).await?;
                 stack.upload_pending().await?;
                 let _g = self.lock(&volume).await;
                 stack.sync(&volume).await?;

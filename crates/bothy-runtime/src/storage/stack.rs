@@ -384,12 +384,9 @@ impl Stack {
     /// instead, but costs 40-70 ms of kernel RCU grace periods even on an idle
     /// disk (measured on this kernel), more than everything else together.
     pub async fn checkpoint(self: &Arc<Self>, id: &str) -> Result<u64, RuntimeError> {
-        let mount_point = self.mount_point(id);
         let started = std::time::Instant::now();
         let _pause = self.storage.pause_uploads();
-        if self.is_attached(id) && fsutil::is_mount_point(&mount_point)? {
-            host::run(host::command(&host::SYNC).arg("-f").arg(&mount_point)).await?;
-        }
+        self.syncfs(id).await?;
         let synced = started.elapsed();
         let made = self.with_volume(id, |v| v.checkpoint()).await?;
         tracing::debug!(
@@ -401,9 +398,10 @@ impl Stack {
         Ok(made.0)
     }
 
-    pub async fn checkpoints(self: &Arc<Self>, id: &str) -> Result<Vec<u64>, RuntimeError> {
+    /// The volume's checkpoints, and whether each is in the object store.
+    pub async fn checkpoints(self: &Arc<Self>, id: &str) -> Result<Vec<(u64, bool)>, RuntimeError> {
         let ids = self.with_volume(id, |v| v.checkpoints()).await?;
-        Ok(ids.into_iter().map(|c| c.0).collect())
+        Ok(ids.into_iter().map(|c| (c.0, false)).collect())
     }
 
     /// Brings a detached disk back to `checkpoint`, first keeping its current
@@ -457,6 +455,17 @@ impl Stack {
         Ok(())
     }
 
+    /// Writes back and commits everything the box's filesystem holds for
+    /// the disk (in a child process: see the module docs), so that what the
+    /// box wrote, fsynced or not, is in the volume.
+    pub async fn syncfs(&self, id: &str) -> Result<(), RuntimeError> {
+        let mount_point = self.mount_point(id);
+        if self.is_attached(id) && fsutil::is_mount_point(&mount_point)? {
+            host::run(host::command(&host::SYNC).arg("-f").arg(&mount_point)).await?;
+        }
+        Ok(())
+    }
+
     /// Uploads every chunk not yet in the object store, holding no volume.
     pub async fn upload_pending(self: &Arc<Self>) -> Result<(), RuntimeError> {
         let me = Arc::clone(self);
@@ -465,7 +474,7 @@ impl Stack {
 
     /// The sync barrier for one box: everything it wrote and all its
     /// checkpoints are durable in the object store when this returns. Run
-    /// [`Disks::upload_pending`] first so the box's I/O, which waits while
+    /// [`Stack::upload_pending`] first so the box's I/O, which waits while
     /// this holds its volume, waits only for a small last step.
     pub async fn sync(self: &Arc<Self>, id: &str) -> Result<(), RuntimeError> {
         self.with_volume(id, |v| v.sync()).await

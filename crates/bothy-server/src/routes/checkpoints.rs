@@ -29,6 +29,7 @@ pub fn to_api(c: &CheckpointRow) -> Checkpoint {
         comment: c.comment.clone(),
         history: c.history.clone(),
         auto: c.auto,
+        in_object_store: c.in_object_store,
     }
 }
 
@@ -74,10 +75,8 @@ fn progress(
             e @ (ControlError::NotFound(_) | ControlError::Invalid { .. } | ControlError::Busy(_)),
         ) => Err(e.into()),
         Err(e) => {
+            // The conversion logs an internal error's details.
             let e = ApiError::from(e);
-            if let ApiError::Internal(m) = &e {
-                tracing::error!(error = %m, "internal error");
-            }
             Ok(ndjson(&[
                 first,
                 StreamMessage {
@@ -109,22 +108,27 @@ pub async fn create<B: Boxes>(
 ) -> ApiResult<Response> {
     let row = sprite_of(&control, &caller, path).await?;
     let req: CreateCheckpointRequest = optional_json(body)?;
-    checkpoint_lines(&control, &row, req.comment).await
+    checkpoint_lines(&control, &row, req).await
 }
 
 /// Checkpoints `row`'s box; the NDJSON answer.
 pub async fn checkpoint_lines<B: Boxes>(
     control: &Control<B>,
     row: &SpriteRow,
-    comment: Option<String>,
+    req: CreateCheckpointRequest,
 ) -> ApiResult<Response> {
-    bothy_control::validate::comment(comment.as_deref()).map_err(ApiError::from)?;
+    bothy_control::validate::comment(req.comment.as_deref()).map_err(ApiError::from)?;
     let started = std::time::Instant::now();
     let first = line("info", format!("Creating checkpoint of {}", row.name));
-    let done = control.checkpoint(row, comment).await;
+    let done = control.checkpoint(row, req.comment, req.durable).await;
     progress(first, done, |made| {
+        let where_ = if made.in_object_store {
+            "; it is in the object store"
+        } else {
+            ""
+        };
         format!(
-            "Checkpoint {} created in {} ms",
+            "Checkpoint {} created in {} ms{where_}",
             made.id(),
             started.elapsed().as_millis()
         )

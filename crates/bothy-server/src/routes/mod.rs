@@ -6,6 +6,7 @@ mod exec;
 pub use checkpoints::{checkpoint_lines, listing as checkpoint_listing, restore_lines};
 mod org;
 mod sprites;
+mod sync;
 
 use std::time::Instant;
 
@@ -53,6 +54,8 @@ pub fn router<B: Boxes>(control: Control<B>, shutdown: Shutdown) -> Router {
         .route("/v1/sprites/{name}/exec", get(exec::exec_or_list::<B>))
         .route("/v1/sprites/{name}/exec/{id}", get(exec::attach::<B>))
         .route("/v1/sprites/{name}/exec/{id}/kill", post(exec::kill::<B>))
+        .route("/v1/sprites/{name}/sync", post(sync::sprite::<B>))
+        .route("/v1/sync", post(sync::all::<B>))
         .route("/v1/organization", get(org::organization::<B>))
         .route(
             "/v1/organizations/{org}/tokens",

@@ -116,6 +116,18 @@ impl Daemon {
         self.token = self.read_token();
     }
 
+    /// The host dies at once: `kill -9` of the daemon and its storage
+    /// process, everything of it on the host removed, the data dir deleted;
+    /// then a new daemon starts on the same object store.
+    pub fn lose_the_host(&mut self) {
+        super::storage::crash(self, super::storage::Crash::Both);
+        self.footprint.force_cleanup();
+        fs::remove_dir_all(&self.data_dir)
+            .unwrap_or_else(|e| panic!("cannot delete {:?}: {e}", self.data_dir));
+        self.spawn();
+        self.token = self.read_token();
+    }
+
     /// Starts the daemon process on this data dir and port; waits for the port.
     pub fn spawn(&self) {
         let mut child_slot = self.child_slot();
