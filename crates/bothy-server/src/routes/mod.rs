@@ -56,13 +56,13 @@ pub fn router<B: Boxes>(control: Control<B>, shutdown: Shutdown) -> Router {
         .route("/v1/sprites/{name}/exec/{id}/kill", post(exec::kill::<B>))
         .route("/v1/sprites/{name}/sync", post(sync::sprite::<B>))
         .route("/v1/sync", post(sync::all::<B>))
-        .route("/v1/organization", get(org::organization::<B>))
+        .route("/v1/organization", get(org::organization))
         .route(
             "/v1/organizations/{org}/tokens",
             post(org::create_token::<B>),
         )
-        .fallback(not_implemented::<B>)
-        .method_not_allowed_fallback(not_implemented::<B>)
+        .fallback(not_implemented)
+        .method_not_allowed_fallback(not_implemented)
         .layer(DefaultBodyLimit::max(bothy_api::MAX_JSON_BODY))
         .layer(axum::Extension(shutdown))
         .layer(middleware::from_fn(log_request))
@@ -72,7 +72,7 @@ pub fn router<B: Boxes>(control: Control<B>, shutdown: Shutdown) -> Router {
 /// Anything else under `/v1` is part of the Sprites API bothy does not serve
 /// yet: say so plainly (to authenticated callers) rather than pretend. Outside
 /// `/v1` there is nothing, for anyone.
-async fn not_implemented<B: Boxes>(uri: Uri, caller: Result<Auth, ApiError>) -> ApiError {
+async fn not_implemented(uri: Uri, caller: Result<Auth, ApiError>) -> ApiError {
     let path = uri.path();
     if path != "/v1" && !path.starts_with("/v1/") {
         return ApiError::NotFound(format!("no such endpoint {path}; the API lives under /v1"));

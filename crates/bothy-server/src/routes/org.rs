@@ -12,7 +12,7 @@ use super::optional_json;
 use crate::auth::Auth;
 use crate::error::ApiResult;
 
-pub async fn organization<B: Boxes>(Auth(caller): Auth) -> Json<Organization> {
+pub async fn organization(Auth(caller): Auth) -> Json<Organization> {
     Json(Organization {
         name: caller.org().to_string(),
         slug: caller.org().to_string(),
