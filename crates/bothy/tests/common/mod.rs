@@ -10,6 +10,7 @@ pub mod cli;
 pub mod daemon;
 pub mod host;
 pub mod http;
+pub mod slow_proxy;
 pub mod storage;
 pub mod wait;
 
