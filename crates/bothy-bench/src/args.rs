@@ -28,6 +28,10 @@ pub enum BenchCommand {
     Storage(BenchStorageArgs),
     /// Checkpoint create after a small and a big write, restore, create
     Checkpoint(BenchCheckpointArgs),
+    /// How long acknowledged work takes to reach the object store by itself
+    /// (checkpoints, synced writes of an idle and of a busy box), and what
+    /// the barriers cost
+    Durability(BenchDurabilityArgs),
     /// Run one storage workload in DIR and print one JSON line (what
     /// `bench storage` runs in a bothy and on the host)
     #[command(hide = true)]
@@ -135,6 +139,13 @@ pub struct BenchCheckpointArgs {
     /// New bothies to create for the create latency
     #[arg(long, default_value_t = 10, value_parser = parse_runs)]
     pub create_runs: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchDurabilityArgs {
+    /// Samples of each measurement
+    #[arg(long, default_value_t = 10, value_parser = parse_runs)]
+    pub runs: usize,
 }
 
 #[derive(Debug, Args)]

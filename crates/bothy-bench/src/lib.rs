@@ -1,5 +1,5 @@
 //! `bothy bench`: latency (create, exec, unshare), storage (box disk beside
-//! ext4 on a plain loop device and JuiceFS), checkpoints. Every bench prints
+//! ext4 on a plain loop device and JuiceFS), checkpoints, durability. Every bench prints
 //! JSON lines on stdout; progress and warnings go to stderr.
 //!
 //! Benches reach the daemon only through `bothy-client`. The binary adds
@@ -9,6 +9,7 @@
 mod args;
 mod boxes;
 mod checkpoint;
+mod durability;
 mod latency;
 mod reference;
 mod settle;
@@ -22,8 +23,8 @@ use anyhow::Result;
 use bothy_client::Client;
 
 pub use args::{
-    BenchCheckpointArgs, BenchCommand, BenchCreateArgs, BenchExecArgs, BenchIoWorkerArgs,
-    BenchStorageArgs, BenchTarget, BenchWorkload, Verb,
+    BenchCheckpointArgs, BenchCommand, BenchCreateArgs, BenchDurabilityArgs, BenchExecArgs,
+    BenchIoWorkerArgs, BenchStorageArgs, BenchTarget, BenchWorkload, Verb,
 };
 
 /// The daemon under test, as the command line around the benches names it.
@@ -50,6 +51,7 @@ pub async fn run(command: BenchCommand, daemon: &Daemon<'_>) -> Result<i32> {
         BenchCommand::Unshare(a) => latency::unshare(a.runs).await,
         BenchCommand::Storage(a) => storage::storage(daemon, a).await,
         BenchCommand::Checkpoint(a) => checkpoint::checkpoint(daemon, a).await,
+        BenchCommand::Durability(a) => durability::durability(daemon, a).await,
         BenchCommand::IoWorker(a) => workload::io_worker(
             a.workload,
             &workload::WorkerArgs {

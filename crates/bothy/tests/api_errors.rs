@@ -220,6 +220,38 @@ fn exec_without_command_is_400() {
     upgrade.assert_error(400, "exec upgrade without cmd");
 }
 
+#[test]
+fn missing_checkpoints_and_sessions_are_404_everywhere() {
+    let d = daemon();
+    for (method, path) in [
+        ("GET", format!("/v1/sprites/{BOX}/checkpoints/v99")),
+        ("DELETE", format!("/v1/sprites/{BOX}/checkpoints/v99")),
+        ("POST", format!("/v1/sprites/{BOX}/checkpoints/v99/restore")),
+        ("POST", format!("/v1/sprites/{BOX}/exec/nope/kill")),
+    ] {
+        let r = changes_nothing(d, || d.api(method, &path));
+        let code = r.assert_error(404, &format!("{method} {path}"));
+        assert_eq!(code, "not_found", "{method} {path}");
+    }
+    let fork = changes_nothing(d, || {
+        d.api_json(
+            "POST",
+            "/v1/sprites",
+            &json!({"name": "fork-box", "from_checkpoint": {"sprite": BOX, "checkpoint": "v99"}}),
+        )
+    });
+    fork.assert_error(404, "fork from a missing checkpoint");
+    let attach = changes_nothing(d, || {
+        raw_upgrade(d, &format!("/v1/sprites/{BOX}/exec/nope"))
+    });
+    attach.assert_error(404, "attach to a missing session");
+    // A malformed id is bad input, not a missing checkpoint.
+    let r = changes_nothing(d, || {
+        d.api("GET", &format!("/v1/sprites/{BOX}/checkpoints/..%2Fetc"))
+    });
+    r.assert_error(400, "a malformed checkpoint id");
+}
+
 /// A WebSocket upgrade request, to see the HTTP answer given before upgrading.
 fn raw_upgrade(d: &Daemon, path: &str) -> Response {
     use std::io::{Read, Write};
