@@ -5,6 +5,7 @@
 #
 # Safe to run again: packages, the base image and the service are only (re)made
 # when needed; a running daemon is restarted so that it runs the new binary.
+# Running boxes keep running through that restart.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -92,10 +93,10 @@ Type=simple
 ExecStart=${daemon_cmd[*]}
 Restart=on-failure
 RestartSec=2
-# SIGTERM goes to the daemon only: it stops its boxes itself, in order. With the
-# default control-group mode systemd would also kill the boxes' helper processes
-# (pasta) behind its back, and a crash restart would kill boxes that are meant to
-# survive the daemon and be adopted by the next one.
+# SIGTERM goes to the daemon only. Boxes, their pasta and the storage process
+# that serves their disks outlive the daemon: a restart (an upgrade) or a crash
+# leaves them running and the next daemon adopts them. With the default
+# control-group mode systemd would kill them all on every restart.
 KillMode=process
 TimeoutStopSec=120
 LimitNOFILE=1048576
