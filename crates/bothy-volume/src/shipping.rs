@@ -1,4 +1,5 @@
-//! Shipping block-map snapshots of volume heads to the object store.
+//! Shipping block-map snapshots of volume heads to the object store, and
+//! the `sync` barrier that ships a volume's head and checkpoints at once.
 //!
 //! A sync barrier ships the head it just made durable ([`crate::Volume::sync`]).
 //! Between barriers, the background uploader ships the head of every volume
@@ -10,9 +11,8 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use rusqlite::params;
-
-use crate::{db, snapshot_key, Inner, VolumeError};
+use crate::storage::Inner;
+use crate::{db, snapshot_key, Volume, VolumeError};
 
 /// A head snapshot is the whole map: bound how often a busy volume pays it.
 const MIN_SHIP_INTERVAL: Duration = Duration::from_secs(5);
@@ -23,6 +23,38 @@ pub(crate) struct HeadLog {
     changed: HashSet<String>,
     /// When each volume's head was last shipped by this process.
     shipped_at: HashMap<String, Instant>,
+}
+
+impl Volume {
+    /// Barrier: returns once every write so far, the map and all checkpoints
+    /// are durable in the object store.
+    pub fn sync(&mut self) -> Result<(), VolumeError> {
+        self.flush()?;
+        let inner = self.inner.clone();
+        inner.upload_dirty(false)?;
+        // Checkpoints first, so a recovered head never names a checkpoint
+        // that is missing.
+        {
+            let mut conn = inner.db();
+            let tx = conn.transaction()?;
+            self.freeze_checkpoints(&tx)?;
+            tx.commit()?;
+        }
+        let unshipped = db::unshipped_checkpoints(&inner.db(), &self.name)?;
+        for id in unshipped {
+            let blob = db::checkpoint_map(&inner.db(), &self.name, id)?.ok_or(
+                VolumeError::NoSuchCheckpoint {
+                    volume: self.name.clone(),
+                    id: id as u64,
+                },
+            )?;
+            inner.put_object(&snapshot_key(&self.name, "checkpoints", id as u64), blob)?;
+            db::mark_checkpoint_shipped(&inner.db(), &self.name, id)?;
+        }
+        inner.ship_head(&self.name, false)?;
+        inner.head_shipped_by_barrier(&self.name);
+        Ok(())
+    }
 }
 
 impl Inner {
@@ -90,27 +122,13 @@ impl Inner {
             let Some(row) = db::volume(&tx, volume)? else {
                 return Ok(true);
             };
-            if only_if_clean {
-                let dirty: i64 = tx.query_row(
-                    "SELECT COUNT(*) FROM map JOIN cache ON cache.hash = map.hash
-                     WHERE map.gen = ?1 AND cache.dirty = 1",
-                    [row.head],
-                    |r| r.get(0),
-                )?;
-                if dirty > 0 {
-                    return Ok(false);
-                }
+            if only_if_clean && db::names_dirty_chunks(&tx, row.head)? {
+                return Ok(false);
             }
             let blob = db::snapshot(&tx, row.head, row.size, row.chunk_size)?.encode();
             let seq = row.snapshot_seq + 1;
-            tx.execute(
-                "INSERT INTO shipped_maps (volume, seq, map) VALUES (?1, ?2, ?3)",
-                params![volume, seq as i64, &blob],
-            )?;
-            tx.execute(
-                "UPDATE volumes SET snapshot_seq = ?2 WHERE name = ?1",
-                params![volume, seq as i64],
-            )?;
+            db::insert_shipped_map(&tx, volume, seq, &blob)?;
+            db::set_snapshot_seq(&tx, volume, seq)?;
             self.maps_added();
             tx.commit()?;
             (seq, blob)
@@ -121,25 +139,13 @@ impl Inner {
             .insert(volume.to_string(), Instant::now());
         // Older head snapshots are superseded: remove them remotely, then
         // their protecting copies locally.
-        let older: Vec<i64> = {
-            let conn = self.db();
-            let mut stmt =
-                conn.prepare("SELECT seq FROM shipped_maps WHERE volume = ?1 AND seq < ?2")?;
-            let rows = stmt
-                .query_map(params![volume, seq as i64], |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
-            rows
-        };
+        let older = db::shipped_maps_before(&self.db(), volume, seq)?;
         for old_seq in older {
-            self.rt.block_on(self.store.delete_object(&snapshot_key(
-                volume,
-                "head",
-                old_seq as u64,
-            )))?;
-            self.db().execute(
-                "DELETE FROM shipped_maps WHERE volume = ?1 AND seq = ?2",
-                params![volume, old_seq],
+            self.rt.block_on(
+                self.store
+                    .delete_object(&snapshot_key(volume, "head", old_seq)),
             )?;
+            db::delete_shipped_map(&self.db(), volume, old_seq)?;
         }
         Ok(true)
     }
