@@ -325,9 +325,11 @@ pub fn set_volume_size(conn: &Connection, name: &str, size: u64) -> Result<(), V
     Ok(())
 }
 
+/// Head snapshot `seq` of `name` is in the object store (a later one may
+/// be already: the number never goes back).
 pub fn set_snapshot_seq(conn: &Connection, name: &str, seq: u64) -> Result<(), VolumeError> {
     conn.execute(
-        "UPDATE volumes SET snapshot_seq = ?2 WHERE name = ?1",
+        "UPDATE volumes SET snapshot_seq = MAX(snapshot_seq, ?2) WHERE name = ?1",
         params![name, seq as i64],
     )?;
     Ok(())
@@ -384,17 +386,6 @@ pub fn is_mapped(conn: &Connection, hash: &ChunkHash) -> Result<bool, VolumeErro
         )
         .optional()?
         .is_some())
-}
-
-/// Whether generation `gen` names a chunk not uploaded yet.
-pub fn names_dirty_chunks(conn: &Connection, gen: i64) -> Result<bool, VolumeError> {
-    let dirty: i64 = conn.query_row(
-        "SELECT COUNT(*) FROM map JOIN cache ON cache.hash = map.hash
-         WHERE map.gen = ?1 AND cache.dirty = 1",
-        [gen],
-        |r| r.get(0),
-    )?;
-    Ok(dirty > 0)
 }
 
 // Checkpoints and frozen maps.
@@ -515,6 +506,33 @@ pub fn insert_shipped_map(
     Ok(())
 }
 
+/// The frozen head map `seq` of `volume`, if it was not superseded.
+pub fn shipped_map(
+    conn: &Connection,
+    volume: &str,
+    seq: u64,
+) -> Result<Option<Vec<u8>>, VolumeError> {
+    Ok(conn
+        .query_row(
+            "SELECT map FROM shipped_maps WHERE volume = ?1 AND seq = ?2",
+            params![volume, seq as i64],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+/// The sequence number the next head map of `volume` frozen for shipment
+/// gets: above every one frozen or shipped before.
+pub fn next_shipped_seq(conn: &Connection, volume: &str) -> Result<u64, VolumeError> {
+    let (frozen, shipped): (i64, i64) = conn.query_row(
+        "SELECT (SELECT COALESCE(MAX(seq), 0) FROM shipped_maps WHERE volume = ?1),
+                (SELECT COALESCE(MAX(snapshot_seq), 0) FROM volumes WHERE name = ?1)",
+        [volume],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    Ok(frozen.max(shipped) as u64 + 1)
+}
+
 /// Sequence numbers of `volume`'s shipped head maps older than `seq`.
 pub fn shipped_maps_before(
     conn: &Connection,
@@ -595,6 +613,15 @@ pub fn is_cached(conn: &Connection, hash: &ChunkHash) -> Result<bool, VolumeErro
         .query_row([&hash.as_bytes()[..]], |_| Ok(()))
         .optional()?
         .is_some())
+}
+
+/// Whether `hash` has a row that is not uploaded yet.
+pub fn is_dirty(conn: &Connection, hash: &ChunkHash) -> Result<bool, VolumeError> {
+    Ok(conn
+        .prepare_cached("SELECT dirty FROM cache WHERE hash = ?1")?
+        .query_row([&hash.as_bytes()[..]], |r| r.get::<_, i64>(0))
+        .optional()?
+        == Some(1))
 }
 
 /// A new row for a staged chunk.

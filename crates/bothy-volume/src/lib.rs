@@ -17,14 +17,29 @@
 //! - `flush` writes changed chunks to the cache, fsyncs them and commits the
 //!   map: after it returns, a crash loses nothing;
 //! - a background thread uploads flushed chunks once no volume has flushed
-//!   for `UPLOAD_QUIET` (or a quarter of the cache budget waits), and at
-//!   least every `upload_interval` otherwise; then it ships a snapshot of
-//!   each changed head whose chunks are all uploaded (at most every few
-//!   seconds per volume, `shipping.rs`): from then on the object store alone
-//!   can bring those writes back;
+//!   for 250 ms, or a quarter of the cache budget waits, or a flushed chunk
+//!   has waited 5 s (`upload.rs`); and it ships a snapshot of each changed
+//!   head, frozen before an upload pass and put in the store once every
+//!   chunk it names is uploaded, at most every 5 s per volume
+//!   (`shipping.rs`): from then on the object store alone can bring those
+//!   writes back. So even a box that writes and fsyncs without ever pausing
+//!   has each flushed write in the store within 5 s of its flush, and named
+//!   by a head snapshot there within 10 s (at most 5 s until its volume's
+//!   head is due to be frozen again, then at most 5 s waiting for writers
+//!   to pause), each plus the time the uploads queued before it take and
+//!   any pause for a barrier or a checkpoint. A host that loses its disk
+//!   loses at most that window of acknowledged writes;
 //! - `sync` uploads everything still dirty and ships a map snapshot
-//!   ([`snapshot`]): after it returns, the object store alone can bring the
-//!   volume and its checkpoints back ([`Storage::recover_volume`]).
+//!   ([`snapshot`]) of the head and of every checkpoint: after it returns,
+//!   the object store alone can bring the volume and its checkpoints back
+//!   ([`Storage::recover_volume`]).
+//!
+//! A barrier of one volume waits for the barrier of another (one upload
+//! pass at a time), but no flush, clone, delete or open waits for any
+//! object-store call: locks held across those calls are per volume
+//! (shipping, deletion) or per chunk (GC's deletes, see `gc.rs`). A
+//! storage-wide barrier is left to the caller: it runs `sync` on each
+//! volume, through an open handle or one opened for the call.
 //!
 //! Costs. A read fetches a chunk whole once per process (to check its
 //! hash); after that reads of any size take only their range from the
@@ -46,6 +61,7 @@ pub mod cache;
 mod checkpoint;
 pub mod db;
 mod gc;
+mod keylocks;
 mod maintenance;
 mod recovery;
 mod shipping;

@@ -1,20 +1,24 @@
 //! [`Storage`]: the volumes of one host, and the state they share.
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bothy_store::{ChunkHash, ChunkStore};
+use bothy_store::{ChunkHash, ChunkStore, StoreError};
 use bytes::Bytes;
 use rusqlite::Connection;
 
 use crate::cache::ChunkCache;
 use crate::db::{self, VolumeRow};
+use crate::keylocks::KeyLocks;
 use crate::{check_name, maintenance, shipping, upload, StorageConfig, Volume, VolumeError};
 
+/// Most object-store calls [`Inner::concurrently`] makes at once.
+const CONCURRENT_CALLS: usize = 64;
 /// How long opening a storage waits for a previous process to let go of it
 /// (a daemon restarted right after a crash).
 const LOCK_PATIENCE: Duration = Duration::from_secs(10);
@@ -35,10 +39,11 @@ pub(crate) struct Inner {
     pub(crate) rt: maintenance::IoRuntime,
     pub(crate) budget: u64,
     pub(crate) clock: AtomicI64,
-    /// The upload fence of the GC protocol (see gc.rs).
+    /// The fence of the GC protocol (see gc.rs).
     pub(crate) fence: RwLock<()>,
-    /// One upload pass at a time: a pass that ran concurrently with another
-    /// could find a chunk the other just uploaded and evicted.
+    /// One upload pass at a time, so no chunk is uploaded twice. Only upload
+    /// passes wait for it: a barrier waits for another volume's barrier,
+    /// never a flush, clone, delete or open.
     pub(crate) upload_lock: Mutex<()>,
     pub(crate) wake: Mutex<upload::Wake>,
     pub(crate) wake_cv: Condvar,
@@ -49,8 +54,8 @@ pub(crate) struct Inner {
     /// How many frozen maps (checkpoints, shipped heads) were ever inserted
     /// by this process: GC re-reads them when it changes.
     pub(crate) frozen_maps: AtomicU64,
-    /// When a volume last flushed; background uploads wait for a quiet spell.
-    pub(crate) last_flush: Mutex<Option<Instant>>,
+    /// When volumes flushed, for the uploader's rules (see upload.rs).
+    pub(crate) flushes: Mutex<upload::Flushes>,
     /// Dirty bytes past which background uploads stop waiting for quiet, so a
     /// box that never pauses still reaches the object store.
     pub(crate) dirty_high_water: u64,
@@ -58,11 +63,17 @@ pub(crate) struct Inner {
     /// passes waiting for the upload lock (a barrier may hold a volume,
     /// stalling its box) and checkpoints under way ([`Storage::pause_uploads`]).
     pub(crate) priority: AtomicUsize,
-    /// Volumes whose head changed since its snapshot was last shipped, and
-    /// when each was last shipped (see shipping.rs).
+    /// Volumes whose head changed since it was last frozen for shipment,
+    /// and the frozen heads waiting to ship (see shipping.rs).
     pub(crate) heads: Mutex<shipping::HeadLog>,
-    /// One shipment of map snapshots (or volume deletion) at a time.
-    pub(crate) ship_lock: Mutex<()>,
+    /// One shipment of map snapshots, or deletion, per volume at a time.
+    pub(crate) ship_locks: KeyLocks<String>,
+    /// Chunks whose objects GC is deleting, outside the fence: their upload
+    /// waits for the delete (see gc.rs).
+    pub(crate) deleting: KeyLocks<ChunkHash>,
+    /// Moves whenever GC drops cache rows (under the fence): an upload marks
+    /// a chunk clean only if it did not move since it read the chunk.
+    pub(crate) gc_drops: AtomicU64,
 }
 
 impl Storage {
@@ -72,6 +83,7 @@ impl Storage {
         let lock = lock_dir(dir)?;
         let conn = db::open(&dir.join("volumes.db"))?;
         let clock = db::max_last_used(&conn)?;
+        let dirty = db::cache_totals(&conn, true)?.0 > 0;
         let cache = ChunkCache::open(&dir.join("cache"), &db::cached_rows(&conn)?)?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -93,11 +105,13 @@ impl Storage {
             interval: config.upload_interval,
             touched: Mutex::new(HashMap::new()),
             frozen_maps: AtomicU64::new(0),
-            last_flush: Mutex::new(None),
+            flushes: Mutex::new(upload::Flushes::after_open(dirty)),
             dirty_high_water: config.cache_budget / 4,
             priority: AtomicUsize::new(0),
             heads: Mutex::new(shipping::HeadLog::default()),
-            ship_lock: Mutex::new(()),
+            ship_locks: KeyLocks::default(),
+            deleting: KeyLocks::default(),
+            gc_drops: AtomicU64::new(0),
         });
         let bg = inner.clone();
         let uploader = std::thread::Builder::new()
@@ -175,19 +189,22 @@ impl Storage {
     pub fn delete_volume(&self, name: &str) -> Result<(), VolumeError> {
         check_name(name)?;
         let inner = &self.inner;
-        // A shipment racing this could leave a snapshot of a deleted volume.
-        let _ship = inner.ship_lock.lock().unwrap_or_else(|p| p.into_inner());
+        // A shipment of this volume racing this could leave a snapshot of a
+        // deleted volume.
+        let _volume = inner.ship_locks.lock(&name.to_string());
         let keys = inner
             .rt
             .block_on(inner.store.list_objects(&format!("maps/{name}/")))?;
-        for key in keys {
-            inner.rt.block_on(inner.store.delete_object(&key))?;
-        }
-        let mut conn = inner.db();
-        let tx = conn.transaction()?;
-        let existed = db::volume(&tx, name)?.is_some();
-        db::delete_volume_rows(&tx, name)?;
-        tx.commit()?;
+        inner.concurrently(&keys, |key| inner.store.delete_object(key))?;
+        let existed = {
+            let mut conn = inner.db();
+            let tx = conn.transaction()?;
+            let existed = db::volume(&tx, name)?.is_some();
+            db::delete_volume_rows(&tx, name)?;
+            tx.commit()?;
+            existed
+        };
+        inner.head_deleted(name);
         if existed {
             Ok(())
         } else {
@@ -238,6 +255,26 @@ impl Inner {
         Ok(self
             .rt
             .block_on(self.store.put_object(key, Bytes::from(body)))?)
+    }
+
+    /// Runs `call` on every item, [`CONCURRENT_CALLS`] at a time, so that a
+    /// batch of object-store calls costs about one round trip; the first
+    /// error, once all are done.
+    pub(crate) fn concurrently<'a, T, Fut>(
+        &self,
+        items: &'a [T],
+        call: impl Fn(&'a T) -> Fut,
+    ) -> Result<(), VolumeError>
+    where
+        Fut: Future<Output = Result<(), StoreError>>,
+    {
+        for group in items.chunks(CONCURRENT_CALLS) {
+            let results = self
+                .rt
+                .block_on(futures::future::join_all(group.iter().map(&call)));
+            results.into_iter().collect::<Result<(), _>>()?;
+        }
+        Ok(())
     }
 }
 

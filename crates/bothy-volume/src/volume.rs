@@ -184,9 +184,7 @@ impl Volume {
             };
         }
         self.pending.clear();
-        *inner.last_flush.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
-        inner.head_changed(&self.name);
-        inner.kick();
+        inner.flushed(&self.name);
         tracing::debug!(volume = %self.name, chunks, us = started.elapsed().as_micros() as u64, "flushed");
         Ok(())
     }
