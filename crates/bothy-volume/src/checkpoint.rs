@@ -58,8 +58,23 @@ impl Volume {
     }
 
     pub fn checkpoints(&self) -> Result<Vec<CheckpointId>, VolumeError> {
-        let ids = db::checkpoint_ids(&self.inner.db(), &self.name)?;
-        Ok(ids.into_iter().map(|id| CheckpointId(id as u64)).collect())
+        Ok(self
+            .checkpoint_states()?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect())
+    }
+
+    /// Every checkpoint, ascending, with whether it is in the object store
+    /// yet (so a host that loses its disk keeps it): a barrier
+    /// ([`Volume::sync`]) uploads every chunk a checkpoint names, then ships
+    /// its map; checkpoints taken since the last barrier are not.
+    pub fn checkpoint_states(&self) -> Result<Vec<(CheckpointId, bool)>, VolumeError> {
+        let states = db::checkpoint_states(&self.inner.db(), &self.name)?;
+        Ok(states
+            .into_iter()
+            .map(|(id, shipped)| (CheckpointId(id as u64), shipped))
+            .collect())
     }
 
     /// Brings the whole volume back to a checkpoint, discarding unflushed

@@ -414,16 +414,17 @@ pub fn insert_head_checkpoint(conn: &Connection, volume: &str, id: i64) -> Resul
     Ok(())
 }
 
-/// Ids of every checkpoint of `volume`, frozen or not, ascending.
-pub fn checkpoint_ids(conn: &Connection, volume: &str) -> Result<Vec<i64>, VolumeError> {
+/// Every checkpoint of `volume`, frozen or not, ascending, with whether its
+/// map was shipped to the object store.
+pub fn checkpoint_states(conn: &Connection, volume: &str) -> Result<Vec<(i64, bool)>, VolumeError> {
     let mut stmt = conn.prepare(
-        "SELECT id FROM checkpoint_maps WHERE volume = ?1
-         UNION SELECT id FROM head_checkpoints WHERE volume = ?1 ORDER BY id",
+        "SELECT id, shipped FROM checkpoint_maps WHERE volume = ?1
+         UNION ALL SELECT id, 0 FROM head_checkpoints WHERE volume = ?1 ORDER BY id",
     )?;
-    let ids = stmt
-        .query_map([volume], |r| r.get(0))?
+    let states = stmt
+        .query_map([volume], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? != 0)))?
         .collect::<Result<_, _>>()?;
-    Ok(ids)
+    Ok(states)
 }
 
 /// Ids of the frozen checkpoints of `volume` not shipped to the store yet.

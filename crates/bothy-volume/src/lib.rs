@@ -32,7 +32,8 @@
 //! - `sync` uploads everything still dirty and ships a map snapshot
 //!   ([`snapshot`]) of the head and of every checkpoint: after it returns,
 //!   the object store alone can bring the volume and its checkpoints back
-//!   ([`Storage::recover_volume`]).
+//!   ([`Storage::recover_volume`]). [`Volume::checkpoint_states`] tells
+//!   which checkpoints are there already.
 //!
 //! A barrier of one volume waits for the barrier of another (one upload
 //! pass at a time), but no flush, clone, delete or open waits for any

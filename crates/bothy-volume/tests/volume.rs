@@ -1043,3 +1043,38 @@ fn a_chunk_named_again_while_gc_deletes_it_is_uploaded_after_the_delete() {
     v.read(CS, &mut buf).unwrap();
     assert_eq!(buf, data);
 }
+
+#[test]
+fn checkpoint_states_tell_which_checkpoints_the_object_store_keeps() {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = mem_blobs();
+    let s = storage(dir.path(), blobs.clone());
+    let mut v = s.create_volume("s", 4 * CS, CS).unwrap();
+    v.write(0, &pattern(1, CS as usize)).unwrap();
+    let first = v.checkpoint().unwrap();
+    assert_eq!(v.checkpoint_states().unwrap(), vec![(first, false)]);
+    v.sync().unwrap();
+    assert_eq!(v.checkpoint_states().unwrap(), vec![(first, true)]);
+    // One frozen by the head's next change, one still the head.
+    v.write(CS, &pattern(2, CS as usize)).unwrap();
+    let second = v.checkpoint().unwrap();
+    v.write(2 * CS, &pattern(3, CS as usize)).unwrap();
+    let third = v.checkpoint().unwrap();
+    assert_eq!(
+        v.checkpoint_states().unwrap(),
+        vec![(first, true), (second, false), (third, false)]
+    );
+    // What a host that lost its disk would get back now.
+    let empty = tempfile::tempdir().unwrap();
+    let other = storage(empty.path(), blobs.clone());
+    assert_eq!(
+        other.recover_volume("s").unwrap().checkpoints().unwrap(),
+        vec![first]
+    );
+    drop(other);
+    v.sync().unwrap();
+    assert_eq!(
+        v.checkpoint_states().unwrap(),
+        vec![(first, true), (second, true), (third, true)]
+    );
+}
