@@ -29,6 +29,9 @@ pub struct FaultPlan {
     pub hold_puts: bool,
     /// Every delete waits while set, as `hold_puts` does for puts.
     pub hold_deletes: bool,
+    /// Every put is stored, then its answer waits while set: a store that
+    /// answers late.
+    pub hold_put_answers: bool,
 }
 
 #[derive(Debug)]
@@ -60,7 +63,8 @@ impl FaultyBlobs {
         self.replanned.notify_waiters();
     }
 
-    /// Calls waiting now because of `hold_puts` or `hold_deletes`.
+    /// Calls waiting now because of `hold_puts`, `hold_deletes` or
+    /// `hold_put_answers`.
     pub fn held(&self) -> u64 {
         self.held.load(Ordering::SeqCst)
     }
@@ -122,7 +126,9 @@ impl Blobs for FaultyBlobs {
                 "injected failure of put {n}"
             )));
         }
-        self.inner.put(key, body).await
+        let stored = self.inner.put(key, body).await;
+        self.hold(|p| p.hold_put_answers).await;
+        stored
     }
 
     async fn get(&self, key: &str) -> Result<Bytes, StoreError> {

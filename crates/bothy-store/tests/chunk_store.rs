@@ -179,4 +179,27 @@ async fn held_calls_wait_until_a_new_plan_lets_them_go() {
     assert_eq!(faulty.held(), 0);
     assert!(mem.exists("new").await.unwrap());
     assert!(!mem.exists("gone").await.unwrap());
+
+    faulty.set_plan(FaultPlan {
+        hold_put_answers: true,
+        ..Default::default()
+    });
+    let put = tokio::spawn({
+        let f = faulty.clone();
+        async move { f.put("late", Bytes::from_static(b"v")).await }
+    });
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while faulty.held() < 1 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("the answer is held");
+    assert!(
+        mem.exists("late").await.unwrap(),
+        "stored before it answers"
+    );
+    assert!(!put.is_finished());
+    faulty.set_plan(FaultPlan::default());
+    put.await.unwrap().unwrap();
 }

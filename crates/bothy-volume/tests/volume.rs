@@ -1044,6 +1044,60 @@ fn a_chunk_named_again_while_gc_deletes_it_is_uploaded_after_the_delete() {
     assert_eq!(buf, data);
 }
 
+/// An upload whose put lands before GC finds the chunk dead, and whose
+/// answer comes after GC deleted the object and a flush named the chunk
+/// again, must not mark the new cache row clean: nothing would upload the
+/// chunk again, and the store has lost it.
+#[test]
+fn a_put_answered_after_gc_freed_its_chunk_marks_nothing_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = mem_blobs();
+    let faulty = Arc::new(FaultyBlobs::new(blobs.clone(), FaultPlan::default()));
+    let s = storage(dir.path(), faulty.clone());
+    let mut v = s.create_volume("v", 4 * CS, CS).unwrap();
+    let mut other = s.create_volume("other", 4 * CS, CS).unwrap();
+    let data = pattern(5, CS as usize);
+    std::thread::scope(|scope| {
+        // The background uploader stays off: only the barrier below uploads.
+        let pause = s.pause_uploads();
+        // A chunk flushed, then dead before any upload: dirty, named by no
+        // map.
+        v.write(0, &data).unwrap();
+        v.flush().unwrap();
+        v.punch_hole(0, CS).unwrap();
+        v.flush().unwrap();
+        faulty.set_plan(FaultPlan {
+            hold_put_answers: true,
+            ..Default::default()
+        });
+        let release = Release(&faulty);
+        // Another volume's barrier uploads every dirty chunk: its put of
+        // the dead chunk is stored, and the answer waits.
+        let barrier = scope.spawn(|| other.sync());
+        assert!(
+            eventually(Duration::from_secs(60), || faulty.held() >= 1),
+            "the put is stored and its answer held"
+        );
+        let report = s.gc().unwrap();
+        assert_eq!(report.deleted_objects, 1, "GC deletes the dead chunk");
+        v.write(CS, &data).unwrap();
+        v.flush().unwrap();
+        drop(release);
+        barrier.join().unwrap().unwrap();
+        drop(pause);
+    });
+    v.sync().unwrap();
+    drop(v);
+    drop(other);
+    drop(s);
+    let empty = tempfile::tempdir().unwrap();
+    let s = storage(empty.path(), blobs);
+    let v = s.recover_volume("v").unwrap();
+    let mut buf = vec![0u8; CS as usize];
+    v.read(CS, &mut buf).unwrap();
+    assert_eq!(buf, data);
+}
+
 #[test]
 fn checkpoint_states_tell_which_checkpoints_the_object_store_keeps() {
     let dir = tempfile::tempdir().unwrap();
