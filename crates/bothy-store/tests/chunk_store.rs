@@ -140,6 +140,17 @@ async fn a_store_that_stays_down_reports_an_error_in_bounded_time() {
     assert_eq!(faulty.puts(), u64::from(RetryPolicy::fast().max_attempts));
 }
 
+/// Waits until `n` calls are held.
+async fn wait_held(faulty: &FaultyBlobs, n: u64) {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while faulty.held() < n {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("the calls are held");
+}
+
 #[tokio::test]
 async fn held_calls_wait_until_a_new_plan_lets_them_go() {
     let (mem, _) = memory();
@@ -158,13 +169,7 @@ async fn held_calls_wait_until_a_new_plan_lets_them_go() {
         let f = faulty.clone();
         async move { f.delete("gone").await }
     });
-    tokio::time::timeout(Duration::from_secs(30), async {
-        while faulty.held() < 2 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    })
-    .await
-    .expect("both calls are held");
+    wait_held(&faulty, 2).await;
     assert!(
         !mem.exists("new").await.unwrap(),
         "a held put has not written"
@@ -188,13 +193,7 @@ async fn held_calls_wait_until_a_new_plan_lets_them_go() {
         let f = faulty.clone();
         async move { f.put("late", Bytes::from_static(b"v")).await }
     });
-    tokio::time::timeout(Duration::from_secs(30), async {
-        while faulty.held() < 1 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    })
-    .await
-    .expect("the answer is held");
+    wait_held(&faulty, 1).await;
     assert!(
         mem.exists("late").await.unwrap(),
         "stored before it answers"

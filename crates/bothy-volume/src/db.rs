@@ -367,7 +367,12 @@ pub fn truncate_map(conn: &Connection, gen: i64, from: u64) -> Result<(), Volume
 
 /// Every chunk some head names.
 pub fn mapped_hashes(conn: &Connection) -> Result<Vec<ChunkHash>, VolumeError> {
-    let mut stmt = conn.prepare("SELECT DISTINCT hash FROM map")?;
+    hashes(conn, "SELECT DISTINCT hash FROM map")
+}
+
+/// The hashes a query of one column gives.
+fn hashes(conn: &Connection, sql: &str) -> Result<Vec<ChunkHash>, VolumeError> {
+    let mut stmt = conn.prepare(sql)?;
     let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
     let mut out = Vec::new();
     for h in rows {
@@ -569,13 +574,7 @@ pub fn max_last_used(conn: &Connection) -> Result<i64, VolumeError> {
 
 /// Every cached chunk.
 pub fn cached_hashes(conn: &Connection) -> Result<Vec<ChunkHash>, VolumeError> {
-    let mut stmt = conn.prepare("SELECT hash FROM cache")?;
-    let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
-    let mut out = Vec::new();
-    for h in rows {
-        out.push(to_hash(&h?)?);
-    }
-    Ok(out)
+    hashes(conn, "SELECT hash FROM cache")
 }
 
 /// Cached chunks with their lengths: the dirty ones (not uploaded yet), or

@@ -28,6 +28,17 @@ fn read_all(v: &Volume) -> Vec<u8> {
     buf
 }
 
+/// Chunk `idx` of volume `name` as a host with an empty disk recovers it
+/// from the object store alone.
+fn recovered_chunk(blobs: Arc<dyn Blobs>, name: &str, idx: u64) -> Vec<u8> {
+    let empty = tempfile::tempdir().unwrap();
+    let s = storage(empty.path(), blobs);
+    let v = s.recover_volume(name).unwrap();
+    let mut buf = vec![0u8; CS as usize];
+    v.read(idx * CS, &mut buf).unwrap();
+    buf
+}
+
 fn pattern(seed: u8, len: usize) -> Vec<u8> {
     (0..len)
         .map(|i| seed.wrapping_add((i * 31 % 251) as u8) | 1)
@@ -312,12 +323,7 @@ fn gc_never_deletes_a_chunk_rereferenced_after_it_was_freed() {
     s.gc().unwrap();
     drop(v);
     drop(s);
-    let empty = tempfile::tempdir().unwrap();
-    let s = storage(empty.path(), blobs);
-    let v = s.recover_volume("d").unwrap();
-    let mut buf = vec![0u8; CS as usize];
-    v.read(CS, &mut buf).unwrap();
-    assert_eq!(buf, data);
+    assert_eq!(recovered_chunk(blobs, "d", 1), data);
 }
 
 #[test]
@@ -1036,12 +1042,7 @@ fn a_chunk_named_again_while_gc_deletes_it_is_uploaded_after_the_delete() {
     v.sync().unwrap();
     drop(v);
     drop(s);
-    let empty = tempfile::tempdir().unwrap();
-    let s = storage(empty.path(), blobs);
-    let v = s.recover_volume("t").unwrap();
-    let mut buf = vec![0u8; CS as usize];
-    v.read(CS, &mut buf).unwrap();
-    assert_eq!(buf, data);
+    assert_eq!(recovered_chunk(blobs, "t", 1), data);
 }
 
 /// An upload whose put lands before GC finds the chunk dead, and whose
@@ -1090,12 +1091,7 @@ fn a_put_answered_after_gc_freed_its_chunk_marks_nothing_clean() {
     drop(v);
     drop(other);
     drop(s);
-    let empty = tempfile::tempdir().unwrap();
-    let s = storage(empty.path(), blobs);
-    let v = s.recover_volume("v").unwrap();
-    let mut buf = vec![0u8; CS as usize];
-    v.read(CS, &mut buf).unwrap();
-    assert_eq!(buf, data);
+    assert_eq!(recovered_chunk(blobs, "v", 1), data);
 }
 
 #[test]
