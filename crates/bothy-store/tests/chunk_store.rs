@@ -139,3 +139,66 @@ async fn a_store_that_stays_down_reports_an_error_in_bounded_time() {
     assert!(err.is_transient());
     assert_eq!(faulty.puts(), u64::from(RetryPolicy::fast().max_attempts));
 }
+
+/// Waits until `n` calls are held.
+async fn wait_held(faulty: &FaultyBlobs, n: u64) {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while faulty.held() < n {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("the calls are held");
+}
+
+#[tokio::test]
+async fn held_calls_wait_until_a_new_plan_lets_them_go() {
+    let (mem, _) = memory();
+    mem.put("gone", Bytes::from_static(b"old")).await.unwrap();
+    let plan = FaultPlan {
+        hold_puts: true,
+        hold_deletes: true,
+        ..Default::default()
+    };
+    let faulty = Arc::new(FaultyBlobs::new(mem.clone(), plan));
+    let put = tokio::spawn({
+        let f = faulty.clone();
+        async move { f.put("new", Bytes::from_static(b"v")).await }
+    });
+    let delete = tokio::spawn({
+        let f = faulty.clone();
+        async move { f.delete("gone").await }
+    });
+    wait_held(&faulty, 2).await;
+    assert!(
+        !mem.exists("new").await.unwrap(),
+        "a held put has not written"
+    );
+    assert!(
+        mem.exists("gone").await.unwrap(),
+        "a held delete has not deleted"
+    );
+    faulty.set_plan(FaultPlan::default());
+    put.await.unwrap().unwrap();
+    delete.await.unwrap().unwrap();
+    assert_eq!(faulty.held(), 0);
+    assert!(mem.exists("new").await.unwrap());
+    assert!(!mem.exists("gone").await.unwrap());
+
+    faulty.set_plan(FaultPlan {
+        hold_put_answers: true,
+        ..Default::default()
+    });
+    let put = tokio::spawn({
+        let f = faulty.clone();
+        async move { f.put("late", Bytes::from_static(b"v")).await }
+    });
+    wait_held(&faulty, 1).await;
+    assert!(
+        mem.exists("late").await.unwrap(),
+        "stored before it answers"
+    );
+    assert!(!put.is_finished());
+    faulty.set_plan(FaultPlan::default());
+    put.await.unwrap().unwrap();
+}

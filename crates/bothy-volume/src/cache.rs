@@ -23,6 +23,10 @@
 //!
 //! Caches from before slabs have one file per chunk, named by its hash; they
 //! are still read and evicted ([`Loc::File`]), never written.
+//!
+//! Volumes read through the cache: a chunk not cached is fetched from the
+//! object store, checked, and kept as a clean row; every fetch and upload
+//! pass then evicts the least recently used clean chunks past the budget.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
@@ -31,8 +35,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bothy_store::ChunkHash;
+use rusqlite::Connection;
 
-use crate::VolumeError;
+use crate::storage::Inner;
+use crate::{db, VolumeError};
 
 /// Where a cached chunk's bytes are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -395,6 +401,136 @@ fn punch_hole(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
         len as i64,
     )
     .map_err(std::io::Error::from)
+}
+
+// Reading through the cache, and keeping it within its budget.
+
+impl Inner {
+    /// A chunk's content, through the cache.
+    pub(crate) fn fetch(&self, hash: &ChunkHash) -> Result<Vec<u8>, VolumeError> {
+        if let Some(data) = self.cache.read(hash)? {
+            self.touch(hash);
+            return Ok(data);
+        }
+        let data = self.rt.block_on(self.store.get(hash))?.to_vec();
+        // A clean copy needs no sync: a damaged one is found and fetched
+        // again.
+        let staged = self.cache.stage(hash, &data)?;
+        {
+            let conn = self.db();
+            match adopt(&self.cache, &conn, &staged, false, self.tick()) {
+                Ok(true) => self.cache.publish(staged),
+                Ok(false) => self.cache.discard(staged),
+                Err(e) => {
+                    self.cache.discard(staged);
+                    return Err(e);
+                }
+            }
+        }
+        self.evict()?;
+        Ok(data)
+    }
+
+    fn touch(&self, hash: &ChunkHash) {
+        let tick = self.tick();
+        self.touched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(*hash, tick);
+    }
+
+    /// Fills `dst` from `within` of chunk `hash` (of `chunk_size` bytes),
+    /// reading only that range when the cache can.
+    pub(crate) fn read_range(
+        &self,
+        hash: &ChunkHash,
+        chunk_size: u64,
+        within: usize,
+        dst: &mut [u8],
+    ) -> Result<(), VolumeError> {
+        if self.cache.read_range(hash, within as u64, dst)? {
+            self.touch(hash);
+            return Ok(());
+        }
+        let data = self.chunk_data(hash, chunk_size)?;
+        dst.copy_from_slice(&data[within..within + dst.len()]);
+        Ok(())
+    }
+
+    /// A whole chunk, checked to have the volume's chunk size.
+    pub(crate) fn chunk_data(
+        &self,
+        hash: &ChunkHash,
+        chunk_size: u64,
+    ) -> Result<Vec<u8>, VolumeError> {
+        let data = self.fetch(hash)?;
+        // A map recovered from the store could name a valid chunk of another
+        // size; slicing it would panic.
+        if data.len() as u64 != chunk_size {
+            return Err(VolumeError::ChunkLength {
+                hash: hash.to_hex(),
+                len: data.len(),
+                want: chunk_size,
+            });
+        }
+        Ok(data)
+    }
+
+    /// Writes the LRU clock of recent cache hits to the cache table in one
+    /// transaction.
+    fn save_touched(&self, conn: &mut Connection) -> Result<(), VolumeError> {
+        let touched = std::mem::take(&mut *self.touched.lock().unwrap_or_else(|p| p.into_inner()));
+        if touched.is_empty() {
+            return Ok(());
+        }
+        let tx = conn.transaction()?;
+        db::advance_last_used(&tx, &touched)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Drops least-recently-used clean chunks until the cache fits its budget.
+    pub(crate) fn evict(&self) -> Result<(), VolumeError> {
+        let mut conn = self.db();
+        self.save_touched(&mut conn)?;
+        let mut total = db::cache_totals(&conn, false)?.1;
+        if total <= self.budget {
+            return Ok(());
+        }
+        for (hash, len) in db::cached_chunks(&conn, false)? {
+            if total <= self.budget {
+                break;
+            }
+            db::delete_clean_cache_row(&conn, &hash)?;
+            self.cache.remove(&hash)?;
+            total = total.saturating_sub(len);
+        }
+        Ok(())
+    }
+}
+
+/// Records a staged chunk in the cache table; the caller holds the database
+/// lock (inside its transaction, if any) and, if this returns `true`,
+/// publishes the chunk before letting go of it, else discards it. A chunk
+/// cached already keeps its copy; a row whose copy was dropped (damaged)
+/// gets the new one and keeps its dirty flag: the bytes are the same chunk.
+pub(crate) fn adopt(
+    cache: &ChunkCache,
+    conn: &Connection,
+    staged: &Staged,
+    dirty: bool,
+    tick: i64,
+) -> Result<bool, VolumeError> {
+    if !db::is_cached(conn, &staged.hash)? {
+        db::insert_cache_row(conn, staged, dirty, tick)?;
+        return Ok(true);
+    }
+    if cache.contains(&staged.hash) {
+        db::set_last_used(conn, &staged.hash, tick)?;
+        return Ok(false);
+    }
+    db::move_cache_row(conn, staged, tick)?;
+    Ok(true)
 }
 
 #[cfg(test)]

@@ -13,11 +13,13 @@
 //! freezes it into a blob first, in the transaction that makes the change
 //! (see [`freeze_head_checkpoints`]).
 
+use std::collections::HashMap;
+
 use rusqlite::{params, Connection, OptionalExtension};
 
 use bothy_store::ChunkHash;
 
-use crate::cache::CachedRow;
+use crate::cache::{CachedRow, Staged};
 use crate::snapshot::MapSnapshot;
 use crate::VolumeError;
 
@@ -210,8 +212,7 @@ pub fn freeze_head_checkpoints(
     }
     let blob = blob()?;
     for id in ids {
-        conn.prepare_cached("INSERT INTO checkpoint_maps (volume, id, map) VALUES (?1, ?2, ?3)")?
-            .execute(params![volume, id, &blob])?;
+        insert_checkpoint_map(conn, volume, id, false, &blob)?;
     }
     conn.execute("DELETE FROM head_checkpoints WHERE volume = ?1", [volume])?;
     Ok(true)
@@ -275,6 +276,426 @@ pub fn to_hash(bytes: &[u8]) -> Result<ChunkHash, VolumeError> {
         .try_into()
         .map_err(|_| VolumeError::CorruptSnapshot("block map holds a malformed hash".into()))?;
     Ok(ChunkHash::from_bytes(arr))
+}
+
+// Volumes.
+
+pub fn insert_volume(conn: &Connection, name: &str, row: &VolumeRow) -> Result<(), VolumeError> {
+    conn.execute(
+        "INSERT INTO volumes (name, size, chunk_size, head, snapshot_seq) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            name,
+            row.size as i64,
+            row.chunk_size as i64,
+            row.head,
+            row.snapshot_seq as i64
+        ],
+    )?;
+    Ok(())
+}
+
+/// Names of all volumes, sorted.
+pub fn volume_names(conn: &Connection) -> Result<Vec<String>, VolumeError> {
+    let mut stmt = conn.prepare("SELECT name FROM volumes ORDER BY name")?;
+    let names = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    Ok(names)
+}
+
+/// Every row of a volume: head map, checkpoints, shipped maps, generations.
+pub fn delete_volume_rows(conn: &Connection, name: &str) -> Result<(), VolumeError> {
+    conn.execute(
+        "DELETE FROM map WHERE gen IN (SELECT gen FROM generations WHERE volume = ?1)",
+        [name],
+    )?;
+    conn.execute("DELETE FROM checkpoint_maps WHERE volume = ?1", [name])?;
+    conn.execute("DELETE FROM head_checkpoints WHERE volume = ?1", [name])?;
+    conn.execute("DELETE FROM shipped_maps WHERE volume = ?1", [name])?;
+    conn.execute("DELETE FROM generations WHERE volume = ?1", [name])?;
+    conn.execute("DELETE FROM volumes WHERE name = ?1", [name])?;
+    Ok(())
+}
+
+pub fn set_volume_size(conn: &Connection, name: &str, size: u64) -> Result<(), VolumeError> {
+    conn.execute(
+        "UPDATE volumes SET size = ?1 WHERE name = ?2",
+        params![size as i64, name],
+    )?;
+    Ok(())
+}
+
+/// Head snapshot `seq` of `name` is in the object store (a later one may
+/// be already: the number never goes back).
+pub fn set_snapshot_seq(conn: &Connection, name: &str, seq: u64) -> Result<(), VolumeError> {
+    conn.execute(
+        "UPDATE volumes SET snapshot_seq = MAX(snapshot_seq, ?2) WHERE name = ?1",
+        params![name, seq as i64],
+    )?;
+    Ok(())
+}
+
+// Head maps.
+
+/// Chunk `idx` of generation `gen` now holds `hash`.
+pub fn map_chunk(
+    conn: &Connection,
+    gen: i64,
+    idx: u64,
+    hash: &ChunkHash,
+) -> Result<(), VolumeError> {
+    conn.prepare_cached("INSERT OR REPLACE INTO map (gen, idx, hash) VALUES (?1, ?2, ?3)")?
+        .execute(params![gen, idx as i64, &hash.as_bytes()[..]])?;
+    Ok(())
+}
+
+/// Chunk `idx` of generation `gen` is zeros now.
+pub fn unmap_chunk(conn: &Connection, gen: i64, idx: u64) -> Result<(), VolumeError> {
+    conn.prepare_cached("DELETE FROM map WHERE gen = ?1 AND idx = ?2")?
+        .execute(params![gen, idx as i64])?;
+    Ok(())
+}
+
+/// Drops the entries of generation `gen` from chunk `from` on.
+pub fn truncate_map(conn: &Connection, gen: i64, from: u64) -> Result<(), VolumeError> {
+    conn.execute(
+        "DELETE FROM map WHERE gen = ?1 AND idx >= ?2",
+        params![gen, from as i64],
+    )?;
+    Ok(())
+}
+
+/// Every chunk some head names.
+pub fn mapped_hashes(conn: &Connection) -> Result<Vec<ChunkHash>, VolumeError> {
+    hashes(conn, "SELECT DISTINCT hash FROM map")
+}
+
+/// The hashes a query of one column gives.
+fn hashes(conn: &Connection, sql: &str) -> Result<Vec<ChunkHash>, VolumeError> {
+    let mut stmt = conn.prepare(sql)?;
+    let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
+    let mut out = Vec::new();
+    for h in rows {
+        out.push(to_hash(&h?)?);
+    }
+    Ok(out)
+}
+
+/// Whether some head names `hash`.
+pub fn is_mapped(conn: &Connection, hash: &ChunkHash) -> Result<bool, VolumeError> {
+    Ok(conn
+        .query_row(
+            "SELECT 1 FROM map WHERE hash = ?1 LIMIT 1",
+            [&hash.as_bytes()[..]],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some())
+}
+
+// Checkpoints and frozen maps.
+
+pub fn insert_checkpoint_map(
+    conn: &Connection,
+    volume: &str,
+    id: i64,
+    shipped: bool,
+    map: &[u8],
+) -> Result<(), VolumeError> {
+    conn.prepare_cached(
+        "INSERT INTO checkpoint_maps (volume, id, shipped, map) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![volume, id, i64::from(shipped), map])?;
+    Ok(())
+}
+
+/// Records a checkpoint whose map is the head as it is (see
+/// [`freeze_head_checkpoints`]).
+pub fn insert_head_checkpoint(conn: &Connection, volume: &str, id: i64) -> Result<(), VolumeError> {
+    conn.execute(
+        "INSERT INTO head_checkpoints (volume, id) VALUES (?1, ?2)",
+        params![volume, id],
+    )?;
+    Ok(())
+}
+
+/// Every checkpoint of `volume`, frozen or not, ascending, with whether its
+/// map was shipped to the object store.
+pub fn checkpoint_states(conn: &Connection, volume: &str) -> Result<Vec<(i64, bool)>, VolumeError> {
+    let mut stmt = conn.prepare(
+        "SELECT id, shipped FROM checkpoint_maps WHERE volume = ?1
+         UNION ALL SELECT id, 0 FROM head_checkpoints WHERE volume = ?1 ORDER BY id",
+    )?;
+    let states = stmt
+        .query_map([volume], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? != 0)))?
+        .collect::<Result<_, _>>()?;
+    Ok(states)
+}
+
+/// Ids of the frozen checkpoints of `volume` not shipped to the store yet.
+pub fn unshipped_checkpoints(conn: &Connection, volume: &str) -> Result<Vec<i64>, VolumeError> {
+    let mut stmt =
+        conn.prepare("SELECT id FROM checkpoint_maps WHERE volume = ?1 AND shipped = 0")?;
+    let ids = stmt
+        .query_map([volume], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    Ok(ids)
+}
+
+/// The frozen map of checkpoint `id`, if it is frozen.
+pub fn checkpoint_map(
+    conn: &Connection,
+    volume: &str,
+    id: i64,
+) -> Result<Option<Vec<u8>>, VolumeError> {
+    Ok(conn
+        .query_row(
+            "SELECT map FROM checkpoint_maps WHERE volume = ?1 AND id = ?2",
+            params![volume, id],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+pub fn mark_checkpoint_shipped(
+    conn: &Connection,
+    volume: &str,
+    id: i64,
+) -> Result<(), VolumeError> {
+    conn.execute(
+        "UPDATE checkpoint_maps SET shipped = 1 WHERE volume = ?1 AND id = ?2",
+        params![volume, id],
+    )?;
+    Ok(())
+}
+
+/// Forgets a checkpoint never frozen; whether there was one.
+pub fn delete_head_checkpoint(
+    conn: &Connection,
+    volume: &str,
+    id: i64,
+) -> Result<bool, VolumeError> {
+    Ok(conn.execute(
+        "DELETE FROM head_checkpoints WHERE volume = ?1 AND id = ?2",
+        params![volume, id],
+    )? > 0)
+}
+
+pub fn delete_checkpoint_map(conn: &Connection, volume: &str, id: i64) -> Result<(), VolumeError> {
+    conn.execute(
+        "DELETE FROM checkpoint_maps WHERE volume = ?1 AND id = ?2",
+        params![volume, id],
+    )?;
+    Ok(())
+}
+
+/// Every frozen map: checkpoints and shipped heads, encoded.
+pub fn frozen_maps(conn: &Connection) -> Result<Vec<Vec<u8>>, VolumeError> {
+    let mut stmt =
+        conn.prepare("SELECT map FROM checkpoint_maps UNION ALL SELECT map FROM shipped_maps")?;
+    let maps = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    Ok(maps)
+}
+
+pub fn insert_shipped_map(
+    conn: &Connection,
+    volume: &str,
+    seq: u64,
+    map: &[u8],
+) -> Result<(), VolumeError> {
+    conn.execute(
+        "INSERT INTO shipped_maps (volume, seq, map) VALUES (?1, ?2, ?3)",
+        params![volume, seq as i64, map],
+    )?;
+    Ok(())
+}
+
+/// The frozen head map `seq` of `volume`, if it was not superseded.
+pub fn shipped_map(
+    conn: &Connection,
+    volume: &str,
+    seq: u64,
+) -> Result<Option<Vec<u8>>, VolumeError> {
+    Ok(conn
+        .query_row(
+            "SELECT map FROM shipped_maps WHERE volume = ?1 AND seq = ?2",
+            params![volume, seq as i64],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+/// The sequence number the next head map of `volume` frozen for shipment
+/// gets: above every one frozen or shipped before.
+pub fn next_shipped_seq(conn: &Connection, volume: &str) -> Result<u64, VolumeError> {
+    let (frozen, shipped): (i64, i64) = conn.query_row(
+        "SELECT (SELECT COALESCE(MAX(seq), 0) FROM shipped_maps WHERE volume = ?1),
+                (SELECT COALESCE(MAX(snapshot_seq), 0) FROM volumes WHERE name = ?1)",
+        [volume],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    Ok(frozen.max(shipped) as u64 + 1)
+}
+
+/// Sequence numbers of `volume`'s shipped head maps older than `seq`.
+pub fn shipped_maps_before(
+    conn: &Connection,
+    volume: &str,
+    seq: u64,
+) -> Result<Vec<u64>, VolumeError> {
+    let mut stmt = conn.prepare("SELECT seq FROM shipped_maps WHERE volume = ?1 AND seq < ?2")?;
+    let rows = stmt
+        .query_map(params![volume, seq as i64], |r| r.get::<_, i64>(0))?
+        .map(|r| r.map(|s| s as u64))
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
+pub fn delete_shipped_map(conn: &Connection, volume: &str, seq: u64) -> Result<(), VolumeError> {
+    conn.execute(
+        "DELETE FROM shipped_maps WHERE volume = ?1 AND seq = ?2",
+        params![volume, seq as i64],
+    )?;
+    Ok(())
+}
+
+// The cache index.
+
+/// The newest LRU clock value in the cache table.
+pub fn max_last_used(conn: &Connection) -> Result<i64, VolumeError> {
+    Ok(
+        conn.query_row("SELECT COALESCE(MAX(last_used), 0) FROM cache", [], |r| {
+            r.get(0)
+        })?,
+    )
+}
+
+/// Every cached chunk.
+pub fn cached_hashes(conn: &Connection) -> Result<Vec<ChunkHash>, VolumeError> {
+    hashes(conn, "SELECT hash FROM cache")
+}
+
+/// Cached chunks with their lengths: the dirty ones (not uploaded yet), or
+/// the clean ones least recently used first.
+pub fn cached_chunks(conn: &Connection, dirty: bool) -> Result<Vec<(ChunkHash, u64)>, VolumeError> {
+    let sql = if dirty {
+        "SELECT hash, len FROM cache WHERE dirty = 1"
+    } else {
+        "SELECT hash, len FROM cache WHERE dirty = 0 ORDER BY last_used"
+    };
+    let mut stmt = conn.prepare(sql)?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (h, len) = row?;
+        out.push((to_hash(&h)?, len as u64));
+    }
+    Ok(out)
+}
+
+/// Number and bytes of cached chunks, or of dirty ones only.
+pub fn cache_totals(conn: &Connection, dirty_only: bool) -> Result<(u64, u64), VolumeError> {
+    let sql = if dirty_only {
+        "SELECT COUNT(*), COALESCE(SUM(len), 0) FROM cache WHERE dirty = 1"
+    } else {
+        "SELECT COUNT(*), COALESCE(SUM(len), 0) FROM cache"
+    };
+    let (n, bytes): (i64, i64) = conn.query_row(sql, [], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok((n as u64, bytes as u64))
+}
+
+/// Whether `hash` has a row.
+pub fn is_cached(conn: &Connection, hash: &ChunkHash) -> Result<bool, VolumeError> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM cache WHERE hash = ?1")?
+        .query_row([&hash.as_bytes()[..]], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+/// Whether `hash` has a row that is not uploaded yet.
+pub fn is_dirty(conn: &Connection, hash: &ChunkHash) -> Result<bool, VolumeError> {
+    Ok(conn
+        .prepare_cached("SELECT dirty FROM cache WHERE hash = ?1")?
+        .query_row([&hash.as_bytes()[..]], |r| r.get::<_, i64>(0))
+        .optional()?
+        == Some(1))
+}
+
+/// A new row for a staged chunk.
+pub fn insert_cache_row(
+    conn: &Connection,
+    staged: &Staged,
+    dirty: bool,
+    tick: i64,
+) -> Result<(), VolumeError> {
+    conn.prepare_cached(
+        "INSERT INTO cache (hash, len, dirty, last_used, slot) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        &staged.hash.as_bytes()[..],
+        staged.len as i64,
+        i64::from(dirty),
+        tick,
+        staged.slot as i64
+    ])?;
+    Ok(())
+}
+
+/// Points an existing row at a staged chunk's slot, keeping its dirty flag.
+pub fn move_cache_row(conn: &Connection, staged: &Staged, tick: i64) -> Result<(), VolumeError> {
+    conn.prepare_cached("UPDATE cache SET len = ?2, slot = ?3, last_used = ?4 WHERE hash = ?1")?
+        .execute(params![
+            &staged.hash.as_bytes()[..],
+            staged.len as i64,
+            staged.slot as i64,
+            tick
+        ])?;
+    Ok(())
+}
+
+/// Sets the LRU clock of a row.
+pub fn set_last_used(conn: &Connection, hash: &ChunkHash, tick: i64) -> Result<(), VolumeError> {
+    conn.prepare_cached("UPDATE cache SET last_used = ?2 WHERE hash = ?1")?
+        .execute(params![&hash.as_bytes()[..], tick])?;
+    Ok(())
+}
+
+/// Moves the LRU clock of rows forward (never back).
+pub fn advance_last_used(
+    conn: &Connection,
+    ticks: &HashMap<ChunkHash, i64>,
+) -> Result<(), VolumeError> {
+    let mut stmt =
+        conn.prepare_cached("UPDATE cache SET last_used = MAX(last_used, ?2) WHERE hash = ?1")?;
+    for (hash, tick) in ticks {
+        stmt.execute(params![&hash.as_bytes()[..], tick])?;
+    }
+    Ok(())
+}
+
+/// The chunk is in the object store now.
+pub fn mark_clean(conn: &Connection, hash: &ChunkHash) -> Result<(), VolumeError> {
+    conn.execute(
+        "UPDATE cache SET dirty = 0 WHERE hash = ?1",
+        [&hash.as_bytes()[..]],
+    )?;
+    Ok(())
+}
+
+/// Deletes a row, clean or dirty; whether there was one.
+pub fn delete_cache_row(conn: &Connection, hash: &ChunkHash) -> Result<bool, VolumeError> {
+    Ok(conn.execute("DELETE FROM cache WHERE hash = ?1", [&hash.as_bytes()[..]])? > 0)
+}
+
+/// Deletes a row if it is clean; whether it did.
+pub fn delete_clean_cache_row(conn: &Connection, hash: &ChunkHash) -> Result<bool, VolumeError> {
+    Ok(conn.execute(
+        "DELETE FROM cache WHERE hash = ?1 AND dirty = 0",
+        [&hash.as_bytes()[..]],
+    )? > 0)
 }
 
 #[cfg(test)]

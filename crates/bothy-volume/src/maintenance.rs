@@ -1,7 +1,5 @@
 //! Storage-wide operations for the host's daemon: resizing a new volume,
-//! uploading what is pending ahead of a sync barrier.
-
-use rusqlite::params;
+//! and the storage's own I/O runtime.
 
 use crate::{db, Storage, VolumeError};
 
@@ -21,34 +19,10 @@ impl Storage {
         self.inner.freeze_head_checkpoints(&tx, name, || {
             Ok(db::snapshot(&tx, row.head, row.size, row.chunk_size)?.encode())
         })?;
-        tx.execute(
-            "DELETE FROM map WHERE gen = ?1 AND idx >= ?2",
-            params![row.head, (size / row.chunk_size) as i64],
-        )?;
-        tx.execute(
-            "UPDATE volumes SET size = ?1 WHERE name = ?2",
-            params![size as i64, name],
-        )?;
+        db::truncate_map(&tx, row.head, size / row.chunk_size)?;
+        db::set_volume_size(&tx, name, size)?;
         tx.commit()?;
         Ok(())
-    }
-
-    /// Uploads every chunk written locally but not yet in the object store,
-    /// without holding any volume: run it before [`crate::Volume::sync`] so
-    /// that the barrier itself (which holds the volume) finds little to do.
-    /// It gives way to writers like the background uploader (a checkpoint's
-    /// barrier must not slow the box's next writes), so it returns once the
-    /// volumes were quiet long enough, or enough waited, to drain.
-    pub fn upload_pending(&self) -> Result<(), VolumeError> {
-        let inner = &self.inner;
-        loop {
-            if inner.wait_for_quiet()? {
-                return Ok(());
-            }
-            if inner.upload_dirty(true)? {
-                return Ok(());
-            }
-        }
     }
 }
 

@@ -2,13 +2,13 @@
 //! host that lost its local disk, and what a slow or failing store costs.
 //!
 //! What a new host recovers from the store alone ([`Storage::recover_volume`]):
-//! - the head as of the volume's last `sync`, byte for byte;
-//! - every checkpoint that existed at that `sync`.
+//! - the head as of the volume's last `sync`, or of the last head snapshot
+//!   the background uploader shipped after it (a flushed write is in one
+//!   within seconds, see the crate docs), byte for byte;
+//! - every checkpoint that existed at the last `sync`.
 //!
 //! What it does not recover:
-//! - writes after the last `sync`, even flushed ones whose chunks the
-//!   background uploader already put in the store: only `sync` ships the
-//!   block map that names them;
+//! - flushed writes no shipped head snapshot names yet;
 //! - checkpoints taken after the last `sync`.
 
 use std::path::Path;
