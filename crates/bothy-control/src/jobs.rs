@@ -172,6 +172,7 @@ impl<B: Boxes> Control<B> {
             synced.push(row.name.clone());
         }
         self.ship_state_now().await?;
+        synced.sort();
         Ok(synced)
     }
 
