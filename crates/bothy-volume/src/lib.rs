@@ -5,12 +5,14 @@
 //! is zeros. Chunks live in the object store ([`bothy_store`]); local disk is a
 //! cache ([`cache`]) with an LRU byte budget.
 //!
-//! Where things are: [`Storage`] (open, create, open, delete volumes, stats)
-//! in `storage.rs`; [`Volume`] (read, write, punch, flush) in `volume.rs`;
+//! Where things are: [`Storage`] (opening it; creating, opening and
+//! deleting volumes; stats) in `storage.rs`; [`Volume`] (read, write, punch, flush) in `volume.rs`;
 //! checkpoints, restore and clone in `checkpoint.rs`; chunk upload in
 //! `upload.rs`; map snapshots and the `sync` barrier in `shipping.rs`;
 //! garbage collection in `gc.rs`; recovery from the object store alone in
-//! `recovery.rs`; every SQL statement in [`db`].
+//! `recovery.rs`; every SQL statement in [`db`]. Tests: `tests/volume.rs`
+//! against a model, `tests/concurrency.rs` for what runs beside what,
+//! `tests/s3_recovery.rs` over a real S3 server.
 //!
 //! Durability ladder:
 //! - `write` lands in memory;
@@ -54,9 +56,9 @@
 //! internal runtime, so they must not be made from inside an async task (use
 //! `spawn_blocking`).
 //!
-//! A chunk is live if any map (live heads, checkpoints, and the map
-//! snapshots last shipped to the store) names it; `gc.rs` states the
-//! protocol that keeps GC from deleting a chunk a flush names again.
+//! A chunk is live if any map (live heads, checkpoints, and the head maps
+//! frozen for shipment or shipped to the store) names it; `gc.rs` states
+//! the protocol that keeps GC from deleting a chunk a flush names again.
 
 pub mod cache;
 mod checkpoint;
