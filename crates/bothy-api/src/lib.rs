@@ -90,6 +90,16 @@ pub struct CreateCheckpointRequest {
     pub durable: bool,
 }
 
+/// `POST /v1/drain` answer (bothy extension, admin tokens only): every box
+/// is stopped, its disk synced to the object store; boxes wake again on
+/// their next use.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DrainResult {
+    /// The sprites stopped, of every organization.
+    pub stopped: Vec<String>,
+    pub elapsed_ms: u64,
+}
+
 /// `POST /v1/sprites/{name}/sync` and `POST /v1/sync` answer (bothy
 /// extension): everything acknowledged before the call (writes, checkpoints,
 /// the state naming them) is in the object store.

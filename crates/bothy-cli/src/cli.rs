@@ -121,6 +121,10 @@ pub enum Command {
     /// Wait until everything written and checkpointed so far is in the object
     /// store: of one bothy with -s NAME, else of every bothy you can see
     Sync(SyncArgs),
+    /// Stop every bothy of every organization (admin token), their disks
+    /// synced to the object store, e.g. before host maintenance; each wakes
+    /// again on its next use
+    Drain,
     /// Manage API tokens
     #[command(subcommand)]
     Token(TokenCommand),

@@ -200,6 +200,12 @@ impl Client {
         self.json(self.http.post(url).timeout(SYNC_TIMEOUT)).await
     }
 
+    /// `POST /v1/drain` (admin token): stops every box.
+    pub async fn drain(&self) -> Result<bothy_api::DrainResult> {
+        let url = self.url(&["v1", "drain"]);
+        self.json(self.http.post(url).timeout(SYNC_TIMEOUT)).await
+    }
+
     pub async fn organization(&self) -> Result<Organization> {
         self.json(self.http.get(self.url(&["v1", "organization"])))
             .await

@@ -66,6 +66,10 @@ pub async fn open(cfg: ControlConfig) -> Result<Control<RealBoxes>, OpenError> {
         path: cfg.data_dir.clone(),
         source,
     })?;
+    let lock = datadir::lock_daemon(&data_dir).map_err(|source| OpenError::DataDir {
+        path: data_dir.clone(),
+        source,
+    })?;
     let url = bothy_runtime::object_store_url(&data_dir, cfg.object_store.as_deref());
     let objects = url
         .parse::<bothy_store::StoreUrl>()
@@ -89,7 +93,14 @@ pub async fn open(cfg: ControlConfig) -> Result<Control<RealBoxes>, OpenError> {
         storage: bothy_runtime::StorageLaunch::Process,
     })
     .await?;
-    open_with(&data_dir, RealBoxes::new(runtime), Some(replica), recovered).await
+    open_with(
+        &data_dir,
+        RealBoxes::new(runtime),
+        Some(replica),
+        recovered,
+        Some(lock),
+    )
+    .await
 }
 
 /// The control layer over any [`Boxes`] with its state in `data_dir`: opens
@@ -100,10 +111,11 @@ pub async fn open_with<B: Boxes>(
     boxes: B,
     replica: Option<Arc<StateReplica>>,
     recovered: bool,
+    lock: Option<nix::fcntl::Flock<std::fs::File>>,
 ) -> Result<Control<B>, OpenError> {
     let store = Store::open(&data_dir.join(STATE_DB))?;
     bootstrap_admin(&store, data_dir, recovered).await?;
-    let control = Control::new(store, boxes);
+    let control = Control::holding(store, boxes, lock);
     // The jobs end by themselves at shutdown.
     drop(control.start_jobs(GC_PERIOD, replica));
     let recovering = control.clone();

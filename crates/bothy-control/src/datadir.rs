@@ -5,6 +5,43 @@ use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+/// The file a running daemon holds locked (flock), so that two daemons never
+/// manage the same boxes.
+pub const DAEMON_LOCK_FILE: &str = "daemon.lock";
+/// How long a starting daemon waits for a dying predecessor's lock.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Takes the data dir's daemon lock, waiting a little for a predecessor
+/// that is still exiting. The lock goes with the process (the descriptor is
+/// close-on-exec, so the storage process it starts does not inherit it).
+pub fn lock_daemon(dir: &Path) -> io::Result<nix::fcntl::Flock<fs::File>> {
+    use nix::fcntl::{Flock, FlockArg};
+    let deadline = std::time::Instant::now() + LOCK_PATIENCE;
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(dir.join(DAEMON_LOCK_FILE))?;
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(lock),
+            Err((f, nix::errno::Errno::EWOULDBLOCK)) if std::time::Instant::now() < deadline => {
+                file = f;
+                // Polled: flock has no wait with a timeout.
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                return Err(io::Error::other(format!(
+                "another bothy daemon is running on {}; stop it first (or use another --data-dir)",
+                dir.display()
+            )))
+            }
+            Err((_, e)) => return Err(e.into()),
+        }
+    }
+}
+
 /// Name of the file holding the admin token made on first start.
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 
@@ -82,6 +119,14 @@ mod tests {
             fs::metadata(&p).expect("meta").permissions().mode() & 0o777,
             0o600
         );
+        let lock = lock_daemon(&dir).expect("first lock");
+        let second = lock_daemon(&dir).expect_err("a second daemon is refused");
+        assert!(
+            second.to_string().contains("another bothy daemon"),
+            "{second}"
+        );
+        drop(lock);
+        lock_daemon(&dir).expect("the lock goes with its holder");
         let id = instance_id(&dir);
         assert_eq!(id.len(), 8);
         assert_eq!(id, instance_id(&dir));

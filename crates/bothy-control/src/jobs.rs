@@ -87,7 +87,7 @@ impl<B: Boxes> Control<B> {
         let _ = self.inner.shutdown.send(true);
         if stop_boxes {
             match self.stop_all().await {
-                Ok(()) => {
+                Ok(_) => {
                     if let Err(e) = self.inner.boxes.release_storage().await {
                         tracing::warn!(error = %e, "the storage process did not exit; it serves on");
                     }
@@ -135,6 +135,30 @@ impl<B: Boxes> Control<B> {
             Some(changes) => shipped >= *changes,
             None => true,
         }
+    }
+
+    /// Stops every box of every organisation (disks synced to the object
+    /// store) and lets go of the storage process, for host maintenance or
+    /// to replace the storage process with a new build; a box wakes again on
+    /// its next use. Admins only. Returns the names stopped.
+    pub async fn drain(&self, caller: &crate::Caller) -> ControlResult<Vec<String>> {
+        if !caller.is_admin() {
+            return Err(ControlError::Forbidden(
+                "draining stops every box of every organization: it needs an admin token".into(),
+            ));
+        }
+        let stopped = self.stop_all().await?;
+        self.inner
+            .boxes
+            .release_storage()
+            .await
+            .map_err(|e| match ControlError::from(e) {
+                ControlError::Busy(m) => ControlError::Busy(format!(
+                    "a box was woken during the drain ({m}); drain again"
+                )),
+                other => other,
+            })?;
+        Ok(stopped)
     }
 
     /// The barrier for one sprite: returns once everything acknowledged

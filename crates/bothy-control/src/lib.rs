@@ -72,12 +72,19 @@ struct Inner<B> {
     jobs: jobs::Jobs,
     /// Flips to true once at shutdown: background jobs end.
     shutdown: watch::Sender<bool>,
+    /// The data dir's daemon lock, held as long as this control layer.
+    _lock: Option<nix::fcntl::Flock<std::fs::File>>,
 }
 
 impl<B: Boxes> Control<B> {
     /// Control over `boxes` with state in `store`. Background jobs are
     /// started separately ([`Control::start_jobs`]).
     pub fn new(store: Store, boxes: B) -> Self {
+        Self::holding(store, boxes, None)
+    }
+
+    /// Like [`Control::new`], holding the data dir's daemon lock.
+    pub fn holding(store: Store, boxes: B, lock: Option<nix::fcntl::Flock<std::fs::File>>) -> Self {
         let (shutdown, _) = watch::channel(false);
         Self {
             inner: Arc::new(Inner {
@@ -87,6 +94,7 @@ impl<B: Boxes> Control<B> {
                 events: events::EventBus::new(),
                 jobs: jobs::Jobs::default(),
                 shutdown,
+                _lock: lock,
             }),
         }
     }

@@ -466,10 +466,12 @@ impl<B: Boxes> Control<B> {
         Ok(())
     }
 
-    /// Stops every box, syncing its disk to the object store (a drain: an
-    /// explicit command, or SIGTERM to a daemon told to stop its boxes).
-    pub async fn stop_all(&self) -> ControlResult<()> {
+    /// Stops every box, syncing its disk to the object store; returns the
+    /// names of those stopped, or which could not be.
+    pub(crate) async fn stop_all(&self) -> ControlResult<Vec<String>> {
         let rows = self.store().all_sprites().await?;
+        let mut stopped = Vec::new();
+        let mut failed = Vec::new();
         for row in rows.iter().filter(|r| r.state == RowState::Ready) {
             let _guard = self.inner.locks.lock(&row.id, "stopping the box").await?;
             match bounded(
@@ -479,11 +481,25 @@ impl<B: Boxes> Control<B> {
             )
             .await
             {
-                Ok(()) => self.emit(EventKind::Stopped, row),
-                Err(e) => tracing::warn!(box_id = %row.id, error = %e, "stop failed"),
+                Ok(()) => {
+                    self.emit(EventKind::Stopped, row);
+                    stopped.push(row.name.clone());
+                }
+                Err(e) => {
+                    tracing::warn!(box_id = %row.id, error = %e, "stop failed");
+                    failed.push(format!("{} ({e})", row.name));
+                }
             }
         }
-        Ok(())
+        if failed.is_empty() {
+            stopped.sort();
+            Ok(stopped)
+        } else {
+            Err(ControlError::Unavailable(format!(
+                "could not stop {}; the others are stopped, drain again to retry",
+                failed.join(", ")
+            )))
+        }
     }
 
     /// Runs `f` holding box `id`'s lock in a task of its own: once started it

@@ -140,8 +140,24 @@ async fn recovery_rolls_back_finishes_and_restarts() {
         Err(ControlError::Unavailable(m)) => assert!(m.contains("volume is corrupt"), "{m}"),
         other => panic!("expected unavailable, got {other:?}"),
     }
-    h.control.stop_all().await.expect("stop all");
+    let nobody = Caller(TokenOwner {
+        org: "default".into(),
+        is_admin: false,
+    });
+    assert!(matches!(
+        h.control.drain(&nobody).await,
+        Err(ControlError::Forbidden(_))
+    ));
+    assert!(
+        !h.fake.state().running.is_empty(),
+        "a refused drain stops nothing"
+    );
+    assert_eq!(
+        h.control.drain(&h.caller).await.expect("drain"),
+        ["broken", "ready"]
+    );
     assert!(h.fake.state().running.is_empty());
+    assert!(h.fake.state().storage_released);
 }
 
 #[tokio::test]

@@ -251,6 +251,12 @@ impl Inner {
         let mut waiting: u64 = dirty.iter().map(|(_, len)| *len).sum();
         let mut pass = Pass::Done;
         for (hash, len) in dirty {
+            // A closing storage leaves the rest to the next process: dirty
+            // chunks are durable in the cache, and closing must not wait
+            // for a backlog (a fresh base image is a few hundred MiB).
+            if background && self.lock_wake().shutdown {
+                return Ok(Pass::GaveWay);
+            }
             if background
                 && (self.priority.load(Ordering::SeqCst) > 0
                     || (!through && self.writers_busy(waiting).is_some()))

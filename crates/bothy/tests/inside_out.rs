@@ -194,22 +194,31 @@ fn sigterm_and_an_upgrade_leave_boxes_running() {
     assert_writer_intact(&d, name, &writer, during);
     storage::assert_fsck_clean(&d, name, "after an upgrade under the box");
 
-    // Once it serves no disk, the next start replaces it with the new build.
-    d.cli(&["destroy", name, "--force"])
-        .run()
-        .assert_success("destroy");
-    assert_eq!(d.stop(), 0);
-    d.spawn();
-    let replaced = d.storage_pid().expect("a storage process runs");
-    assert_ne!(
-        replaced, storage_pid,
-        "an idle storage process of an old build is replaced"
+    // A drain stops every box and the old storage process; the next use of
+    // the box wakes it on a storage process of the installed build.
+    d.cli(&["drain"]).run().assert_success("drain");
+    assert_eq!(d.get(name)["status"], "cold");
+    common::wait_until(
+        "the old storage process to exit",
+        Duration::from_secs(60),
+        || match d.storage_pid() {
+            None => Ok(()),
+            Some(p) => Err(format!("pid {p} still runs")),
+        },
     );
+    let lines_then = d.sh(name, "wc -l < /root/log").trim().to_string();
+    let replaced = d.storage_pid().expect("a storage process runs again");
+    assert_ne!(replaced, storage_pid);
     let exe_of = std::fs::read_link(format!("/proc/{replaced}/exe")).expect("its executable");
     assert_eq!(
         exe_of, exe,
         "the new storage process runs the installed build"
     );
+    assert!(
+        lines_then.parse::<usize>().unwrap_or(0) >= during,
+        "the drained box kept its log: {lines_then} lines"
+    );
+    storage::assert_fsck_clean(&d, name, "after a drain and a wake");
 }
 
 #[test]

@@ -35,6 +35,7 @@ pub async fn dispatch(ctx: &Context, command: Command) -> Result<i32> {
         Command::Checkpoint(CheckpointCommand::Delete(a)) => checkpoint::delete(ctx, a).await,
         Command::Restore(a) => checkpoint::restore(ctx, a).await,
         Command::Sync(_) => sync::run(ctx).await,
+        Command::Drain => sync::drain(ctx).await,
         Command::Token(TokenCommand::Create(a)) => token::create(ctx, a).await,
         Command::Org => org::run(ctx).await,
         Command::Daemon(_) | Command::StorageServer(_) | Command::Init | Command::Image(_) => {

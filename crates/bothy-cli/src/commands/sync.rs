@@ -1,4 +1,4 @@
-//! `bothy sync [-s NAME]`: the durability barrier.
+//! `bothy sync [-s NAME]`: the durability barrier; `bothy drain`.
 
 use anyhow::{Context as _, Result};
 
@@ -33,6 +33,24 @@ pub async fn run(ctx: &Context) -> Result<i32> {
         };
         println!(
             "{what} and the state are in the object store ({} ms)",
+            result.elapsed_ms
+        );
+    }
+    Ok(0)
+}
+
+/// Stops every bothy (admin token).
+pub async fn drain(ctx: &Context) -> Result<i32> {
+    let spinner = Spinner::start("stopping every bothy");
+    let r = ctx.client()?.drain().await;
+    spinner.stop();
+    let result = r.context("cannot drain")?;
+    if ctx.json() {
+        output::print_json(&result)?;
+    } else {
+        println!(
+            "stopped {} bothies ({} ms); each wakes again on its next use",
+            result.stopped.len(),
             result.elapsed_ms
         );
     }

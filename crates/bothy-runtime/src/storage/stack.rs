@@ -401,7 +401,10 @@ impl Stack {
     /// The volume's checkpoints, and whether each is in the object store.
     pub async fn checkpoints(self: &Arc<Self>, id: &str) -> Result<Vec<(u64, bool)>, RuntimeError> {
         let states = self.with_volume(id, |v| v.checkpoint_states()).await?;
-        Ok(states.into_iter().map(|(c, stored)| (c.0, stored)).collect())
+        Ok(states
+            .into_iter()
+            .map(|(c, stored)| (c.0, stored))
+            .collect())
     }
 
     /// Brings a detached disk back to `checkpoint`, first keeping its current

@@ -56,6 +56,7 @@ pub fn router<B: Boxes>(control: Control<B>, shutdown: Shutdown) -> Router {
         .route("/v1/sprites/{name}/exec/{id}/kill", post(exec::kill::<B>))
         .route("/v1/sprites/{name}/sync", post(sync::sprite::<B>))
         .route("/v1/sync", post(sync::all::<B>))
+        .route("/v1/drain", post(sync::drain::<B>))
         .route("/v1/organization", get(org::organization))
         .route(
             "/v1/organizations/{org}/tokens",

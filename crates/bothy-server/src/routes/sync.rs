@@ -2,7 +2,7 @@
 //! and `POST /v1/sync` answer once everything acknowledged before the call
 //! (writes, checkpoints and the state rows naming them) is in the object
 //! store. Without them, the same gets there within seconds in the
-//! background.
+//! background. `POST /v1/drain` (admins) stops every box.
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
@@ -32,6 +32,19 @@ pub async fn sprite<B: Boxes>(
     let row = sprite_of(&control, &caller, path).await?;
     control.sync_sprite(&row).await?;
     Ok(result(vec![row.name], started))
+}
+
+/// Stops every box and lets go of the storage process (admins only).
+pub async fn drain<B: Boxes>(
+    State(control): State<Control<B>>,
+    Auth(caller): Auth,
+) -> ApiResult<Json<bothy_api::DrainResult>> {
+    let started = std::time::Instant::now();
+    let stopped = control.drain(&caller).await?;
+    Ok(Json(bothy_api::DrainResult {
+        stopped,
+        elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    }))
 }
 
 /// Every sprite the caller sees (an admin: all of them), and the state.

@@ -31,7 +31,7 @@ async fn start(
     tokio::sync::oneshot::Sender<()>,
     tokio::task::JoinHandle<Result<(), crate::ServerError>>,
 ) {
-    let control = bothy_control::open_with(dir, fake, None, false)
+    let control = bothy_control::open_with(dir, fake, None, false, None)
         .await
         .expect("control opens");
     let listener = crate::bind("127.0.0.1:0".parse().expect("addr"))

@@ -382,3 +382,51 @@ async fn concurrent_creates_of_one_name_make_one_box() {
     }
     assert_eq!(h.fake.state().volumes.len(), 1);
 }
+
+#[tokio::test]
+async fn sync_and_drain() {
+    let h = harness().await;
+    h.create("dev").await;
+    let (s, v) = h
+        .call(Method::POST, "/v1/sprites/dev/sync", Some(&h.admin), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["sprites"], json!(["dev"]));
+    assert_error(
+        &h.call(Method::POST, "/v1/sprites/nope/sync", Some(&h.admin), None)
+            .await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    let (s, v) = h
+        .call(
+            Method::POST,
+            "/v1/organizations/acme/tokens",
+            Some(&h.admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let acme = v["token"].as_str().expect("token").to_string();
+    let (s, v) = h.call(Method::POST, "/v1/sync", Some(&acme), None).await;
+    assert_eq!(
+        (s, v["sprites"].clone()),
+        (StatusCode::OK, json!([])),
+        "{v}"
+    );
+    assert_error(
+        &h.call(Method::POST, "/v1/drain", Some(&acme), None).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    );
+    assert!(
+        !h.fake.state().running.is_empty(),
+        "a refused drain stops nothing"
+    );
+    let (s, v) = h
+        .call(Method::POST, "/v1/drain", Some(&h.admin), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["stopped"], json!(["dev"]));
+    assert!(h.fake.state().running.is_empty());
+}
