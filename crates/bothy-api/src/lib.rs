@@ -125,8 +125,13 @@ pub struct Checkpoint {
     /// bothy was restored to or forked from, and its own history).
     #[serde(default)]
     pub history: Vec<String>,
-    /// bothy extension: made automatically (before a restore), listed only
-    /// with `?include_auto=true`.
+    /// Made automatically (before a restore, or found after a crash),
+    /// listed only with `?include_auto=true`.
+    #[serde(default)]
+    pub is_auto: bool,
+    /// `is_auto` under the name bothy gave it first, for clients and
+    /// scripts that read that. Not an alias of `is_auto`: serde refuses a
+    /// body that has a field and its alias both.
     #[serde(default)]
     pub auto: bool,
     /// bothy extension: whether the checkpoint (its block map, the chunks it
@@ -135,6 +140,21 @@ pub struct Checkpoint {
     /// seconds; `durable` on create, or a sync, waits for it.
     #[serde(default)]
     pub in_object_store: bool,
+    /// The checkpoint the disk descended from when this one was taken: the
+    /// last entry of `history` (`vK`, or `sprite@vK` for a fork's source);
+    /// `null` for a disk that was never restored or forked.
+    #[serde(default)]
+    pub source_id: Option<String>,
+    /// Empty when the checkpoint can be restored; otherwise what is wrong.
+    #[serde(default)]
+    pub health: String,
+}
+
+impl Checkpoint {
+    /// Whether it was made automatically, from a server of any version.
+    pub fn is_automatic(&self) -> bool {
+        self.is_auto || self.auto
+    }
 }
 
 /// Parses a checkpoint id `vN` (N ≥ 1) into N.
