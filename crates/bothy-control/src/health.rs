@@ -35,18 +35,21 @@ impl<B: Boxes> Control<B> {
             self.inner.boxes.ping(&row.id),
         )
         .await;
-        let problem = match pinged {
+        // The reason is for the user; what the lower layers said goes to the log.
+        let problem = match &pinged {
             Ok(()) => None,
-            Err(BoxError::NotRunning(m)) => Some(format!(
-                "the box is not running or its agent does not listen ({m}); an exec starts it"
-            )),
+            Err(BoxError::NotRunning(_)) => Some(
+                "the box is not running, or its agent does not listen; an exec starts it".to_string(),
+            ),
             Err(BoxError::Timeout(_)) => Some(format!(
                 "the box's agent did not answer within {PING_TIMEOUT:?}; the box may be overloaded, or restart it"
             )),
-            Err(e) => Some(format!("the box's agent failed: {e}")),
+            Err(_) => Some(
+                "the box's agent answered with an error (details in the daemon's log); restart the box if this persists".to_string(),
+            ),
         };
-        if let Some(p) = &problem {
-            tracing::info!(box_id = %row.id, problem = %p, "health check failed");
+        if let Err(e) = &pinged {
+            tracing::info!(box_id = %row.id, error = %e, "health check failed");
         }
         Ok(Health {
             problem,

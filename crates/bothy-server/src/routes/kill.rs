@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use super::optional_json;
 use crate::auth::Auth;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::params::{parse_kill, signal_name, KillParams};
 use crate::stream::{streamed, Chunks, NDJSON};
 
@@ -160,9 +160,10 @@ async fn report_end(out: &Chunks, id: &str, pid: i32, end: Result<SessionEnd, Co
             None,
         ),
         Err(e) => (
+            // An internal error's details go to the log, not to the client.
             KillEvent::new(
                 KillEventKind::Error,
-                format!("could not follow session {id}: {e}"),
+                format!("could not follow session {id}: {}", ApiError::from(e)),
             ),
             None,
         ),
