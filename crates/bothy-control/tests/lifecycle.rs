@@ -51,6 +51,19 @@ impl Harness {
     }
 }
 
+impl Harness {
+    /// A sprite whose create has not finished.
+    async fn creating(&self, id: &str) -> SpriteRow {
+        let creating = row(id, "creating", RowState::Creating);
+        self.control
+            .store()
+            .insert_sprite(creating.clone())
+            .await
+            .expect("insert");
+        creating
+    }
+}
+
 /// Waits for `cond` with a deadline (the fake has no notification to wait on).
 async fn wait_until(cond: impl Fn() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -479,17 +492,12 @@ async fn restart_failures_keep_their_kind() {
         Err(ControlError::Unavailable(m)) => assert!(m.contains("the volume is corrupt"), "{m}"),
         other => panic!("expected unavailable, got {other:?}"),
     }
-    let creating = row("b00000000000b", "creating", RowState::Creating);
-    h.control
-        .store()
-        .insert_sprite(creating.clone())
-        .await
-        .expect("insert");
+    let creating = h.creating("b00000000000c").await;
     assert!(matches!(
         h.control.restart(&creating).await,
         Err(ControlError::Busy(_))
     ));
-    // A row destroyed while the restart waited is not booted again.
+    // A sprite destroyed since the caller read its row is not booted again.
     let gone = h.create("gone").await;
     h.control.destroy(gone.clone()).await.expect("destroy");
     assert!(matches!(

@@ -2,14 +2,14 @@
 //! clients without WebSockets. The query is the exec WebSocket's (non-TTY
 //! only); the request body is the whole stdin when `stdin=true`, otherwise
 //! stdin is closed at once. The answer streams the exec WebSocket's
-//! non-TTY frames, one per HTTP chunk (`[1|2][bytes]`, then `[3][code]`):
-//! clients split frames at chunk boundaries, since frames carry no length.
+//! non-TTY frames, one per HTTP chunk: `[1|2][bytes]`, then `[3][code]`.
 //!
 //! Frames carry no length, and `@fly/sprites` splits them where its reads
 //! of the body end: Node's fetch hands over everything that arrived in one
 //! socket read as one piece, so frames written together reach it merged (an
 //! exit written right after output was lost that way). Frames therefore go
-//! at least [`PACE`] apart, each at most [`MAX_FRAME`] bytes, and output
+//! at least [`PACE`] apart (and the API's connections have TCP_NODELAY, so
+//! they also leave apart), each at most [`MAX_FRAME`] bytes, and output
 //! that arrives meanwhile joins the next frame of its stream. Large output
 //! is still better served by the WebSocket.
 //!

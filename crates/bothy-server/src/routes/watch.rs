@@ -66,6 +66,8 @@ impl<B: Boxes> Watcher<B> {
             return;
         }
         let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+        // A watch slowed down by a slow client owes it no burst of heartbeats.
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let line = tokio::select! {
                 () = self.out.closed() => return,

@@ -2,6 +2,16 @@
 
 use super::*;
 
+async fn restart(h: &Harness) -> (StatusCode, Value) {
+    h.call(
+        Method::POST,
+        "/v1/sprites/dev/restart",
+        Some(&h.admin),
+        None,
+    )
+    .await
+}
+
 fn box_id(v: &Value) -> String {
     v["id"].as_str().expect("id").to_string()
 }
@@ -12,14 +22,7 @@ async fn restart_stops_and_starts_the_box_on_the_same_disk() {
     let (_, created) = h.create("dev").await;
     let id = box_id(&created);
     h.fake.state().disks.insert(id.clone(), b"kept".to_vec());
-    let (s, v) = h
-        .call(
-            Method::POST,
-            "/v1/sprites/dev/restart",
-            Some(&h.admin),
-            None,
-        )
-        .await;
+    let (s, v) = restart(&h).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(
         (&v["sprite_name"], &v["machine_id"]),
@@ -42,14 +45,7 @@ async fn restart_errors_keep_their_kind() {
         .state()
         .broken
         .insert("dev".into(), "the volume is corrupt".into());
-    let got = h
-        .call(
-            Method::POST,
-            "/v1/sprites/dev/restart",
-            Some(&h.admin),
-            None,
-        )
-        .await;
+    let got = restart(&h).await;
     assert_error(&got, StatusCode::SERVICE_UNAVAILABLE, "unavailable");
     assert!(
         got.1["message"]
