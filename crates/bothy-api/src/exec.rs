@@ -9,6 +9,9 @@
 //! The server ends every session with a close frame that carries the exit code
 //! ([`exit_close_code`]): `@fly/sprites` in TTY mode reads the exit code from
 //! the close frame alone (1000 means 0, anything else 1).
+//!
+//! HTTP exec (`POST .../exec`, non-TTY only) answers with the same framing,
+//! one stream byte and its payload per HTTP chunk, the exit `[3, code]` last.
 
 use serde::{Deserialize, Serialize};
 
@@ -42,6 +45,16 @@ impl StreamId {
 pub const MAX_STDIN_MESSAGE: usize = 16 << 20;
 /// Largest client message: a stdin write and its stream byte.
 pub const MAX_CLIENT_MESSAGE: usize = MAX_STDIN_MESSAGE + 1;
+
+/// Header of the exec WebSocket's upgrade answer that names what the server
+/// understands beyond the base protocol; clients send `{"type":"signal"}`
+/// messages only to a server that lists `signal`.
+pub const CAPABILITIES_HEADER: &str = "x-sprite-capabilities";
+pub const CAPABILITIES: &str = "signal";
+
+/// Largest stdin of an HTTP exec (`POST .../exec`), whose request body is the
+/// whole stdin.
+pub const MAX_HTTP_STDIN: usize = MAX_STDIN_MESSAGE;
 
 /// Close code of a session that exited 0 (also of any normal close).
 pub const CLOSE_NORMAL: u16 = 1000;

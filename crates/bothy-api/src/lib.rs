@@ -125,8 +125,13 @@ pub struct Checkpoint {
     /// bothy was restored to or forked from, and its own history).
     #[serde(default)]
     pub history: Vec<String>,
-    /// bothy extension: made automatically (before a restore), listed only
-    /// with `?include_auto=true`.
+    /// Made automatically (before a restore, or found after a crash),
+    /// listed only with `?include_auto=true`.
+    #[serde(default)]
+    pub is_auto: bool,
+    /// `is_auto` under the name bothy gave it first, for clients and
+    /// scripts that read that. Not an alias of `is_auto`: serde refuses a
+    /// body that has a field and its alias both.
     #[serde(default)]
     pub auto: bool,
     /// bothy extension: whether the checkpoint (its block map, the chunks it
@@ -135,6 +140,21 @@ pub struct Checkpoint {
     /// seconds; `durable` on create, or a sync, waits for it.
     #[serde(default)]
     pub in_object_store: bool,
+    /// The checkpoint the disk descended from when this one was taken: the
+    /// last entry of `history` (`vK`, or `sprite@vK` for a fork's source);
+    /// `null` for a disk that was never restored or forked.
+    #[serde(default)]
+    pub source_id: Option<String>,
+    /// Empty when the checkpoint can be restored; otherwise what is wrong.
+    #[serde(default)]
+    pub health: String,
+}
+
+impl Checkpoint {
+    /// Whether it was made automatically, from a server of any version.
+    pub fn is_automatic(&self) -> bool {
+        self.is_auto || self.auto
+    }
 }
 
 /// Parses a checkpoint id `vN` (N ≥ 1) into N.
@@ -218,15 +238,79 @@ pub struct ExecSessionList {
     pub sessions: Vec<ExecSession>,
 }
 
-/// `POST /v1/sprites/{name}/exec/{id}/kill` body.
+/// `POST /v1/sprites/{name}/exec/{id}/kill` body (`sprites-py` sends one;
+/// `@fly/sprites` sends `?signal=&timeout=` instead, which wins).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct KillSessionRequest {
     /// Signal name such as `SIGTERM` or `TERM`; default `SIGTERM`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<String>,
-    /// Seconds before SIGKILL follows; default 10.
+    /// Seconds before SIGKILL follows; default [`DEFAULT_KILL_TIMEOUT_SECS`],
+    /// at most [`MAX_KILL_TIMEOUT_SECS`]; 0 sends the signal only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<u64>,
+}
+
+/// Grace period of a kill before SIGKILL follows, unless the call says.
+pub const DEFAULT_KILL_TIMEOUT_SECS: u64 = 10;
+/// Longest grace period a kill accepts.
+pub const MAX_KILL_TIMEOUT_SECS: u64 = 300;
+
+/// What a line of the kill stream reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KillEventKind {
+    /// The signal asked for was sent.
+    Signal,
+    /// The process outlived the grace period.
+    Timeout,
+    /// SIGKILL was sent after the grace period.
+    Killed,
+    /// The process has ended (`exit_code` when known).
+    Exited,
+    /// Something failed; `error` says what.
+    Error,
+    /// Last line of every stream.
+    Complete,
+}
+
+/// One line of the NDJSON answer of `POST .../exec/{id}/kill`: what
+/// `@fly/sprites` reads (`type, message, signal, pid, exit_code`) and what
+/// `sprites-py` reads (`type, data, error`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KillEvent {
+    #[serde(rename = "type")]
+    pub kind: KillEventKind,
+    pub message: String,
+    /// The same text as `message`, where `sprites-py` looks for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
+    /// On `error` lines: the same text again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The signal sent, always with its `SIG` prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
+    /// The session's process (in the box's pid namespace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+}
+
+impl KillEvent {
+    pub fn new(kind: KillEventKind, message: impl Into<String>) -> Self {
+        let message = message.into();
+        Self {
+            kind,
+            data: Some(message.clone()),
+            error: (kind == KillEventKind::Error).then(|| message.clone()),
+            message,
+            signal: None,
+            pid: None,
+            exit_code: None,
+        }
+    }
 }
 
 /// One line of an NDJSON progress stream (checkpoint, restore, kill).
@@ -239,6 +323,68 @@ pub struct StreamMessage {
     pub data: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// The organisation's counts in a [`SpriteStateEvent`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OrgCounts {
+    pub name: String,
+    pub running: u64,
+    pub warm: u64,
+    pub cold: u64,
+    /// bothy sets no limits; absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_limit: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_limit: Option<u64>,
+}
+
+/// One line of `GET /v1/sprites` with `Accept: application/x-ndjson` (the
+/// list watch): a sprite's state, or a heartbeat with only the counts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpriteStateEvent {
+    /// `heartbeat` on heartbeats; absent on sprite lines.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `running`, `warm`, `cold`, or `destroyed` once it is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_running_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_warming_at: Option<String>,
+    /// RFC 3339: when this line was made.
+    pub timestamp: String,
+    pub org: OrgCounts,
+}
+
+/// `POST /v1/sprites/{name}/restart` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RestartResult {
+    pub sprite_name: String,
+    /// The box's id (bothy has no machines apart from boxes).
+    pub machine_id: String,
+    pub message: String,
+}
+
+/// `GET /v1/sprites/{name}/check` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpriteCheck {
+    pub sprite_name: String,
+    pub sprite_id: String,
+    /// `healthy` or `unhealthy`.
+    pub status: String,
+    /// Why it is unhealthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// RFC 3339.
+    pub checked_at: String,
+    /// How long the check took, ms.
+    pub elapsed: u64,
 }
 
 /// `GET /v1/organization` answer.
@@ -277,7 +423,35 @@ pub struct ErrorBody {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_checkpoint_id;
+    use super::*;
+
+    #[test]
+    fn checkpoints_read_from_servers_old_and_new() {
+        let new: Checkpoint = serde_json::from_str(
+            r#"{"id":"v2","create_time":"t","history":["v1"],"is_auto":true,"auto":true,"source_id":"v1","health":""}"#,
+        )
+        .expect("both keys at once");
+        assert!(new.is_automatic());
+        let old: Checkpoint =
+            serde_json::from_str(r#"{"id":"v2","create_time":"t","auto":true}"#).expect("old");
+        assert!(old.is_automatic());
+        assert_eq!(old.source_id, None);
+        let out = serde_json::to_value(&old).expect("serialise");
+        for key in ["is_auto", "auto", "source_id", "health"] {
+            assert!(out.get(key).is_some(), "{key} missing from {out}");
+        }
+    }
+
+    #[test]
+    fn kill_events_carry_their_text_where_each_sdk_reads_it() {
+        let e = serde_json::to_value(KillEvent::new(KillEventKind::Error, "boom")).expect("json");
+        assert_eq!(
+            e,
+            serde_json::json!({"type": "error", "message": "boom", "data": "boom", "error": "boom"})
+        );
+        let s = serde_json::to_value(KillEvent::new(KillEventKind::Signal, "sent")).expect("json");
+        assert!(s.get("error").is_none(), "{s}");
+    }
 
     #[test]
     fn checkpoint_ids() {

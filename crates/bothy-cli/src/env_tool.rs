@@ -108,7 +108,7 @@ async fn run(cli: EnvCli, client: &InBoxClient) -> Result<i32> {
                 eprintln!("no checkpoints yet: `bothy-env checkpoints create` makes one");
             } else {
                 for c in &list {
-                    let kind = if c.auto { " (auto)" } else { "" };
+                    let kind = if c.is_automatic() { " (auto)" } else { "" };
                     let comment = c.comment.as_deref().unwrap_or("");
                     println!("{}\t{}{kind}\t{comment}", c.id, c.create_time);
                 }

@@ -59,8 +59,11 @@ fn checkpoint(id: &str, comment: Option<&str>, auto: bool) -> Checkpoint {
         create_time: "2025-01-01T00:00:00Z".into(),
         comment: comment.map(str::to_string),
         history: vec![],
+        is_auto: auto,
         auto,
         in_object_store: false,
+        source_id: None,
+        health: String::new(),
     }
 }
 
@@ -180,7 +183,7 @@ async fn lists_checkpoints_with_and_without_the_automatic_ones() {
     let all = within(b.client.list_checkpoints(true)).await.expect("list");
     assert_eq!(
         all.iter()
-            .map(|c| (c.id.as_str(), c.auto))
+            .map(|c| (c.id.as_str(), c.is_automatic()))
             .collect::<Vec<_>>(),
         vec![("v1", false), ("v2", true)]
     );

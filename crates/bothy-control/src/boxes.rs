@@ -99,6 +99,8 @@ pub trait Boxes: Send + Sync + 'static {
     fn stop(&self, id: &str) -> impl Future<Output = Result<(), BoxError>> + Send;
     fn destroy(&self, id: &str) -> impl Future<Output = Result<(), BoxError>> + Send;
     fn is_running(&self, id: &str) -> impl Future<Output = Result<bool, BoxError>> + Send;
+    /// Answers once the box's agent does: the box runs and can take commands.
+    fn ping(&self, id: &str) -> impl Future<Output = Result<(), BoxError>> + Send;
     fn spawn(
         &self,
         id: &str,
@@ -184,6 +186,9 @@ impl Boxes for RealBoxes {
     }
     async fn is_running(&self, id: &str) -> Result<bool, BoxError> {
         Ok(self.runtime.is_running(id).await?)
+    }
+    async fn ping(&self, id: &str) -> Result<(), BoxError> {
+        Ok(self.agent(id).ping().await?)
     }
     async fn spawn(&self, id: &str, req: SpawnRequest) -> Result<ExecChannels, BoxError> {
         let session = self.agent(id).spawn(req).await?;

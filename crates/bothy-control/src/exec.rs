@@ -1,7 +1,11 @@
-//! Exec sessions: run a command in a box, list, re-attach, signal. The
-//! session itself lives in the box's agent, so it outlives the daemon.
+//! Exec sessions: run a command in a box, list, re-attach, signal, wait for
+//! the end. The session itself lives in the box's agent, so it outlives the
+//! daemon.
+
+use std::time::Duration;
 
 pub use bothy_agent::proto::{Input, Output, SessionInfo, SpawnRequest, MAX_PAYLOAD};
+use tokio::time::Instant;
 
 use crate::boxes::{BoxError, Boxes, ExecChannels, AGENT_TIMEOUT};
 use crate::error::{ControlError, ControlResult};
@@ -14,6 +18,20 @@ async fn agent_call<T>(
     tokio::time::timeout(AGENT_TIMEOUT, fut)
         .await
         .unwrap_or_else(|_| Err(BoxError::Timeout("the box's agent did not answer".into())))
+}
+
+/// How often [`Control::wait_session_end`] looks at the session list.
+const EXIT_POLL: Duration = Duration::from_millis(100);
+
+/// Whether a session has ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// Its process exited with this code (128 + N for signal N).
+    Exited(i32),
+    /// It is no longer listed: it ended and its exit was collected.
+    Gone,
+    /// It still runs.
+    Running,
 }
 
 /// What came of asking to run a command.
@@ -63,5 +81,31 @@ impl<B: Boxes> Control<B> {
         signal: i32,
     ) -> ControlResult<()> {
         Ok(agent_call(self.boxes().kill(&row.id, session, signal)).await?)
+    }
+
+    /// Waits until the session has ended, or `deadline`.
+    pub async fn wait_session_end(
+        &self,
+        row: &SpriteRow,
+        session: &str,
+        deadline: Instant,
+    ) -> ControlResult<SessionEnd> {
+        loop {
+            let listed = self.sessions(row).await?;
+            match listed.iter().find(|s| s.id == session) {
+                None => return Ok(SessionEnd::Gone),
+                Some(SessionInfo {
+                    exit_code: Some(code),
+                    ..
+                }) => return Ok(SessionEnd::Exited(*code)),
+                Some(_) => {}
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(SessionEnd::Running);
+            }
+            // The agent tells only an attached client of an exit, so look again.
+            tokio::time::sleep_until((now + EXIT_POLL).min(deadline)).await;
+        }
     }
 }

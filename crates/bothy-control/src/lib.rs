@@ -3,8 +3,9 @@
 //! [`Control`], and nothing here knows about HTTP.
 //!
 //! It owns:
-//! - the box lifecycle: create (and fork), destroy, wake, stop, restore,
-//!   recovery after a crash ([`lifecycle`](crate::Control::create));
+//! - the box lifecycle: create (and fork), destroy, wake, stop, restart,
+//!   restore, recovery after a crash ([`lifecycle`](crate::Control::create)),
+//!   and health checks;
 //! - one async lock per box, so operations on a box never interleave
 //!   ([`locks`]);
 //! - checkpoints: records in the state database, data in the volume layer;
@@ -27,6 +28,7 @@ pub mod datadir;
 mod error;
 pub mod events;
 pub mod exec;
+mod health;
 pub mod jobs;
 mod lifecycle;
 mod locks;
@@ -47,7 +49,8 @@ pub use checkpoints::CheckpointListQuery;
 pub use daemon::{open, open_with, ControlConfig, OpenError, STATE_DB};
 pub use error::{ControlError, ControlResult};
 pub use events::{BoxEvent, EventKind};
-pub use lifecycle::{spec_of, ListQuery, SpriteListing, SpriteStatus, SpriteView};
+pub use health::Health;
+pub use lifecycle::{spec_of, ListQuery, SpriteListing, SpriteStatus, SpriteView, StatusCounts};
 pub use state::{CheckpointRow, RowState, SpriteRow, Store, TokenOwner};
 pub use tokens::{hash_token, new_token, Caller, TOKEN_PREFIX};
 

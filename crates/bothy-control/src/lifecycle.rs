@@ -7,6 +7,7 @@
 //! client never got an answer), finishes `destroying` ones and starts every
 //! `ready` box (adopting one that kept running).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use bothy_api::{CreateSpriteRequest, UpdateSpriteRequest};
@@ -67,6 +68,14 @@ pub struct SpriteListing {
     pub cold: u64,
 }
 
+/// How many of an organisation's sprites are in each status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatusCounts {
+    pub running: u64,
+    pub warm: u64,
+    pub cold: u64,
+}
+
 /// Which sprites a list asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListQuery {
@@ -74,6 +83,15 @@ pub struct ListQuery {
     pub limit: usize,
     /// Names strictly after this one.
     pub after: Option<String>,
+}
+
+fn count(statuses: &HashMap<String, SpriteStatus>) -> StatusCounts {
+    let of = |s: SpriteStatus| statuses.values().filter(|v| **v == s).count() as u64;
+    StatusCounts {
+        running: of(SpriteStatus::Running),
+        warm: of(SpriteStatus::Warm),
+        cold: of(SpriteStatus::Cold),
+    }
 }
 
 pub fn spec_of(row: &SpriteRow) -> BoxSpec {
@@ -156,15 +174,8 @@ impl<B: Boxes> Control<B> {
         } else {
             None
         };
-        let ids = self.store().sprite_ids(org).await?;
-        let statuses: std::collections::HashMap<String, SpriteStatus> = join_all(
-            ids.iter()
-                .map(|id| async move { (id.clone(), self.status_of(id).await) }),
-        )
-        .await
-        .into_iter()
-        .collect();
-        let count = |s: SpriteStatus| statuses.values().filter(|v| **v == s).count() as u64;
+        let statuses = self.statuses(org).await?;
+        let counts = count(&statuses);
         let sprites = rows
             .into_iter()
             .map(|row| {
@@ -175,10 +186,29 @@ impl<B: Boxes> Control<B> {
         Ok(SpriteListing {
             sprites,
             next_after,
-            running: count(SpriteStatus::Running),
-            warm: count(SpriteStatus::Warm),
-            cold: count(SpriteStatus::Cold),
+            running: counts.running,
+            warm: counts.warm,
+            cold: counts.cold,
         })
+    }
+
+    /// How many of the caller's organisation's sprites are in each status.
+    pub async fn counts(&self, caller: &Caller) -> ControlResult<StatusCounts> {
+        let statuses = self.statuses(caller.org().to_string()).await?;
+        Ok(count(&statuses))
+    }
+
+    /// The status of every sprite of `org`, by box id; the checks run
+    /// concurrently, each bounded.
+    async fn statuses(&self, org: String) -> ControlResult<HashMap<String, SpriteStatus>> {
+        let ids = self.store().sprite_ids(org).await?;
+        Ok(join_all(
+            ids.iter()
+                .map(|id| async move { (id.clone(), self.status_of(id).await) }),
+        )
+        .await
+        .into_iter()
+        .collect())
     }
 
     /// Creates a sprite (a fork when `from_checkpoint` is set) and starts it.
@@ -368,12 +398,7 @@ impl<B: Boxes> Control<B> {
             return Ok(());
         }
         let _guard = self.inner.locks.lock(&row.id, "waking the sprite").await?;
-        // A destroy may have run while this waited for the lock: never start a
-        // box whose row is gone.
-        let current = self.store().sprite_by_id(row.id.clone()).await?;
-        if current.is_none_or(|c| c.state != RowState::Ready) {
-            return Err(ControlError::sprite_not_found(&row.name));
-        }
+        self.still_ready(row).await?;
         if let Ok(true) = bounded(
             STATUS_TIMEOUT,
             "status check",
@@ -389,6 +414,50 @@ impl<B: Boxes> Control<B> {
                 row.name
             ))
         })
+    }
+
+    /// Under the box's lock: a destroy may have run while the caller waited
+    /// for it, and a box whose row is gone is never started.
+    async fn still_ready(&self, row: &SpriteRow) -> ControlResult<()> {
+        let current = self.store().sprite_by_id(row.id.clone()).await?;
+        if current.is_none_or(|c| c.state != RowState::Ready) {
+            return Err(ControlError::sprite_not_found(&row.name));
+        }
+        Ok(())
+    }
+
+    /// Stops the box and boots it again on the same disk: its processes and
+    /// exec sessions end, its files stay. Like create, it finishes even if
+    /// the caller goes away.
+    pub async fn restart(&self, row: &SpriteRow) -> ControlResult<()> {
+        self.ensure_ready(row)?;
+        let row = row.clone();
+        self.to_completion(&row.id.clone(), "restart", move |control| async move {
+            control.still_ready(&row).await?;
+            bounded(
+                STOP_TIMEOUT,
+                "stopping the box",
+                control.inner.boxes.stop(&row.id),
+            )
+            .await
+            .map_err(|e| match ControlError::from(e) {
+                ControlError::Busy(m) => ControlError::Busy(m),
+                other => ControlError::Unavailable(format!(
+                    "could not stop sprite {:?} to restart it: {other}; retry the restart",
+                    row.name
+                )),
+            })?;
+            control.emit(EventKind::Stopped, &row);
+            control.start_locked(&row).await.map_err(|reason| {
+                ControlError::Unavailable(format!(
+                    "sprite {:?} stopped but did not start again: {reason}; the next exec retries the start",
+                    row.name
+                ))
+            })?;
+            tracing::info!(box_id = %row.id, name = %row.name, "sprite restarted");
+            Ok(())
+        })
+        .await
     }
 
     async fn start_locked(&self, row: &SpriteRow) -> Result<(), String> {

@@ -17,9 +17,17 @@ pub struct FakeState {
     pub running: HashSet<String>,
     /// Boxes whose start fails with this reason.
     pub broken: HashMap<String, String>,
-    /// Boxes whose status check never answers.
+    /// Boxes whose status check and agent never answer.
     pub wedged: HashSet<String>,
+    /// Boxes that run but whose agent never answers.
+    pub agent_wedged: HashSet<String>,
+    /// Box ids in the order they were stopped.
+    pub stops: Vec<String>,
+    /// Signals sent to sessions, in order. The listed session `s1` ends
+    /// with 128 + N at the first signal N it does not ignore.
     pub killed: Vec<(String, i32)>,
+    /// Signals session `s1` ignores (as `trap "" TERM` would).
+    pub ignored_signals: HashSet<i32>,
     /// Sessions whose client went away without ending them.
     pub detached: usize,
     /// Each box's disk, as a stand-in byte string the test sets.
@@ -93,7 +101,9 @@ impl Boxes for FakeBoxes {
         Ok(())
     }
     async fn stop(&self, id: &str) -> Result<(), BoxError> {
-        self.state().running.remove(id);
+        let mut s = self.state();
+        s.running.remove(id);
+        s.stops.push(id.to_string());
         Ok(())
     }
     async fn destroy(&self, id: &str) -> Result<(), BoxError> {
@@ -108,9 +118,24 @@ impl Boxes for FakeBoxes {
         }
         Ok(self.state().running.contains(id))
     }
+    async fn ping(&self, id: &str) -> Result<(), BoxError> {
+        let wedged = {
+            let s = self.state();
+            s.wedged.contains(id) || s.agent_wedged.contains(id)
+        };
+        if wedged {
+            std::future::pending::<()>().await;
+        }
+        if self.state().running.contains(id) {
+            Ok(())
+        } else {
+            Err(BoxError::NotRunning("connection refused".into()))
+        }
+    }
     /// `echo ARGS` prints its args; `cat` echoes stdin until EOF and dies of
-    /// any signal;
-    /// `ignore-stdin` prints without reading stdin; anything else is "not found".
+    /// any signal; `sleep` runs until a signal; `ignore-stdin` prints without
+    /// reading stdin; anything else is "not found". A session whose client
+    /// goes away counts as detached.
     async fn spawn(&self, _id: &str, req: SpawnRequest) -> Result<ExecChannels, BoxError> {
         let (out_tx, out_rx) = mpsc::channel(16);
         let (in_tx, mut in_rx) = mpsc::channel::<Input>(16);
@@ -159,6 +184,24 @@ impl Boxes for FakeBoxes {
                         }
                     }
                     let _ = out_tx.send(Output::Exit(0)).await;
+                });
+            }
+            "sleep" => {
+                let fake = self.clone();
+                tokio::spawn(async move {
+                    loop {
+                        match in_rx.recv().await {
+                            None => {
+                                fake.state().detached += 1;
+                                return;
+                            }
+                            Some(Input::Signal(signal)) => {
+                                let _ = out_tx.send(Output::Exit(128 + signal)).await;
+                                return;
+                            }
+                            Some(_) => {}
+                        }
+                    }
                 });
             }
             "ignore-stdin" => {
@@ -217,7 +260,12 @@ impl Boxes for FakeBoxes {
         })
     }
     async fn sessions(&self, _id: &str) -> Result<Vec<SessionInfo>, BoxError> {
-        let killed = !self.state().killed.is_empty();
+        let s = self.state();
+        let exit_code = s
+            .killed
+            .iter()
+            .find(|(id, signal)| id == "s1" && !s.ignored_signals.contains(signal))
+            .map(|(_, signal)| 128 + signal);
         Ok(vec![SessionInfo {
             id: "s1".into(),
             command: "sleep 100".into(),
@@ -227,10 +275,13 @@ impl Boxes for FakeBoxes {
             last_activity_ms: 1_700_000_000_000,
             attached: false,
             pid: 2,
-            exit_code: killed.then_some(143),
+            exit_code,
         }])
     }
     async fn kill(&self, _id: &str, session: &str, signal: i32) -> Result<(), BoxError> {
+        if session != "s1" {
+            return Err(BoxError::NoSuchSession(session.into()));
+        }
         self.state().killed.push((session.into(), signal));
         Ok(())
     }

@@ -51,6 +51,19 @@ impl Harness {
     }
 }
 
+impl Harness {
+    /// A sprite whose create has not finished.
+    async fn creating(&self, id: &str) -> SpriteRow {
+        let creating = row(id, "creating", RowState::Creating);
+        self.control
+            .store()
+            .insert_sprite(creating.clone())
+            .await
+            .expect("insert");
+        creating
+    }
+}
+
 /// Waits for `cond` with a deadline (the fake has no notification to wait on).
 async fn wait_until(cond: impl Fn() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -419,4 +432,160 @@ async fn a_durable_checkpoint_and_the_barriers_wait_for_the_object_store() {
         h.control.sync_sprite(&creating).await,
         Err(ControlError::Busy(_))
     ));
+}
+
+#[tokio::test]
+async fn restart_stops_and_boots_the_box_on_its_disk_under_its_lock() {
+    let h = harness().await;
+    let dev = h.create("dev").await;
+    h.fake
+        .state()
+        .disks
+        .insert(dev.id.clone(), b"kept".to_vec());
+    let mut events = h.control.events();
+    h.control.restart(&dev).await.expect("restart");
+    {
+        let s = h.fake.state();
+        assert_eq!(s.stops, [dev.id.as_str()]);
+        assert!(s.running.contains(&dev.id));
+        assert_eq!(s.disks.get(&dev.id).map(Vec::as_slice), Some(&b"kept"[..]));
+    }
+    let kinds: Vec<EventKind> = std::iter::from_fn(|| events.try_recv().ok())
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(kinds, [EventKind::Stopped, EventKind::Ready]);
+
+    // While a checkpoint holds the box's lock, the restart waits for it.
+    h.fake.state().checkpoint_gate = Some(dev.id.clone());
+    let control = h.control.clone();
+    let row = dev.clone();
+    let checkpoint = tokio::spawn(async move { control.checkpoint(&row, None, false).await });
+    let fake = h.fake.clone();
+    wait_until(move || fake.state().gate_waiting).await;
+    let control = h.control.clone();
+    let row = dev.clone();
+    let mut restart = tokio::spawn(async move { control.restart(&row).await });
+    // The restart cannot finish while the checkpoint holds the lock (without
+    // the lock, the fake's stop and start take microseconds).
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), &mut restart)
+            .await
+            .is_err(),
+        "the restart did not wait for the checkpoint"
+    );
+    assert_eq!(h.fake.state().stops.len(), 1);
+    h.fake.open_gate();
+    checkpoint.await.expect("join").expect("checkpoint");
+    restart.await.expect("join").expect("restart");
+    assert_eq!(h.fake.state().stops.len(), 2);
+}
+
+#[tokio::test]
+async fn restart_failures_keep_their_kind() {
+    let h = harness().await;
+    let dev = h.create("dev").await;
+    h.fake
+        .state()
+        .broken
+        .insert("dev".into(), "the volume is corrupt".into());
+    match h.control.restart(&dev).await {
+        Err(ControlError::Unavailable(m)) => assert!(m.contains("the volume is corrupt"), "{m}"),
+        other => panic!("expected unavailable, got {other:?}"),
+    }
+    let creating = h.creating("b00000000000c").await;
+    assert!(matches!(
+        h.control.restart(&creating).await,
+        Err(ControlError::Busy(_))
+    ));
+    // A sprite destroyed since the caller read its row is not booted again.
+    let gone = h.create("gone").await;
+    h.control.destroy(gone.clone()).await.expect("destroy");
+    assert!(matches!(
+        h.control.restart(&gone).await,
+        Err(ControlError::NotFound(_))
+    ));
+    assert!(!h.fake.state().running.contains(&gone.id));
+}
+
+#[tokio::test]
+async fn check_reports_without_waking() {
+    let h = harness().await;
+    let dev = h.create("dev").await;
+    let healthy = h.control.check(&dev).await.expect("check");
+    assert_eq!(healthy.problem, None);
+    assert!(healthy.checked_at.ends_with('Z'));
+
+    h.fake.state().running.clear();
+    let stopped = h.control.check(&dev).await.expect("check");
+    assert!(
+        stopped
+            .problem
+            .as_deref()
+            .is_some_and(|p| p.contains("not running")),
+        "{stopped:?}"
+    );
+    assert!(h.fake.state().running.is_empty(), "a check starts nothing");
+}
+
+#[tokio::test]
+async fn an_agent_that_does_not_answer_is_unhealthy() {
+    let h = harness().await;
+    let dev = h.create("dev").await;
+    h.fake.state().agent_wedged.insert(dev.id.clone());
+    let wedged = h.control.check(&dev).await.expect("check");
+    assert!(
+        wedged
+            .problem
+            .as_deref()
+            .is_some_and(|p| p.contains("did not answer")),
+        "{wedged:?}"
+    );
+}
+
+#[tokio::test]
+async fn waiting_for_a_session_sees_its_end_or_the_deadline() {
+    use bothy_control::exec::SessionEnd;
+    let h = harness().await;
+    let dev = h.create("dev").await;
+    let soon = || tokio::time::Instant::now() + Duration::from_millis(50);
+    assert_eq!(
+        h.control
+            .wait_session_end(&dev, "s1", soon())
+            .await
+            .expect("wait"),
+        SessionEnd::Running
+    );
+    assert_eq!(
+        h.control
+            .wait_session_end(&dev, "other", soon())
+            .await
+            .expect("wait"),
+        SessionEnd::Gone
+    );
+    h.control.signal_session(&dev, "s1", 9).await.expect("kill");
+    assert_eq!(
+        h.control
+            .wait_session_end(&dev, "s1", soon())
+            .await
+            .expect("wait"),
+        SessionEnd::Exited(137)
+    );
+}
+
+#[tokio::test]
+async fn counts_cover_the_whole_organisation() {
+    let h = harness().await;
+    let a = h.create("a").await;
+    h.create("b").await;
+    h.fake.state().running.remove(&a.id);
+    let counts = h.control.counts(&h.caller).await.expect("counts");
+    assert_eq!((counts.running, counts.warm, counts.cold), (1, 0, 1));
+    let other = Caller(TokenOwner {
+        org: "acme".into(),
+        is_admin: false,
+    });
+    assert_eq!(
+        h.control.counts(&other).await.expect("counts"),
+        bothy_control::StatusCounts::default()
+    );
 }

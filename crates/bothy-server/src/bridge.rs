@@ -48,11 +48,29 @@ fn session_info_message(id: &str, command: &str, tty: bool) -> Message {
     Message::Text(serde_json::to_string(&msg).unwrap_or_default().into())
 }
 
-fn framed(stream: StreamId, payload: &[u8]) -> Message {
+/// A non-TTY frame: the stream byte, then the payload. HTTP exec sends the
+/// same frames as HTTP chunks.
+pub fn frame(stream: StreamId, payload: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(payload.len() + 1);
     v.push(stream as u8);
     v.extend_from_slice(payload);
-    Message::Binary(v.into())
+    v
+}
+
+/// The non-TTY exit frame, `[3, code]`.
+pub fn exit_frame(code: i32) -> Vec<u8> {
+    // Cannot truncate: clamped to a byte.
+    frame(StreamId::Exit, &[code.clamp(0, 255) as u8])
+}
+
+/// What the client reads on stderr when its command could not be started.
+pub fn not_started_text(command: &str, reason: &str, tty: bool) -> Vec<u8> {
+    let newline = if tty { "\r\n" } else { "\n" };
+    format!("bothy: cannot run {command:?}: {reason}{newline}").into_bytes()
+}
+
+fn framed(stream: StreamId, payload: &[u8]) -> Message {
+    Message::Binary(frame(stream, payload).into())
 }
 
 /// The messages that end a session for the client: the exit code, framed for
@@ -62,7 +80,7 @@ fn exit_message(tty: bool, code: i32) -> Message {
         let msg = ControlMessage::Exit { exit_code: code };
         Message::Text(serde_json::to_string(&msg).unwrap_or_default().into())
     } else {
-        framed(StreamId::Exit, &[code.clamp(0, 255) as u8])
+        Message::Binary(exit_frame(code).into())
     }
 }
 
@@ -108,7 +126,7 @@ pub fn client_input(tty: bool, msg: Message) -> Option<Input> {
 /// Stdin in pieces the agent takes in one frame each, so that a large write
 /// waits for room in the session's input queue piece by piece instead of
 /// sitting in it whole.
-fn pieces(input: Input) -> Vec<Input> {
+pub fn pieces(input: Input) -> Vec<Input> {
     match input {
         Input::Stdin(data) if data.len() > MAX_PAYLOAD => data
             .chunks(MAX_PAYLOAD)
@@ -159,8 +177,7 @@ where
     S: Sink<Message> + Unpin,
 {
     let _ = tx.send(session_info_message("", command, tty)).await;
-    let newline = if tty { "\r\n" } else { "\n" };
-    let text = format!("bothy: cannot run {command:?}: {reason}{newline}").into_bytes();
+    let text = not_started_text(command, reason, tty);
     let err = if tty {
         Message::Binary(text.into())
     } else {

@@ -12,6 +12,9 @@
 //! - A command that cannot be started in the box (not found, bad directory)
 //!   is not an HTTP error: the client gets the reason on stderr and exit code
 //!   127, as with ssh or `docker exec`.
+//! - Streamed answers (kill, the list watch, HTTP exec) check everything they
+//!   can before the first byte: those errors are plain HTTP errors; later ones
+//!   are lines or frames of the stream.
 //! - Unimplemented Sprites routes under `/v1` answer 501 `not_implemented`.
 //! - Logs go to stderr (`RUST_LOG` filters them, default `info`); they never
 //!   carry tokens or query strings.
@@ -22,6 +25,7 @@ mod error;
 pub mod inbox;
 mod params;
 mod routes;
+mod stream;
 
 #[cfg(test)]
 mod tests;
@@ -29,6 +33,7 @@ mod tests;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use bothy_control::{Boxes, Control};
 use tokio::sync::watch;
 
@@ -96,6 +101,14 @@ pub async fn serve<B: Boxes>(
     let inbox = tokio::spawn(inbox::serve(control.clone(), shutdown_rx.clone()));
     let router = routes::router(control, Shutdown(shutdown_rx));
     let mut stopping = shutdown_tx.subscribe();
+    // Without TCP_NODELAY a small write waits for the ACK of the one before,
+    // which a client may delay by 40 ms: exec output and NDJSON lines would
+    // lag, and HTTP exec frames sent apart would arrive merged.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY on a connection");
+        }
+    });
     let server = axum::serve(listener, router).with_graceful_shutdown(async move {
         stop.await;
         tracing::info!("shutting down: closing connections");

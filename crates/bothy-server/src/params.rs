@@ -1,8 +1,12 @@
 //! Parsing and validation of query strings and small request values. Pure
 //! functions, so every rule is unit-tested.
 
+use std::time::Duration;
+
 use bothy_api::names::validate_sprite_name;
-use bothy_api::MAX_LIST_RESULTS;
+use bothy_api::{
+    KillSessionRequest, DEFAULT_KILL_TIMEOUT_SECS, MAX_KILL_TIMEOUT_SECS, MAX_LIST_RESULTS,
+};
 use bothy_control::{CheckpointListQuery, ListQuery};
 
 use crate::error::ApiError;
@@ -57,6 +61,23 @@ pub fn parse_list_query(raw: Option<&str>) -> Result<ListQuery, ApiError> {
     Ok(q)
 }
 
+/// `GET /v1/sprites` as a watch: which sprites, and how many at most in the
+/// first lines (all of them unless `max_results` says).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchQuery {
+    pub prefix: String,
+    pub max: Option<usize>,
+}
+
+pub fn parse_watch_query(raw: Option<&str>) -> Result<WatchQuery, ApiError> {
+    let list = parse_list_query(raw)?;
+    let asked = pairs(raw).iter().any(|(k, _)| k == "max_results");
+    Ok(WatchQuery {
+        prefix: list.prefix,
+        max: asked.then_some(list.limit),
+    })
+}
+
 /// The continuation token is the last name of the previous page; opaque to
 /// clients, checked here so that it cannot smuggle anything into a query.
 pub fn encode_continuation(last_name: &str) -> String {
@@ -94,8 +115,9 @@ pub struct ExecQuery {
     pub tty: bool,
     pub rows: u16,
     pub cols: u16,
-    /// False when the client said it will send no stdin (`stdin=false`).
-    pub stdin: bool,
+    /// `stdin=` as given: the WebSocket expects stdin unless told `false`,
+    /// HTTP exec reads its body as stdin only when told `true`.
+    pub stdin: Option<bool>,
     /// `None` = the agent's default; `Some(0)` = forever.
     pub max_run_after_disconnect_ms: Option<u64>,
 }
@@ -108,7 +130,7 @@ pub fn parse_exec_query(raw: Option<&str>) -> Result<ExecQuery, ApiError> {
         tty: false,
         rows: 24,
         cols: 80,
-        stdin: true,
+        stdin: None,
         max_run_after_disconnect_ms: None,
     };
     let pairs = pairs(raw);
@@ -137,7 +159,7 @@ pub fn parse_exec_query(raw: Option<&str>) -> Result<ExecQuery, ApiError> {
                 q.dir = Some(v);
             }
             "tty" => q.tty = parse_bool("tty", &v)?,
-            "stdin" => q.stdin = parse_bool("stdin", &v)?,
+            "stdin" => q.stdin = Some(parse_bool("stdin", &v)?),
             "rows" => q.rows = parse_dimension("rows", &v)?,
             "cols" => q.cols = parse_dimension("cols", &v)?,
             "max_run_after_disconnect" if !v.is_empty() => {
@@ -249,25 +271,82 @@ pub fn parse_duration_ms(s: &str) -> Option<u64> {
     Some(total)
 }
 
-/// A signal name (`SIGTERM`, `TERM`) or number, as the kill endpoint accepts it.
+/// The signal a kill sends unless it names one.
+const SIGTERM: i32 = 15;
+
+/// Linux signal names by number (1 to 31), without `SIG`.
+const SIGNAL_NAMES: [&str; 31] = [
+    "HUP", "INT", "QUIT", "ILL", "TRAP", "ABRT", "BUS", "FPE", "KILL", "USR1", "SEGV", "USR2",
+    "PIPE", "ALRM", "TERM", "STKFLT", "CHLD", "CONT", "STOP", "TSTP", "TTIN", "TTOU", "URG",
+    "XCPU", "XFSZ", "VTALRM", "PROF", "WINCH", "IO", "PWR", "SYS",
+];
+
+/// A signal name (`SIGTERM`, `TERM`) or number (1 to 64).
 pub fn parse_signal(s: &str) -> Option<i32> {
     if let Ok(n) = s.parse::<i32>() {
         return (1..=64).contains(&n).then_some(n);
     }
     let name = s.strip_prefix("SIG").unwrap_or(s);
-    Some(match name {
-        "HUP" => 1,
-        "INT" => 2,
-        "QUIT" => 3,
-        "KILL" => 9,
-        "USR1" => 10,
-        "USR2" => 12,
-        "TERM" => 15,
-        "CONT" => 18,
-        "STOP" => 19,
-        "TSTP" => 20,
-        "WINCH" => 28,
-        _ => return None,
+    let n = SIGNAL_NAMES.iter().position(|known| *known == name)?;
+    i32::try_from(n + 1).ok()
+}
+
+/// The name of signal `n` with its `SIG` prefix (`SIG34` for one without a
+/// name of its own).
+pub fn signal_name(n: i32) -> String {
+    usize::try_from(n - 1)
+        .ok()
+        .and_then(|i| SIGNAL_NAMES.get(i))
+        .map_or_else(|| format!("SIG{n}"), |name| format!("SIG{name}"))
+}
+
+/// What a kill asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KillParams {
+    pub signal: i32,
+    /// How long the process gets before SIGKILL; zero = send the signal
+    /// only, wait for nothing.
+    pub grace: Duration,
+}
+
+/// `POST .../exec/{id}/kill`: `?signal=&timeout=` (`@fly/sprites`; timeout
+/// `10s`, `500ms` or seconds) or a JSON body `{signal, timeout}`
+/// (`sprites-py`; timeout in seconds). The query wins.
+pub fn parse_kill(raw: Option<&str>, body: KillSessionRequest) -> Result<KillParams, ApiError> {
+    let mut signal = body.signal;
+    let mut grace_ms = body.timeout.map(|secs| secs.saturating_mul(1000));
+    for (k, v) in pairs(raw) {
+        match k.as_str() {
+            "signal" if !v.is_empty() => signal = Some(v),
+            "timeout" if !v.is_empty() => {
+                grace_ms = Some(parse_duration_ms(&v).ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "timeout must be seconds (e.g. 10) or a duration like 10s or 500ms, not {:?}",
+                        truncate(&v)
+                    ))
+                })?);
+            }
+            _ => {}
+        }
+    }
+    let signal = match signal {
+        None => SIGTERM,
+        Some(name) => parse_signal(&name).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "unknown signal {:?}; use a name like SIGTERM, SIGINT, SIGKILL or a number",
+                truncate(&name)
+            ))
+        })?,
+    };
+    let grace_ms = grace_ms.unwrap_or(DEFAULT_KILL_TIMEOUT_SECS * 1000);
+    if grace_ms > MAX_KILL_TIMEOUT_SECS * 1000 {
+        return Err(ApiError::bad_request(format!(
+            "timeout must be at most {MAX_KILL_TIMEOUT_SECS}s"
+        )));
+    }
+    Ok(KillParams {
+        signal,
+        grace: Duration::from_millis(grace_ms),
     })
 }
 
@@ -308,11 +387,14 @@ mod tests {
         .expect("valid");
         assert_eq!(q.cmd, ["sh", "-c", "echo \"hi\""]);
         assert_eq!(q.env, ["A=1", "B=x=y"]);
-        assert!(q.tty && q.stdin);
+        assert!(q.tty && q.stdin == Some(true));
         assert_eq!((q.rows, q.cols), (50, 120));
         assert_eq!(q.max_run_after_disconnect_ms, Some(300_000));
         let d = parse_exec_query(Some("cmd=ls")).expect("valid");
-        assert_eq!((d.tty, d.rows, d.cols, d.dir), (false, 24, 80, None));
+        assert_eq!(
+            (d.tty, d.rows, d.cols, d.dir, d.stdin),
+            (false, 24, 80, None, None)
+        );
     }
 
     #[test]
@@ -380,8 +462,89 @@ mod tests {
     fn signals() {
         assert_eq!(parse_signal("SIGTERM"), Some(15));
         assert_eq!(parse_signal("KILL"), Some(9));
+        assert_eq!(parse_signal("SIGSYS"), Some(31));
         assert_eq!(parse_signal("2"), Some(2));
         assert_eq!(parse_signal("SIGFOO"), None);
         assert_eq!(parse_signal("0"), None);
+        assert_eq!(parse_signal("65"), None);
+        for n in 1..=31 {
+            assert_eq!(parse_signal(&signal_name(n)), Some(n), "{n}");
+        }
+        assert_eq!(signal_name(9), "SIGKILL");
+        assert_eq!(signal_name(40), "SIG40");
+    }
+
+    #[test]
+    fn kill_params_from_the_query_or_the_body() {
+        let body = |signal: Option<&str>, timeout: Option<u64>| KillSessionRequest {
+            signal: signal.map(str::to_string),
+            timeout,
+        };
+        let p = |raw: Option<&str>, b| parse_kill(raw, b).expect("valid");
+        assert_eq!(
+            p(None, body(None, None)),
+            KillParams {
+                signal: 15,
+                grace: Duration::from_secs(10)
+            }
+        );
+        // sprites-py: a JSON body, timeout in seconds.
+        assert_eq!(
+            p(None, body(Some("SIGINT"), Some(5))),
+            KillParams {
+                signal: 2,
+                grace: Duration::from_secs(5)
+            }
+        );
+        // @fly/sprites: the query, and it wins over a body.
+        assert_eq!(
+            p(
+                Some("signal=SIGKILL&timeout=500ms"),
+                body(Some("SIGINT"), Some(5))
+            ),
+            KillParams {
+                signal: 9,
+                grace: Duration::from_millis(500)
+            }
+        );
+        assert_eq!(
+            p(Some("timeout=0s"), body(None, None)).grace,
+            Duration::ZERO
+        );
+        assert_eq!(
+            p(Some("timeout=30"), body(None, None)).grace,
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            p(Some("timeout=300s"), body(None, None)).grace,
+            Duration::from_secs(300)
+        );
+        for (raw, b) in [
+            (Some("signal=SIGNOPE"), body(None, None)),
+            (None, body(Some("NOPE"), None)),
+            (Some("timeout=soon"), body(None, None)),
+            (Some("timeout=301s"), body(None, None)),
+            (None, body(None, Some(301))),
+            (Some("timeout=-1"), body(None, None)),
+        ] {
+            let err = parse_kill(raw, b).expect_err(&format!("{raw:?}"));
+            assert_eq!(err.status(), axum::http::StatusCode::BAD_REQUEST);
+        }
+    }
+
+    #[test]
+    fn watch_query() {
+        assert_eq!(
+            parse_watch_query(Some("prefix=web")).expect("ok"),
+            WatchQuery {
+                prefix: "web".into(),
+                max: None
+            }
+        );
+        assert_eq!(
+            parse_watch_query(Some("max_results=3")).expect("ok").max,
+            Some(3)
+        );
+        assert!(parse_watch_query(Some("max_results=0")).is_err());
     }
 }

@@ -21,7 +21,7 @@ fn print_one(c: &Checkpoint) {
     if let Some(comment) = &c.comment {
         println!("comment:  {comment}");
     }
-    if c.auto {
+    if c.is_automatic() {
         println!("auto:     yes (made before a restore)");
     }
     let stored = if c.in_object_store {
@@ -85,7 +85,7 @@ pub async fn list(ctx: &Context, args: CheckpointListArgs) -> Result<i32> {
             vec![
                 cell(&c.id),
                 cell(&c.create_time),
-                cell(if c.auto { "auto" } else { "" }),
+                cell(if c.is_automatic() { "auto" } else { "" }),
                 cell(c.comment.as_deref().unwrap_or("")),
             ]
         })

@@ -28,8 +28,13 @@ pub fn to_api(c: &CheckpointRow) -> Checkpoint {
         create_time: c.created_at.clone(),
         comment: c.comment.clone(),
         history: c.history.clone(),
+        is_auto: c.auto,
         auto: c.auto,
         in_object_store: c.in_object_store,
+        source_id: c.history.last().cloned(),
+        // A record whose data is gone is dropped when the box is recovered,
+        // so every checkpoint listed can be restored.
+        health: String::new(),
     }
 }
 

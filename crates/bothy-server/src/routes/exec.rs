@@ -1,39 +1,31 @@
 //! `/v1/sprites/{name}/exec`: run a command over a WebSocket, list sessions,
-//! re-attach, kill.
+//! re-attach.
 //!
 //! Everything that can fail is checked before the WebSocket upgrade, so errors
 //! are plain HTTP answers with an error body (the SDK reads them). A command
 //! that cannot be started (not in PATH, bad directory) is different: like ssh or
 //! `docker exec`, the client gets the error on stderr and exit code 127.
 
-use std::time::Duration;
-
-use axum::body::{Body, Bytes};
-use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::rejection::PathRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use axum::Json;
-use bothy_api::{ExecSession, ExecSessionList, KillSessionRequest, StreamMessage};
+use bothy_api::exec::{CAPABILITIES, CAPABILITIES_HEADER};
+use bothy_api::{ExecSession, ExecSessionList};
 use bothy_control::exec::{Input, SessionInfo, SpawnRequest, Spawned};
 use bothy_control::time::rfc3339_ms;
 use bothy_control::{Boxes, Control};
-use tokio::sync::mpsc;
 
-use super::optional_json;
 use super::sprites::sprite_of;
 use crate::auth::Auth;
 use crate::bridge::{bridge, Started};
 use crate::error::{ApiError, ApiResult};
-use crate::params::{parse_attach_size, parse_exec_query, parse_signal};
+use crate::params::{parse_attach_size, parse_exec_query, ExecQuery};
 use crate::Shutdown;
-
-/// Default grace period before SIGKILL in the kill endpoint.
-const DEFAULT_KILL_TIMEOUT_SECS: u64 = 10;
-const MAX_KILL_TIMEOUT_SECS: u64 = 300;
 
 /// Largest client message accepted (a JS SDK stdin write is one message).
 const MAX_CLIENT_MESSAGE: usize = bothy_api::exec::MAX_CLIENT_MESSAGE;
@@ -62,16 +54,7 @@ pub async fn exec_or_list<B: Boxes>(
     };
     let q = parse_exec_query(raw.as_deref())?;
     let command = q.cmd.join(" ");
-    let req = SpawnRequest {
-        cmd: q.cmd,
-        env: q.env,
-        dir: q.dir,
-        tty: q.tty,
-        cols: q.cols,
-        rows: q.rows,
-        max_run_after_disconnect_ms: q.max_run_after_disconnect_ms,
-    };
-    let started = match control.spawn(&row, req).await? {
+    let started = match control.spawn(&row, spawn_request(&q)).await? {
         Spawned::Session(chans) => {
             tracing::info!(box_id = %row.id, session = %chans.info.id, tty = q.tty, "exec started");
             Started::Session(chans)
@@ -85,8 +68,32 @@ pub async fn exec_or_list<B: Boxes>(
             }
         }
     };
-    let stdin = q.stdin;
-    Ok(limit(ws).on_upgrade(move |socket| bridge(socket, started, stdin, shutdown.0)))
+    let stdin = q.stdin.unwrap_or(true);
+    Ok(with_capabilities(limit(ws).on_upgrade(move |socket| {
+        bridge(socket, started, stdin, shutdown.0)
+    })))
+}
+
+/// What the agent is asked to run for an exec query.
+pub fn spawn_request(q: &ExecQuery) -> SpawnRequest {
+    SpawnRequest {
+        cmd: q.cmd.clone(),
+        env: q.env.clone(),
+        dir: q.dir.clone(),
+        tty: q.tty,
+        cols: q.cols,
+        rows: q.rows,
+        max_run_after_disconnect_ms: q.max_run_after_disconnect_ms,
+    }
+}
+
+/// Tells the client which messages beyond the base protocol it may send.
+fn with_capabilities(mut res: Response) -> Response {
+    res.headers_mut().insert(
+        HeaderName::from_static(CAPABILITIES_HEADER),
+        HeaderValue::from_static(CAPABILITIES),
+    );
+    res
 }
 
 /// `GET .../exec/{id}` (upgrade): re-attach to a live session.
@@ -109,8 +116,9 @@ pub async fn attach<B: Boxes>(
         // The re-attaching terminal may differ in size from the one that left.
         let _ = chans.input.send(Input::Resize { cols, rows }).await;
     }
-    Ok(limit(ws)
-        .on_upgrade(move |socket| bridge(socket, Started::Session(chans), true, shutdown.0)))
+    Ok(with_capabilities(limit(ws).on_upgrade(move |socket| {
+        bridge(socket, Started::Session(chans), true, shutdown.0)
+    })))
 }
 
 fn to_exec_session(s: &SessionInfo) -> ExecSession {
@@ -124,112 +132,5 @@ fn to_exec_session(s: &SessionInfo) -> ExecSession {
         is_active: s.attached,
         tty: s.tty,
         exit_code: s.exit_code,
-    }
-}
-
-fn stream_line(kind: &str, data: Option<String>, error: Option<String>) -> Bytes {
-    let msg = StreamMessage {
-        kind: kind.into(),
-        data,
-        error,
-    };
-    let mut line = serde_json::to_vec(&msg).unwrap_or_default();
-    line.push(b'\n');
-    Bytes::from(line)
-}
-
-/// `POST .../exec/{id}/kill`: signal, wait up to `timeout`, then SIGKILL. The
-/// progress is an NDJSON stream.
-pub async fn kill<B: Boxes>(
-    State(control): State<Control<B>>,
-    Auth(caller): Auth,
-    path: Result<Path<(String, String)>, PathRejection>,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult<Response> {
-    let Path((name, id)) = path?;
-    let row = control.sprite(&caller, &name).await?;
-    let req: KillSessionRequest = optional_json(body)?;
-    let signal_name = req.signal.unwrap_or_else(|| "SIGTERM".into());
-    let signal = parse_signal(&signal_name).ok_or_else(|| {
-        ApiError::bad_request(format!(
-            "unknown signal {:?}; use a name like SIGTERM, SIGINT, SIGKILL or a number",
-            signal_name.chars().take(32).collect::<String>()
-        ))
-    })?;
-    let grace = Duration::from_secs(
-        req.timeout
-            .unwrap_or(DEFAULT_KILL_TIMEOUT_SECS)
-            .min(MAX_KILL_TIMEOUT_SECS),
-    );
-    control.session(&row, &id).await?;
-    control.signal_session(&row, &id, signal).await?;
-
-    let (tx, rx) = mpsc::channel::<Bytes>(16);
-    tokio::spawn(async move {
-        let _ = tx
-            .send(stream_line(
-                "info",
-                Some(format!("sent {signal_name} to session {id}")),
-                None,
-            ))
-            .await;
-        let deadline = tokio::time::Instant::now() + grace;
-        let ended = wait_for_exit(&control, &row, &id, deadline).await;
-        if !ended {
-            let msg = match control.signal_session(&row, &id, 9).await {
-                Ok(()) => stream_line(
-                    "info",
-                    Some(format!("still running after {grace:?}; sent SIGKILL")),
-                    None,
-                ),
-                Err(e) => stream_line("error", None, Some(format!("SIGKILL failed: {e}"))),
-            };
-            let _ = tx.send(msg).await;
-        }
-        let _ = tx
-            .send(stream_line(
-                "complete",
-                Some(format!("session {id} killed")),
-                None,
-            ))
-            .await;
-    });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
-    });
-    Ok((
-        [(CONTENT_TYPE, "application/x-ndjson")],
-        Body::from_stream(stream),
-    )
-        .into_response())
-}
-
-/// Waits until the session is gone or has exited, or the deadline passes.
-async fn wait_for_exit<B: Boxes>(
-    control: &Control<B>,
-    row: &bothy_control::SpriteRow,
-    id: &str,
-    deadline: tokio::time::Instant,
-) -> bool {
-    loop {
-        match control.sessions(row).await {
-            Ok(list) => match list.iter().find(|s| s.id == id) {
-                None => return true,
-                Some(s) if s.exit_code.is_some() => return true,
-                Some(_) => {}
-            },
-            Err(e) => tracing::debug!(error = %e, "session list failed while waiting for exit"),
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        // The agent has no exit notification outside a session connection, so
-        // poll the condition until the deadline.
-        tokio::time::sleep_until(
-            (tokio::time::Instant::now() + Duration::from_millis(100)).min(deadline),
-        )
-        .await;
     }
 }

@@ -2,15 +2,20 @@
 
 mod checkpoints;
 mod exec;
+mod exec_http;
+mod kill;
+mod machine;
 
 pub use checkpoints::{checkpoint_lines, listing as checkpoint_listing, restore_lines};
 mod org;
 mod sprites;
 mod sync;
+pub(crate) mod watch;
 
 use std::time::Instant;
 
 use axum::extract::{DefaultBodyLimit, FromRequest, Request};
+use axum::handler::Handler;
 use axum::http::Uri;
 use axum::middleware::{self, Next};
 use axum::response::Response;
@@ -51,12 +56,20 @@ pub fn router<B: Boxes>(control: Control<B>, shutdown: Shutdown) -> Router {
             "/v1/sprites/{name}/checkpoints/{id}/restore",
             post(checkpoints::restore::<B>),
         )
-        .route("/v1/sprites/{name}/exec", get(exec::exec_or_list::<B>))
+        .route(
+            "/v1/sprites/{name}/exec",
+            get(exec::exec_or_list::<B>).post(
+                exec_http::run::<B>.layer(DefaultBodyLimit::max(bothy_api::exec::MAX_HTTP_STDIN)),
+            ),
+        )
         .route("/v1/sprites/{name}/exec/{id}", get(exec::attach::<B>))
-        .route("/v1/sprites/{name}/exec/{id}/kill", post(exec::kill::<B>))
+        .route("/v1/sprites/{name}/exec/{id}/kill", post(kill::kill::<B>))
         .route("/v1/sprites/{name}/sync", post(sync::sprite::<B>))
         .route("/v1/sync", post(sync::all::<B>))
         .route("/v1/drain", post(sync::drain::<B>))
+        .route("/v1/sprites/{name}/restart", post(machine::restart::<B>))
+        .route("/v1/sprites/{name}/check", get(machine::check::<B>))
+        .route("/v1/sprites/{name}/upgrade", post(machine::upgrade::<B>))
         .route("/v1/organization", get(org::organization))
         .route(
             "/v1/organizations/{org}/tokens",

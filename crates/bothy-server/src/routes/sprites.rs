@@ -1,9 +1,11 @@
-//! `/v1/sprites`: create, list, get, update, destroy.
+//! `/v1/sprites`: create, list (or watch), get, update, destroy.
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::StatusCode;
-use axum::Json;
+use axum::http::header::ACCEPT;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use bothy_api::{
     CreateSpriteRequest, Sprite, SpriteConfig, SpriteList, UpdateSpriteRequest, UrlSettings,
 };
@@ -12,7 +14,9 @@ use bothy_control::{Boxes, Control, SpriteRow, SpriteView};
 use super::ApiJson;
 use crate::auth::Auth;
 use crate::error::ApiResult;
-use crate::params::{encode_continuation, parse_list_query};
+use crate::params::{encode_continuation, parse_list_query, parse_watch_query};
+use crate::stream::NDJSON;
+use crate::Shutdown;
 
 pub fn to_sprite(view: &SpriteView) -> Sprite {
     let row = &view.row;
@@ -68,11 +72,19 @@ pub async fn get_one<B: Boxes>(
     Ok(Json(to_sprite(&control.view(row).await)))
 }
 
+/// A page of sprites; with `Accept: application/x-ndjson`, a watch of them
+/// ([`super::watch`]).
 pub async fn list<B: Boxes>(
     State(control): State<Control<B>>,
+    Extension(shutdown): Extension<Shutdown>,
     Auth(caller): Auth,
+    headers: HeaderMap,
     RawQuery(raw): RawQuery,
-) -> ApiResult<Json<SpriteList>> {
+) -> ApiResult<Response> {
+    if wants_ndjson(&headers) {
+        let q = parse_watch_query(raw.as_deref())?;
+        return super::watch::start(control, caller, q, shutdown.0, super::watch::HEARTBEAT).await;
+    }
     let q = parse_list_query(raw.as_deref())?;
     let listing = control.list(&caller, q).await?;
     Ok(Json(SpriteList {
@@ -82,7 +94,16 @@ pub async fn list<B: Boxes>(
         running: listing.running,
         warm: listing.warm,
         cold: listing.cold,
-    }))
+    })
+    .into_response())
+}
+
+fn wants_ndjson(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains(NDJSON))
 }
 
 pub async fn update<B: Boxes>(

@@ -82,6 +82,12 @@ async fn create_list_get_restore_delete() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(v["comment"], "first");
     assert!(v["create_time"].as_str().is_some_and(|t| t.ends_with('Z')));
+    // The fields @fly/sprites reads: made by hand, from no other checkpoint,
+    // restorable.
+    assert_eq!(
+        (&v["is_auto"], &v["source_id"], &v["health"]),
+        (&json!(false), &Value::Null, &json!(""))
+    );
 
     set_disk(&h, "three");
     let (status, v) = h
@@ -113,10 +119,29 @@ async fn create_list_get_restore_delete() {
             None,
         )
         .await;
-    assert_eq!(auto["auto"], true);
+    assert_eq!(
+        (&auto["is_auto"], &auto["auto"]),
+        (&json!(true), &json!(true))
+    );
     // Checkpoints after the restore descend from v1.
     assert_eq!(checkpoint(&h, "dev", None).await, "v4");
     assert_eq!(ids(&h, "dev", "?history=v1").await, ["v4"]);
+    let (_, listed) = h
+        .call(
+            Method::GET,
+            "/v1/sprites/dev/checkpoints",
+            Some(&h.admin),
+            None,
+        )
+        .await;
+    let v4 = listed
+        .as_array()
+        .and_then(|l| l.iter().find(|c| c["id"] == "v4"))
+        .expect("v4 listed");
+    assert_eq!(
+        (&v4["source_id"], &v4["is_auto"], &v4["health"]),
+        (&json!("v1"), &json!(false), &json!(""))
+    );
 
     let (status, _) = h
         .call(
@@ -225,6 +250,7 @@ async fn fork_starts_from_a_checkpoint_of_another_sprite() {
         )
         .await;
     assert_eq!(c["history"], json!(["dev@v1"]));
+    assert_eq!(c["source_id"], "dev@v1");
     for (from, status, code) in [
         (
             json!({"sprite": "dev", "checkpoint": "v7"}),

@@ -448,3 +448,29 @@ async fn a_message_over_the_limit_is_refused_with_a_close() {
     let fake = h.fake.clone();
     wait_until(move || fake.state().detached == 1).await;
 }
+
+#[tokio::test]
+async fn the_upgrade_says_signal_messages_are_understood() {
+    let h = harness().await;
+    h.create("dev").await;
+    let addr = serve(&h).await;
+    for rest in ["exec?cmd=cat", "exec/s1"] {
+        let mut req = format!("ws://{addr}/v1/sprites/dev/{rest}")
+            .into_client_request()
+            .expect("request");
+        req.headers_mut().insert(
+            "authorization",
+            format!("Bearer {}", h.admin).parse().expect("header"),
+        );
+        let (_ws, res) = tokio_tungstenite::connect_async(req)
+            .await
+            .expect("connect");
+        assert_eq!(
+            res.headers()
+                .get("x-sprite-capabilities")
+                .and_then(|v| v.to_str().ok()),
+            Some("signal"),
+            "{rest}"
+        );
+    }
+}

@@ -4,9 +4,13 @@
 
 mod checkpoints;
 mod daemon;
+mod exec_http;
 mod exec_ws;
+mod kill;
+mod machine;
 mod rest;
 mod sdk;
+mod sprite_watch;
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
@@ -22,8 +26,10 @@ struct Harness {
     router: Router,
     fake: FakeBoxes,
     admin: String,
-    /// Kept so the frontends' shutdown signal does not fire.
-    _shutdown: watch::Sender<bool>,
+    /// The frontends' shutdown signal; kept, so that it fires only when a
+    /// test says.
+    shutdown: watch::Sender<bool>,
+    control: Control<FakeBoxes>,
 }
 
 async fn harness() -> Harness {
@@ -37,10 +43,11 @@ async fn harness() -> Harness {
     let (tx, rx) = watch::channel(false);
     let control = Control::new(store, fake.clone());
     Harness {
-        router: crate::routes::router(control, crate::Shutdown(rx)),
+        router: crate::routes::router(control.clone(), crate::Shutdown(rx)),
         fake,
         admin,
-        _shutdown: tx,
+        shutdown: tx,
+        control,
     }
 }
 
@@ -81,6 +88,56 @@ impl Harness {
         (status, v)
     }
 
+    /// A request with the admin token.
+    fn request(&self, method: Method, uri: &str) -> axum::http::request::Builder {
+        Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("authorization", format!("Bearer {}", self.admin))
+    }
+
+    /// Sends `req`; the answer's body is read as the server streams it.
+    async fn open(&self, req: Request<Body>) -> Streamed {
+        let res = self.router.clone().oneshot(req).await.expect("infallible");
+        Streamed {
+            status: res.status(),
+            headers: res.headers().clone(),
+            body: res.into_body().into_data_stream(),
+        }
+    }
+
+    /// A token of another organisation, `acme`.
+    async fn other_org_token(&self) -> String {
+        let (s, v) = self
+            .call(
+                Method::POST,
+                "/v1/organizations/acme/tokens",
+                Some(&self.admin),
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        v["token"].as_str().expect("token").to_string()
+    }
+
+    /// `method /v1/sprites/NAME/{rest}` is 404 for an unknown sprite and 401
+    /// without a token (for sprite `dev`).
+    async fn assert_guarded(&self, method: Method, rest: &str) {
+        let unknown = self
+            .call(
+                method.clone(),
+                &format!("/v1/sprites/ghost/{rest}"),
+                Some(&self.admin),
+                None,
+            )
+            .await;
+        assert_error(&unknown, StatusCode::NOT_FOUND, "not_found");
+        let anonymous = self
+            .call(method, &format!("/v1/sprites/dev/{rest}"), None, None)
+            .await;
+        assert_error(&anonymous, StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+
     async fn create(&self, name: &str) -> (StatusCode, Value) {
         self.call(
             Method::POST,
@@ -111,5 +168,55 @@ async fn wait_until(cond: impl Fn() -> bool) {
             "condition not met within 10 s"
         );
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// An answer whose body is read chunk by chunk, as the server sends it.
+struct Streamed {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: axum::body::BodyDataStream,
+}
+
+impl Streamed {
+    /// The next chunk, `None` at the end; fails the test after 10 s.
+    async fn next(&mut self) -> Option<axum::body::Bytes> {
+        use futures_util::StreamExt;
+        tokio::time::timeout(std::time::Duration::from_secs(10), self.body.next())
+            .await
+            .expect("nothing from the server within 10 s")
+            .map(|chunk| chunk.expect("the body failed"))
+    }
+
+    /// The next chunk as one NDJSON line.
+    async fn next_line(&mut self) -> Option<Value> {
+        let chunk = self.next().await?;
+        assert!(chunk.ends_with(b"\n"), "not one whole line: {chunk:?}");
+        Some(serde_json::from_slice(&chunk).expect("an NDJSON line"))
+    }
+
+    /// Every chunk until the end.
+    async fn chunks(mut self) -> Vec<axum::body::Bytes> {
+        let mut all = Vec::new();
+        while let Some(c) = self.next().await {
+            all.push(c);
+        }
+        all
+    }
+
+    /// Every NDJSON line until the end.
+    async fn lines(mut self) -> Vec<Value> {
+        let mut all = Vec::new();
+        while let Some(l) = self.next_line().await {
+            all.push(l);
+        }
+        all
+    }
+
+    fn content_type(&self) -> &str {
+        self.headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
     }
 }
