@@ -495,6 +495,16 @@ fn gc_frees_chunks_only_when_no_checkpoint_needs_them() {
     );
 
     let v1 = checkpoint(&d, name, Some("holds the data"));
+    // Every chunk of v1 is in the object store after the barrier: what the
+    // collection below must keep.
+    d.cli(&["sync", "-s", name])
+        .run()
+        .assert_success("sync before the collection");
+    let synced = chunk_objects(&d).difference(&baseline).count();
+    assert!(
+        synced >= DATA_CHUNKS,
+        "{synced} objects beyond the baseline after the barrier"
+    );
     d.sh(name, "rm /root/big && sync -f /");
     // A GC run with the data gone from the live disk: a throwaway checkpoint
     // deleted triggers one.
