@@ -210,14 +210,33 @@ impl StorageClient {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner()) = Some(tx);
                 let cfg = cfg.clone();
-                tokio::spawn(async move {
-                    let stop = async move {
-                        let _ = rx.await;
-                    };
-                    if let Err(e) = server::serve(cfg, stop, server::OnStop::AtOnce).await {
-                        tracing::error!(error = %e, "in-process storage server failed");
-                    }
-                });
+                // A thread and runtime of its own: the caller's runtime may
+                // block (a test's current-thread runtime waiting on a
+                // cleanup), and the disks must be served meanwhile.
+                std::thread::Builder::new()
+                    .name("bothy-storage".into())
+                    .spawn(move || {
+                        let rt = match tokio::runtime::Builder::new_multi_thread()
+                            .worker_threads(2)
+                            .enable_all()
+                            .build()
+                        {
+                            Ok(rt) => rt,
+                            Err(e) => {
+                                tracing::error!(error = %e, "cannot start the in-process storage server");
+                                return;
+                            }
+                        };
+                        let stop = async move {
+                            let _ = rx.await;
+                        };
+                        if let Err(e) = rt.block_on(server::serve(cfg, stop, server::OnStop::AtOnce)) {
+                            tracing::error!(error = %e, "in-process storage server failed");
+                        }
+                    })
+                    .map_err(|e| {
+                        RuntimeError::Failed(format!("cannot start the storage thread: {e}"))
+                    })?;
                 None
             }
         };
