@@ -97,6 +97,8 @@ pub trait Boxes: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), BoxError>> + Send;
     fn start(&self, spec: &BoxSpec) -> impl Future<Output = Result<(), BoxError>> + Send;
     fn stop(&self, id: &str) -> impl Future<Output = Result<(), BoxError>> + Send;
+    /// Stops the box and boots it again on its disk as it is.
+    fn restart(&self, spec: &BoxSpec) -> impl Future<Output = Result<(), BoxError>> + Send;
     fn destroy(&self, id: &str) -> impl Future<Output = Result<(), BoxError>> + Send;
     fn is_running(&self, id: &str) -> impl Future<Output = Result<bool, BoxError>> + Send;
     /// Answers once the box's agent does: the box runs and can take commands.
@@ -180,6 +182,9 @@ impl Boxes for RealBoxes {
     }
     async fn stop(&self, id: &str) -> Result<(), BoxError> {
         Ok(self.runtime.stop(id).await?)
+    }
+    async fn restart(&self, spec: &BoxSpec) -> Result<(), BoxError> {
+        Ok(self.runtime.restart(spec).await?)
     }
     async fn destroy(&self, id: &str) -> Result<(), BoxError> {
         Ok(self.runtime.destroy(id).await?)

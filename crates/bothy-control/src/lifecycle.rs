@@ -434,26 +434,24 @@ impl<B: Boxes> Control<B> {
         let row = row.clone();
         self.to_completion(&row.id.clone(), "restart", move |control| async move {
             control.still_ready(&row).await?;
-            bounded(
-                STOP_TIMEOUT,
-                "stopping the box",
-                control.inner.boxes.stop(&row.id),
+            let restarted = bounded(
+                STOP_TIMEOUT + START_TIMEOUT,
+                "restarting the box",
+                control.inner.boxes.restart(&spec_of(&row)),
             )
-            .await
-            .map_err(|e| match ControlError::from(e) {
+            .await;
+            control.emit(EventKind::Stopped, &row);
+            restarted.map_err(|e| match ControlError::from(e) {
                 ControlError::Busy(m) => ControlError::Busy(m),
                 other => ControlError::Unavailable(format!(
-                    "could not stop sprite {:?} to restart it: {other}; retry the restart",
+                    "could not restart sprite {:?}: {other}; the next exec starts it again",
                     row.name
                 )),
             })?;
-            control.emit(EventKind::Stopped, &row);
-            control.start_locked(&row).await.map_err(|reason| {
-                ControlError::Unavailable(format!(
-                    "sprite {:?} stopped but did not start again: {reason}; the next exec retries the start",
-                    row.name
-                ))
-            })?;
+            if let Err(e) = control.store().mark_running(row.id.clone(), now()).await {
+                tracing::warn!(box_id = %row.id, error = %e, "could not record last_running_at");
+            }
+            control.emit(EventKind::Ready, &row);
             tracing::info!(box_id = %row.id, name = %row.name, "sprite restarted");
             Ok(())
         })

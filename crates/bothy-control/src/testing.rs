@@ -106,6 +106,10 @@ impl Boxes for FakeBoxes {
         s.stops.push(id.to_string());
         Ok(())
     }
+    async fn restart(&self, spec: &BoxSpec) -> Result<(), BoxError> {
+        self.stop(&spec.id).await?;
+        self.start(spec).await
+    }
     async fn destroy(&self, id: &str) -> Result<(), BoxError> {
         let mut s = self.state();
         s.running.remove(id);

@@ -429,6 +429,16 @@ impl Runtime {
         Ok(())
     }
 
+    /// Stops the box and boots it again on its disk as it is (nothing is
+    /// shipped to the object store on the way: a restart should be quick).
+    pub async fn restart(&self, spec: &BoxSpec) -> Result<(), RuntimeError> {
+        check_spec(spec)?;
+        let lock = self.lock(&spec.id);
+        let _guard = lock.lock().await;
+        self.stop_unlocked(&spec.id, false).await?;
+        self.boot(spec).await
+    }
+
     /// Stops the box and makes its disk whole in the object store.
     pub async fn stop(&self, id: &str) -> Result<(), RuntimeError> {
         check_name("box id", id, 32)?;
