@@ -10,6 +10,7 @@
 use std::ffi::OsString;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -47,6 +48,8 @@ pub struct StorageClient {
     starting: tokio::sync::Mutex<()>,
     /// Stops an in-process server when the client goes.
     in_process_stop: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    /// The pid of a storage process asked to exit: its end is no death.
+    released: std::sync::atomic::AtomicI32,
 }
 
 impl StorageClient {
@@ -57,6 +60,7 @@ impl StorageClient {
             peer: std::sync::Mutex::new(None),
             starting: tokio::sync::Mutex::new(()),
             in_process_stop: std::sync::Mutex::new(None),
+            released: std::sync::atomic::AtomicI32::new(0),
         }
     }
 
@@ -84,15 +88,22 @@ impl StorageClient {
         }
     }
 
-    /// Completes when the storage process last talked to exits. Waits for
+    /// Completes when the storage process last talked to dies: exits
+    /// without having been asked to ([`StorageClient::shutdown`]). Waits for
     /// one to be known first (in-process servers never end this way).
     pub async fn gone(&self) {
         loop {
             let watched = {
                 let peer = self.peer();
-                peer.as_ref()
-                    .and_then(|p| p.pidfd.as_ref())
-                    .and_then(|fd| fd.try_clone().ok())
+                peer.as_ref().and_then(|p| {
+                    let fd = p.pidfd.as_ref()?.try_clone().ok()?;
+                    Some((p.hello.pid, fd))
+                })
+            };
+            let watched = match watched {
+                Some((pid, _)) if pid == self.released.load(Ordering::SeqCst) => None,
+                Some((_, fd)) => Some(fd),
+                None => None,
             };
             match watched {
                 Some(fd) => {
@@ -108,7 +119,10 @@ impl StorageClient {
                         Ok(fd) => {
                             // A pidfd turns readable when its process exits.
                             let _ = fd.readable().await;
-                            return;
+                            let pid = self.peer().as_ref().map(|p| p.hello.pid);
+                            if pid.is_none_or(|p| p != self.released.load(Ordering::SeqCst)) {
+                                return;
+                            }
                         }
                         Err(e) => {
                             tracing::debug!(error = %e, "cannot watch the storage process");
@@ -269,10 +283,17 @@ impl StorageClient {
     /// and waits until it has.
     pub async fn shutdown(&self) -> Result<(), RuntimeError> {
         let pid = self.live_pid();
+        if let Some(p) = pid {
+            self.released.store(p, Ordering::SeqCst);
+        }
         match self.call_once::<()>(&Request::Shutdown).await {
             Ok(()) => {}
             Err(RuntimeError::Unavailable(_)) => return Ok(()),
-            Err(e) => return Err(e),
+            Err(e) => {
+                // It refused (disks in use) and serves on: its death is one.
+                self.released.store(0, Ordering::SeqCst);
+                return Err(e);
+            }
         }
         let deadline = tokio::time::Instant::now() + START_PATIENCE;
         while pid.is_some() && self.live_pid().is_some() {
