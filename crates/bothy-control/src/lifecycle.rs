@@ -388,24 +388,12 @@ impl<B: Boxes> Control<B> {
 
     async fn wake(&self, row: &SpriteRow) -> ControlResult<()> {
         // Cheap path first: a running box needs no lock.
-        if let Ok(true) = bounded(
-            STATUS_TIMEOUT,
-            "status check",
-            self.inner.boxes.is_running(&row.id),
-        )
-        .await
-        {
+        if self.status_of(&row.id).await == SpriteStatus::Running {
             return Ok(());
         }
         let _guard = self.inner.locks.lock(&row.id, "waking the sprite").await?;
         self.still_ready(row).await?;
-        if let Ok(true) = bounded(
-            STATUS_TIMEOUT,
-            "status check",
-            self.inner.boxes.is_running(&row.id),
-        )
-        .await
-        {
+        if self.status_of(&row.id).await == SpriteStatus::Running {
             return Ok(());
         }
         self.start_locked(row).await.map_err(|reason| {

@@ -608,6 +608,27 @@ impl Runtime {
     }
 }
 
+/// Completes at the first SIGTERM or SIGINT (what stops the daemon and the
+/// storage process). Without signal handlers it never completes.
+pub async fn termination() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            tracing::error!("cannot install signal handlers; stop this process with SIGKILL");
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
 /// The object store a daemon with data dir `data_dir` uses: `flag`, or a
 /// directory in the data dir.
 pub fn object_store_url(data_dir: &Path, flag: Option<&str>) -> String {

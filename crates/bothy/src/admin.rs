@@ -50,7 +50,7 @@ async fn run_daemon(
         .map_err(|e| e.to_string())?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     eprintln!("bothy daemon listening on http://{addr}");
-    let served = bothy_server::serve(control.clone(), listener, wait_for_signal()).await;
+    let served = bothy_server::serve(control.clone(), listener, bothy_runtime::termination()).await;
     if stop_boxes {
         tracing::info!("stopping every box (--stop-boxes)");
     } else {
@@ -59,25 +59,6 @@ async fn run_daemon(
     control.shutdown(stop_boxes).await;
     tracing::info!("stopped");
     served.map_err(|e| e.to_string())
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => {
-            tracing::error!("cannot install signal handlers; stop the daemon with SIGKILL");
-            std::future::pending::<()>().await;
-        }
-    }
 }
 
 /// `bothy storage-server`: serves every box's disk for one data dir.

@@ -6,24 +6,13 @@
 
 mod common;
 
-use std::process::Child;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use common::cli::wait_with_deadline;
+use common::cli::{wait_with_deadline, Reaped};
 use common::storage::{self, checkpoints, ids, now_ms, wait_booted_since, Crash};
 use common::{wait_until, Daemon};
-
-/// A CLI process a test started, killed and reaped however the test ends.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Tells a loop in another thread to stop, when dropped.
 struct StopOnDrop<'a>(&'a AtomicBool);

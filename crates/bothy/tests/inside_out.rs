@@ -8,6 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use common::cli::Reaped;
 use common::storage::{self, box_id, Crash};
 use common::{wait_until, Daemon};
 
@@ -45,16 +46,6 @@ fn wait_for_lines(path: &Path, from: usize, more: usize, why: &str) -> usize {
             Err(format!("{n} lines"))
         }
     })
-}
-
-/// A client process a test started, killed and reaped however the test ends.
-struct Reaped(std::process::Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Starts the writer in a session that outlives its client; returns the

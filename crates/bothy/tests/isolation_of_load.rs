@@ -5,22 +5,12 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::Child;
 use std::time::Duration;
 
 use bothy_store::testing::S3Server;
+use common::cli::Reaped;
 use common::slow_proxy::SlowProxy;
 use common::{wait_until, Daemon};
-
-/// A CLI process a test started, killed and reaped however the test ends.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[test]
 fn a_slow_barrier_of_one_box_does_not_stall_the_others() {

@@ -6,22 +6,14 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
+use common::cli::Reaped;
 use common::{storage, Daemon};
 
 /// A CPU burner, killed and reaped however the test ends.
-struct Burner(Child);
-
-impl Drop for Burner {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn burn() -> Burner {
-    Burner(
+fn burn() -> Reaped {
+    Reaped(
         Command::new("sh")
             .args(["-c", "while :; do :; done"])
             .stdin(Stdio::null())
@@ -36,7 +28,7 @@ fn burn() -> Burner {
 fn create_checkpoint_restore_destroy_rounds_on_a_busy_host() {
     let d = Daemon::start();
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let _burners: Vec<Burner> = (0..cores).map(|_| burn()).collect();
+    let _burners: Vec<Reaped> = (0..cores).map(|_| burn()).collect();
     for round in 0..8 {
         let name = format!("busy{round}");
         d.create(&name);

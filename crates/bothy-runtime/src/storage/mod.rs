@@ -30,22 +30,5 @@ pub fn run_process(cfg: ServerConfig) -> Result<(), crate::RuntimeError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    rt.block_on(server::serve(cfg, termination(), OnStop::WhenIdle))
-}
-
-/// Completes at the first SIGTERM or SIGINT.
-async fn termination() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => std::future::pending::<()>().await,
-    }
+    rt.block_on(server::serve(cfg, crate::termination(), OnStop::WhenIdle))
 }
