@@ -129,8 +129,13 @@ pub async fn serve(
     tracing::info!("storage process exiting");
     // Closing the storage joins its uploader: off the async threads.
     let stack = Arc::clone(&server.stack);
+    let mount_root = stack.mount_root().to_path_buf();
     drop(server);
     let _ = tokio::task::spawn_blocking(move || drop(stack)).await;
+    // The instance's mount dirs go with their last disk (fails harmlessly
+    // while anything is left in them).
+    let _ = std::fs::remove_dir(mount_root.join("fuse"));
+    let _ = std::fs::remove_dir(&mount_root);
     Ok(())
 }
 

@@ -93,6 +93,11 @@ impl Stack {
         }
     }
 
+    /// `/run/bothy/<instance>`.
+    pub fn mount_root(&self) -> &Path {
+        &self.mount_root
+    }
+
     pub fn mount_point(&self, id: &str) -> PathBuf {
         self.mount_root.join(id)
     }
