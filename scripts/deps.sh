@@ -4,7 +4,7 @@
 set -euo pipefail
 
 PACKAGES=(
-  crun passt mmdebstrap e2fsprogs fuse3 uidmap iproute2 util-linux procps
+  crun passt nftables mmdebstrap e2fsprogs fuse3 uidmap iproute2 util-linux procps
   python3 python3-venv curl ca-certificates build-essential pkg-config
 )
 

@@ -36,6 +36,10 @@ pub struct SpriteConfig {
     /// Disk size in GiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_gb: Option<u64>,
+    /// bothy extension: containers inside the box (user namespaces and
+    /// mounts in them). Off by default; README explains the risk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nesting: Option<bool>,
 }
 
 /// Who may reach a bothy's URL.

@@ -164,6 +164,11 @@ pub struct CreateArgs {
     /// Disk size in GiB
     #[arg(long, value_name = "GIB")]
     pub storage_gb: Option<u64>,
+    /// Allow containers inside the bothy (user namespaces and mounts in
+    /// them). Widens the kernel surface the bothy's code can reach: use it for
+    /// bothies that need podman, docker or bwrap inside
+    #[arg(long)]
+    pub nesting: bool,
     /// Fork: start the new bothy's disk as a checkpoint of another, NAME@vN
     #[arg(long, value_name = "NAME@vN")]
     pub from: Option<String>,

@@ -101,6 +101,7 @@ pub fn spec_of(row: &SpriteRow) -> BoxSpec {
         ram_mb: row.ram_mb,
         cpus: row.cpus,
         storage_gb: row.storage_gb,
+        nesting: row.nesting,
     }
 }
 

@@ -137,6 +137,7 @@ pub fn new_row(
         created_at: now.clone(),
         updated_at: now,
         last_running_at: None,
+        nesting: config.nesting.unwrap_or(false),
     })
 }
 

@@ -91,6 +91,7 @@ fn row(id: &str, name: &str, state: RowState) -> SpriteRow {
         created_at: "2026-01-01T00:00:00Z".into(),
         updated_at: "2026-01-01T00:00:00Z".into(),
         last_running_at: None,
+        nesting: false,
     }
 }
 

@@ -21,6 +21,14 @@ pub(crate) const PASTA: Tool = Tool {
     name: "pasta",
     package: "passt",
 };
+pub(crate) const NFT: Tool = Tool {
+    name: "nft",
+    package: "nftables",
+};
+pub(crate) const NSENTER: Tool = Tool {
+    name: "nsenter",
+    package: "util-linux",
+};
 pub(crate) const LOSETUP: Tool = Tool {
     name: "losetup",
     package: "mount",

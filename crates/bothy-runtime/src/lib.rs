@@ -56,12 +56,14 @@ pub mod storage;
 
 mod crun;
 mod dirs;
+mod egress;
 mod etc;
 mod fsutil;
 mod host;
 mod inits;
 mod network;
 mod oci;
+mod seccomp;
 mod validate;
 
 use std::collections::HashMap;
@@ -158,6 +160,9 @@ pub struct BoxSpec {
     pub ram_mb: u64,
     pub cpus: u32,
     pub storage_gb: u64,
+    /// Containers inside: the box may make user namespaces and mount in them
+    /// (see the seccomp module for what that costs).
+    pub nesting: bool,
 }
 
 pub struct Runtime {
@@ -184,6 +189,8 @@ impl Runtime {
         host::require(&[
             host::CRUN,
             host::PASTA,
+            host::NFT,
+            host::NSENTER,
             host::LOSETUP,
             host::MOUNT,
             host::RESIZE2FS,
@@ -339,6 +346,9 @@ impl Runtime {
                     self.crun.resume(&cid).await?;
                 }
                 if self.agent_socket(id).exists() {
+                    // Boxes booted by an older build may lack the filter;
+                    // loading it again is one idempotent transaction.
+                    egress::install(state.pid).await?;
                     if pasta.running_pid(Some(state.pid)).is_none() {
                         pasta.start(state.pid).await?;
                     }

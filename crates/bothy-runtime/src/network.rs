@@ -2,7 +2,8 @@
 //! pasta (user-mode TCP/UDP forwarding, Debian package `passt`).
 //!
 //! pasta copies the host's address and default route into the namespace, so
-//! the box has egress and nothing else:
+//! the box has egress and nothing else (the egress module's filter keeps the
+//! host's own addresses, its networks and private ranges out of reach):
 //! - no port forwarding in either direction (`-t/-u/-T/-U none`): nothing in
 //!   the box is published on the host, and the box cannot reach ports bound
 //!   to the host's loopback;
@@ -21,8 +22,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::host;
 use crate::RuntimeError;
+use crate::{egress, host};
 
 /// The nameserver address a box uses; answered by pasta.
 pub(crate) const DNS_ADDR: &str = "169.254.0.53";
@@ -60,6 +61,8 @@ impl Pasta {
     }
 
     async fn try_start(&self, pid: i32) -> Result<(), RuntimeError> {
+        // The filter first: the namespace has no route out until pasta runs.
+        egress::install(pid).await?;
         host::run(
             host::command(&host::PASTA)
                 .args(["--config-net", "--quiet", "--netns-only", "--runas", "0"])

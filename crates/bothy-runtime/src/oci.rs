@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use bothy_api::inbox;
 
-use crate::{BoxSpec, ID_RANGE, UID_SHIFT};
+use crate::{seccomp, BoxSpec, ID_RANGE, UID_SHIFT};
 
 /// The fd on which pid 1 finds the agent's listening socket.
 pub(crate) const AGENT_FD: i32 = 3;
@@ -34,36 +34,6 @@ const CAPABILITIES: &[&str] = &[
     "CAP_AUDIT_WRITE",
     "CAP_SETFCAP",
     "CAP_SYS_PTRACE",
-];
-
-/// Syscalls a box never needs and that expose large kernel attack surface or
-/// host-wide state. They fail with EPERM (not a kill) so tools degrade
-/// gracefully. reboot stays allowed: in a pid namespace it only ends the box.
-/// io_uring is denied as Docker does: most kernel exploits of recent years
-/// went through it.
-const DENIED_SYSCALLS: &[&str] = &[
-    "kexec_load",
-    "kexec_file_load",
-    "init_module",
-    "finit_module",
-    "delete_module",
-    "open_by_handle_at",
-    "bpf",
-    "perf_event_open",
-    "userfaultfd",
-    "keyctl",
-    "add_key",
-    "request_key",
-    "acct",
-    "swapon",
-    "swapoff",
-    "io_uring_setup",
-    "io_uring_enter",
-    "io_uring_register",
-    "uselib",
-    "lookup_dcookie",
-    "quotactl",
-    "syslog",
 ];
 
 /// How pid 1 of a box is started.
@@ -165,7 +135,7 @@ pub(crate) fn config(
                 "pids": { "limit": PIDS_LIMIT },
             },
             "rootfsPropagation": "private",
-            "seccomp": seccomp(),
+            "seccomp": seccomp::profile(spec.nesting),
             "maskedPaths": [
                 "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
                 "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
@@ -176,19 +146,6 @@ pub(crate) fn config(
                 "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
             ],
         },
-    })
-}
-
-fn seccomp() -> Value {
-    json!({
-        "defaultAction": "SCMP_ACT_ALLOW",
-        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32",
-                          "SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"],
-        "syscalls": [{
-            "names": DENIED_SYSCALLS,
-            "action": "SCMP_ACT_ERRNO",
-            "errnoRet": libc::EPERM,
-        }],
     })
 }
 
@@ -203,6 +160,7 @@ mod tests {
             ram_mb: 512,
             cpus: 2,
             storage_gb: 100,
+            nesting: false,
         }
     }
 

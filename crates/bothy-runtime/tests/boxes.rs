@@ -88,6 +88,7 @@ fn spec(id: &str, hostname: &str) -> BoxSpec {
         ram_mb: 256,
         cpus: 1,
         storage_gb: 100,
+        nesting: false,
     }
 }
 

@@ -48,6 +48,7 @@ fn out_of_range_config_is_400() {
         json!({"ram_mb": 1}),
         json!({"cpus": 0}),
         json!({"storage_gb": 100000}),
+        json!({"nesting": "yes"}),
     ] {
         let r = changes_nothing(d, || {
             d.api_json(

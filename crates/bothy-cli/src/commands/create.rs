@@ -11,13 +11,15 @@ pub async fn run(ctx: &Context, args: CreateArgs) -> Result<i32> {
     // Checked here too so a typo gets its answer without a round trip.
     validate_sprite_name(&args.name).map_err(|e| anyhow::anyhow!("invalid bothy name: {e}"))?;
     let client = ctx.client()?;
-    let config = (args.ram_mb.is_some() || args.cpus.is_some() || args.storage_gb.is_some())
-        .then_some(SpriteConfig {
-            ram_mb: args.ram_mb,
-            cpus: args.cpus,
-            storage_gb: args.storage_gb,
-            region: None,
-        });
+    let config =
+        (args.ram_mb.is_some() || args.cpus.is_some() || args.storage_gb.is_some() || args.nesting)
+            .then_some(SpriteConfig {
+                ram_mb: args.ram_mb,
+                cpus: args.cpus,
+                storage_gb: args.storage_gb,
+                region: None,
+                nesting: args.nesting.then_some(true),
+            });
     let from_checkpoint = match &args.from {
         Some(from) => Some(parse_fork_source(from)?),
         None => None,

@@ -195,6 +195,7 @@ mod tests {
             created_at: "t".into(),
             updated_at: "t".into(),
             last_running_at: None,
+            nesting: false,
         })
         .await
         .expect("insert");

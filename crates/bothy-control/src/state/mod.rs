@@ -76,6 +76,8 @@ pub struct SpriteRow {
     pub created_at: String,
     pub updated_at: String,
     pub last_running_at: Option<String>,
+    /// Containers inside the box allowed (user namespaces and mounts).
+    pub nesting: bool,
 }
 
 /// Who a token belongs to.
@@ -91,7 +93,7 @@ pub struct Store {
 }
 
 const SPRITE_COLUMNS: &str = "id, org, name, ram_mb, cpus, storage_gb, url_auth, \
-     url_private_access, labels, state, created_at, updated_at, last_running_at";
+     url_private_access, labels, state, created_at, updated_at, last_running_at, nesting";
 
 impl Store {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
@@ -134,6 +136,7 @@ impl Store {
                  created_at TEXT NOT NULL,
                  updated_at TEXT NOT NULL,
                  last_running_at TEXT,
+                 nesting INTEGER NOT NULL DEFAULT 0,
                  UNIQUE (org, name));
              CREATE TABLE IF NOT EXISTS checkpoints (
                  sprite_id TEXT NOT NULL REFERENCES sprites(id) ON DELETE CASCADE,
@@ -149,6 +152,7 @@ impl Store {
                  next_seq INTEGER NOT NULL,
                  history TEXT NOT NULL);",
         )?;
+        add_missing_columns(&conn)?;
         let version: Option<i64> = conn
             .query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))
             .optional()?
@@ -290,7 +294,7 @@ impl Store {
         self.run(move |c| {
             let labels = labels_json(&row.labels)?;
             let res = c.execute(
-                &format!("INSERT INTO sprites ({SPRITE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
+                &format!("INSERT INTO sprites ({SPRITE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"),
                 params![
                     row.id,
                     row.org,
@@ -305,6 +309,7 @@ impl Store {
                     row.created_at,
                     row.updated_at,
                     row.last_running_at,
+                    row.nesting,
                 ],
             );
             match res {
@@ -493,7 +498,27 @@ fn sprite_from_row(r: &Row<'_>) -> Result<SpriteRow, StoreError> {
         created_at: r.get(10)?,
         updated_at: r.get(11)?,
         last_running_at: r.get(12)?,
+        nesting: r.get(13)?,
     })
+}
+
+/// Columns added after a table was first made: a database written by an
+/// older bothy gets them, with their defaults, when it is opened.
+const ADDED_COLUMNS: &[(&str, &str, &str)] =
+    &[("sprites", "nesting", "nesting INTEGER NOT NULL DEFAULT 0")];
+
+fn add_missing_columns(conn: &Connection) -> Result<(), StoreError> {
+    for (table, column, definition) in ADDED_COLUMNS {
+        let present: bool = conn.query_row(
+            "SELECT COUNT(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
+            params![table, column],
+            |r| r.get(0),
+        )?;
+        if !present {
+            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {definition}"))?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -515,6 +540,58 @@ mod tests {
             created_at: "t".into(),
             updated_at: "t".into(),
             last_running_at: None,
+            nesting: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_database_of_an_older_bothy_gets_the_new_columns() {
+        let path = std::env::temp_dir().join(format!(
+            "bothy-state-migration-{}-{}.db",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        {
+            let old = Connection::open(&path).expect("old db");
+            old.execute_batch(
+                "CREATE TABLE schema_version (version INTEGER NOT NULL);
+                 INSERT INTO schema_version VALUES (1);
+                 CREATE TABLE orgs (name TEXT PRIMARY KEY, created TEXT NOT NULL);
+                 INSERT INTO orgs VALUES ('default', 't');
+                 CREATE TABLE sprites (
+                     id TEXT PRIMARY KEY, org TEXT NOT NULL REFERENCES orgs(name),
+                     name TEXT NOT NULL, ram_mb INTEGER NOT NULL, cpus INTEGER NOT NULL,
+                     storage_gb INTEGER NOT NULL, url_auth TEXT NOT NULL,
+                     url_private_access TEXT, labels TEXT NOT NULL, state TEXT NOT NULL,
+                     created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+                     last_running_at TEXT, UNIQUE (org, name));
+                 INSERT INTO sprites VALUES ('b1', 'default', 'old', 512, 1, 1, 'sprite',
+                     NULL, '[]', 'ready', 't', 't', NULL);",
+            )
+            .expect("old schema");
+        }
+        let s = Store::open(&path).expect("open an older database");
+        let old = s
+            .sprite_by_id("b1".into())
+            .await
+            .expect("read")
+            .expect("row");
+        assert_eq!(old.name, "old");
+        assert!(!old.nesting, "boxes made before nesting existed have none");
+        let mut new = row("b2", "new");
+        new.nesting = true;
+        s.insert_sprite(new).await.expect("insert");
+        let new = s
+            .sprite_by_id("b2".into())
+            .await
+            .expect("read")
+            .expect("row");
+        assert!(new.nesting);
+        drop(s);
+        // Opening again changes nothing more.
+        Store::open(&path).expect("reopen");
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
         }
     }
 

@@ -30,6 +30,7 @@ pub fn to_sprite(view: &SpriteView) -> Sprite {
             cpus: Some(row.cpus),
             region: Some("local".into()),
             storage_gb: Some(row.storage_gb),
+            nesting: row.nesting.then_some(true),
         },
         url_settings: UrlSettings {
             auth: Some(row.url_auth.clone()),
