@@ -12,10 +12,13 @@
 //!   first nameserver, so it works even when the host's resolver is on its
 //!   loopback (systemd-resolved, dnsmasq).
 //!
-//! pasta runs as uid 0 (`--runas 0`): as `nobody` it could not open the
-//! box's network namespace. It confines itself right after setup (drops all
-//! capabilities, installs a seccomp filter, moves into an empty mount
-//! namespace), which is what makes that acceptable.
+//! pasta parses frames the box crafts, so it holds nothing of the host: it
+//! joins the box's user namespace (`--userns`) before it opens the box's
+//! network namespace, so whatever capabilities it keeps are the box's own,
+//! never the host's; then it confines itself (drops capabilities, installs a
+//! seccomp filter, moves into an empty mount namespace). It starts as uid 0
+//! (`--runas 0`) only because joining the box's user namespace needs the
+//! namespace owner's rights.
 //!
 //! pasta does not exit when the namespace's processes die; its pid file lets
 //! stop() end it.
@@ -65,7 +68,9 @@ impl Pasta {
         egress::install(pid).await?;
         host::run(
             host::command(&host::PASTA)
-                .args(["--config-net", "--quiet", "--netns-only", "--runas", "0"])
+                .args(["--config-net", "--quiet", "--runas", "0"])
+                .arg("--userns")
+                .arg(format!("/proc/{pid}/ns/user"))
                 .arg("--netns")
                 .arg(netns_path(pid))
                 .args(["-t", "none", "-u", "none", "-T", "none", "-U", "none"])

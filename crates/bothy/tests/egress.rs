@@ -179,3 +179,40 @@ fn box_init_pid(name: &str) -> Option<u32> {
     }
     None
 }
+
+#[test]
+fn pasta_holds_no_host_privilege() {
+    let d = daemon();
+    let init = box_init_pid(BOX).expect("the box's init on the host");
+    let netns = format!("/proc/{init}/ns/net");
+    let pasta = std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+        .find(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            args.first().is_some_and(|a| a.ends_with("pasta")) && args.contains(&netns)
+        })
+        .expect("the box's pasta");
+    let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/user")).expect("ns/user");
+    assert_eq!(
+        ns(&pasta.to_string()),
+        ns(&init.to_string()),
+        "pasta lives in the box's user namespace"
+    );
+    assert_ne!(
+        ns(&pasta.to_string()),
+        ns("self"),
+        "pasta has no place in the host's user namespace"
+    );
+    let status = std::fs::read_to_string(format!("/proc/{pasta}/status")).expect("status");
+    assert!(
+        status.lines().any(|l| l == "NoNewPrivs:\t1"),
+        "pasta cannot regain privileges: {status}"
+    );
+    let _ = d;
+}
