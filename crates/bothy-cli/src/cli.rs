@@ -349,6 +349,25 @@ pub struct DaemonArgs {
     /// or an upgrade of the daemon, and the next daemon adopts them.
     #[arg(long)]
     pub stop_boxes: bool,
+    /// How far the memory limits of all bothies together may exceed the
+    /// host's RAM (limits are ceilings, not reservations). A create that
+    /// would pass it is refused with 503 until a bothy is destroyed
+    /// [default: 4]
+    #[arg(long, value_name = "FACTOR", value_parser = parse_overcommit)]
+    pub ram_overcommit: Option<f64>,
+    /// How far the CPU limits of all bothies together may exceed the host's
+    /// CPUs [default: 32]
+    #[arg(long, value_name = "FACTOR", value_parser = parse_overcommit)]
+    pub cpu_overcommit: Option<f64>,
+}
+
+fn parse_overcommit(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if f.is_finite() && f > 0.0 && f <= 1000.0 => Ok(f),
+        _ => Err(format!(
+            "{s:?} is not an overcommit factor: a number above 0 and at most 1000, e.g. 1.5"
+        )),
+    }
 }
 
 #[derive(Debug, Args)]

@@ -21,6 +21,7 @@
 //! drives the runtime and the in-box agent; [`testing`] has an in-memory fake
 //! (feature `testing`) so the control logic is tested without root.
 
+pub mod admission;
 mod boxes;
 mod checkpoints;
 mod daemon;
@@ -75,6 +76,10 @@ struct Inner<B> {
     jobs: jobs::Jobs,
     /// Flips to true once at shutdown: background jobs end.
     shutdown: watch::Sender<bool>,
+    admission: std::sync::Mutex<admission::Admission>,
+    /// Held from an admission check to the insert of the row it admitted,
+    /// so two creates cannot both take the host's last room.
+    admitting: tokio::sync::Mutex<()>,
     /// The data dir's daemon lock, held as long as this control layer.
     _lock: Option<nix::fcntl::Flock<std::fs::File>>,
 }
@@ -98,8 +103,27 @@ impl<B: Boxes> Control<B> {
                 jobs: jobs::Jobs::default(),
                 shutdown,
                 _lock: lock,
+                admission: std::sync::Mutex::new(admission::Admission::default()),
+                admitting: tokio::sync::Mutex::new(()),
             }),
         }
+    }
+
+    /// Sets the host capacity and overcommit new boxes are admitted against.
+    pub fn set_admission(&self, admission: admission::Admission) {
+        *self
+            .inner
+            .admission
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = admission;
+    }
+
+    fn admission(&self) -> admission::Admission {
+        *self
+            .inner
+            .admission
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn store(&self) -> &Store {

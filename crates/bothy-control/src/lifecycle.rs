@@ -224,7 +224,12 @@ impl<B: Boxes> Control<B> {
             Some(from) => Some(self.fork_source(caller, from).await?),
             None => None,
         };
-        match self.store().insert_sprite(row.clone()).await {
+        let admitting = self.inner.admitting.lock().await;
+        let existing = self.store().all_sprites().await?;
+        self.admission().check(&row, &existing)?;
+        let inserted = self.store().insert_sprite(row.clone()).await;
+        drop(admitting);
+        match inserted {
             Ok(()) => {}
             Err(StoreError::Conflict) => {
                 return Err(ControlError::Conflict(format!(

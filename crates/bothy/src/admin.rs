@@ -29,7 +29,14 @@ pub fn daemon(args: DaemonArgs) -> i32 {
         Ok(rt) => rt,
         Err(e) => return fail(format!("cannot start the async runtime: {e}")),
     };
-    match runtime.block_on(run_daemon(config, args.listen, args.stop_boxes)) {
+    let mut admission = bothy_control::admission::Admission::default();
+    if let Some(f) = args.ram_overcommit {
+        admission.ram_overcommit = f;
+    }
+    if let Some(f) = args.cpu_overcommit {
+        admission.cpu_overcommit = f;
+    }
+    match runtime.block_on(run_daemon(config, admission, args.listen, args.stop_boxes)) {
         Ok(()) => 0,
         Err(e) => fail(e),
     }
@@ -39,12 +46,14 @@ pub fn daemon(args: DaemonArgs) -> i32 {
 /// close first, then control ends its jobs (and stops the boxes if asked).
 async fn run_daemon(
     config: bothy_control::ControlConfig,
+    admission: bothy_control::admission::Admission,
     listen: std::net::SocketAddr,
     stop_boxes: bool,
 ) -> Result<(), String> {
     let control = bothy_control::open(config)
         .await
         .map_err(|e| e.to_string())?;
+    control.set_admission(admission);
     let listener = bothy_server::bind(listen)
         .await
         .map_err(|e| e.to_string())?;

@@ -1,0 +1,216 @@
+//! Admission: a box is made only if the host can hold it.
+//!
+//! Memory and CPU limits are ceilings, not reservations (an idle box uses a
+//! few MiB and no CPU), so the sum of the limits of all boxes may exceed the
+//! host by a configurable factor, the overcommit. One box may never ask for
+//! more than the host has: that box could never get what it was promised.
+
+use crate::error::{ControlError, ControlResult};
+use crate::state::SpriteRow;
+
+/// Default overcommit of memory limits: four times the host's RAM.
+pub const DEFAULT_RAM_OVERCOMMIT: f64 = 4.0;
+/// Default overcommit of CPU limits: CPU quotas only cap a box's share.
+pub const DEFAULT_CPU_OVERCOMMIT: f64 = 32.0;
+
+/// What the host has.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Capacity {
+    pub ram_mb: u64,
+    pub cpus: u32,
+}
+
+impl Capacity {
+    /// This host's RAM (`MemTotal`) and CPUs.
+    pub fn of_this_host() -> Self {
+        let ram_mb = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| parse_mem_total_kib(&m))
+            .map(|kib| kib / 1024)
+            .unwrap_or(u64::MAX);
+        let cpus = std::thread::available_parallelism()
+            .map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX))
+            .unwrap_or(u32::MAX);
+        Self { ram_mb, cpus }
+    }
+}
+
+fn parse_mem_total_kib(meminfo: &str) -> Option<u64> {
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+}
+
+/// The host's capacity and how far the sum of box limits may exceed it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Admission {
+    pub host: Capacity,
+    pub ram_overcommit: f64,
+    pub cpu_overcommit: f64,
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        Self {
+            host: Capacity::of_this_host(),
+            ram_overcommit: DEFAULT_RAM_OVERCOMMIT,
+            cpu_overcommit: DEFAULT_CPU_OVERCOMMIT,
+        }
+    }
+}
+
+impl Admission {
+    fn ram_budget_mb(&self) -> u64 {
+        scaled(self.host.ram_mb, self.ram_overcommit)
+    }
+
+    fn cpu_budget(&self) -> u64 {
+        scaled(u64::from(self.host.cpus), self.cpu_overcommit)
+    }
+
+    /// Whether `new` may join `existing` (every box of every organisation
+    /// on this host).
+    pub fn check(&self, new: &SpriteRow, existing: &[SpriteRow]) -> ControlResult<()> {
+        if new.ram_mb > self.host.ram_mb {
+            return Err(ControlError::Invalid {
+                code: "exceeds_host",
+                message: format!(
+                    "ram_mb {} is more than this host has ({} MiB); ask for less",
+                    new.ram_mb, self.host.ram_mb
+                ),
+            });
+        }
+        if new.cpus > self.host.cpus {
+            return Err(ControlError::Invalid {
+                code: "exceeds_host",
+                message: format!(
+                    "cpus {} is more than this host has ({}); ask for less",
+                    new.cpus, self.host.cpus
+                ),
+            });
+        }
+        let ram: u64 = existing.iter().map(|r| r.ram_mb).sum();
+        let cpus: u64 = existing.iter().map(|r| u64::from(r.cpus)).sum();
+        if ram.saturating_add(new.ram_mb) > self.ram_budget_mb() {
+            return Err(ControlError::Unavailable(format!(
+                "this host is full: its bothies' memory limits add up to {ram} MiB of {} admitted \
+                 ({} MiB × overcommit {}); destroy a bothy, ask for less ram_mb, or raise \
+                 `bothy daemon --ram-overcommit`",
+                self.ram_budget_mb(),
+                self.host.ram_mb,
+                self.ram_overcommit
+            )));
+        }
+        if cpus.saturating_add(u64::from(new.cpus)) > self.cpu_budget() {
+            return Err(ControlError::Unavailable(format!(
+                "this host is full: its bothies' CPU limits add up to {cpus} of {} admitted \
+                 ({} CPUs × overcommit {}); destroy a bothy, ask for fewer cpus, or raise \
+                 `bothy daemon --cpu-overcommit`",
+                self.cpu_budget(),
+                self.host.cpus,
+                self.cpu_overcommit
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn scaled(n: u64, factor: f64) -> u64 {
+    let v = n as f64 * factor.max(0.0);
+    if v >= u64::MAX as f64 {
+        u64::MAX
+    } else {
+        v as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::RowState;
+
+    fn row(ram_mb: u64, cpus: u32) -> SpriteRow {
+        SpriteRow {
+            id: "b1".into(),
+            org: "o".into(),
+            name: "n".into(),
+            ram_mb,
+            cpus,
+            storage_gb: 1,
+            url_auth: "sprite".into(),
+            url_private_access: None,
+            labels: vec![],
+            state: RowState::Ready,
+            created_at: "t".into(),
+            updated_at: "t".into(),
+            last_running_at: None,
+            nesting: false,
+        }
+    }
+
+    fn host() -> Admission {
+        Admission {
+            host: Capacity {
+                ram_mb: 24 * 1024,
+                cpus: 2,
+            },
+            ram_overcommit: 2.0,
+            cpu_overcommit: 4.0,
+        }
+    }
+
+    #[test]
+    fn one_box_never_gets_more_than_the_host_has() {
+        let a = host();
+        let e = a.check(&row(64 * 1024, 1), &[]).expect_err("64 GiB on 24");
+        assert!(
+            matches!(
+                e,
+                ControlError::Invalid {
+                    code: "exceeds_host",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        let e = a.check(&row(512, 64), &[]).expect_err("64 CPUs on 2");
+        assert!(
+            matches!(
+                e,
+                ControlError::Invalid {
+                    code: "exceeds_host",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        a.check(&row(24 * 1024, 2), &[]).expect("the whole host");
+    }
+
+    #[test]
+    fn boxes_together_stay_within_the_overcommit() {
+        let a = host();
+        // 48 GiB admitted: 23 boxes of 2 GiB fit beside one more, not two.
+        let many: Vec<SpriteRow> = (0..23).map(|_| row(2048, 0)).collect();
+        a.check(&row(2048, 0), &many).expect("the 24th fits");
+        let full: Vec<SpriteRow> = (0..24).map(|_| row(2048, 0)).collect();
+        let e = a.check(&row(2048, 0), &full).expect_err("the 25th");
+        assert!(matches!(e, ControlError::Unavailable(_)), "{e:?}");
+        assert!(e.to_string().contains("--ram-overcommit"), "{e}");
+        // 8 CPUs admitted.
+        let busy: Vec<SpriteRow> = (0..4).map(|_| row(1, 2)).collect();
+        let e = a.check(&row(1, 1), &busy).expect_err("a 9th CPU");
+        assert!(e.to_string().contains("--cpu-overcommit"), "{e}");
+    }
+
+    #[test]
+    fn mem_total_is_read_from_meminfo() {
+        let m = "MemFree:  100 kB\nMemTotal:       24567890 kB\n";
+        assert_eq!(parse_mem_total_kib(m), Some(24_567_890));
+        assert_eq!(parse_mem_total_kib("garbage"), None);
+        let here = Capacity::of_this_host();
+        assert!(here.ram_mb > 0 && here.cpus > 0);
+    }
+}

@@ -1,0 +1,104 @@
+//! Admission: a box that could never get what it asks for is refused, and
+//! boxes together stay within the host's capacity times the overcommit.
+//! Refused creates change nothing.
+
+mod common;
+
+use common::Daemon;
+use serde_json::json;
+
+fn host_ram_mb() -> u64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").expect("meminfo");
+    let kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("MemTotal");
+    kib / 1024
+}
+
+#[test]
+fn boxes_are_admitted_against_the_host() {
+    const BOX_MB: u64 = 512;
+    // Room for one 512 MiB box and a half: the second must wait.
+    let factor = (BOX_MB as f64 * 1.5) / host_ram_mb() as f64;
+    let d = Daemon::start_with(
+        vec!["--ram-overcommit".into(), format!("{factor:.6}")],
+        Vec::new(),
+    );
+    let config = json!({"ram_mb": BOX_MB, "cpus": 1, "storage_gb": 10});
+
+    // One box bigger than the host: 400, whatever else runs.
+    let huge = host_ram_mb() + 1024;
+    if huge <= 65536 {
+        let r = d.api_json(
+            "POST",
+            "/v1/sprites",
+            &json!({"name": "huge", "config": {"ram_mb": huge}}),
+        );
+        assert_eq!(
+            r.assert_error(400, "a box bigger than the host"),
+            "exceeds_host"
+        );
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) + 1;
+    if cpus <= 64 {
+        let r = d.api_json(
+            "POST",
+            "/v1/sprites",
+            &json!({"name": "wide", "config": {"ram_mb": 256, "cpus": cpus}}),
+        );
+        assert_eq!(
+            r.assert_error(400, "more CPUs than the host"),
+            "exceeds_host"
+        );
+    }
+
+    let r = d.api_json(
+        "POST",
+        "/v1/sprites",
+        &json!({"name": "first", "config": config}),
+    );
+    assert_eq!(r.status, 201, "the first box fits: {}", r.text());
+    let dirs = d.box_dirs();
+    let r = d.api_json(
+        "POST",
+        "/v1/sprites",
+        &json!({"name": "second", "config": config}),
+    );
+    r.assert_error(503, "a box beyond the host's capacity");
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("--ram-overcommit")),
+        "the message says what to do: {}",
+        r.text()
+    );
+    assert_eq!(d.names(), ["first"], "the refused box was not made");
+    assert_eq!(d.box_dirs(), dirs, "nothing was left behind");
+
+    let gone = d.api("DELETE", "/v1/sprites/first");
+    assert!(
+        gone.status == 204 || gone.status == 200,
+        "destroy: {}",
+        gone.text()
+    );
+    let r = d.api_json(
+        "POST",
+        "/v1/sprites",
+        &json!({"name": "second", "config": config}),
+    );
+    assert_eq!(r.status, 201, "room again once a box is gone: {}", r.text());
+}
+
+#[test]
+fn a_bad_overcommit_is_refused_at_start() {
+    let out = std::process::Command::new(common::daemon::BIN)
+        .args(["daemon", "--ram-overcommit=0"])
+        .output()
+        .expect("bothy daemon");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("overcommit factor"), "{err}");
+}
