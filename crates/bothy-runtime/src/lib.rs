@@ -54,6 +54,8 @@ pub mod disk;
 pub mod image;
 pub mod storage;
 
+mod cgroups;
+pub use cgroups::host_memory;
 mod crun;
 mod dirs;
 mod egress;
@@ -378,6 +380,13 @@ impl Runtime {
         // boots; it just keeps its own files.
         if let Err(e) = etc::write_identity(&rootfs, &spec.hostname, network::DNS_ADDR) {
             tracing::warn!(box_id = %id, "cannot write /etc/hosts, hostname, resolv.conf: {e}");
+        }
+        if let Some(host) = cgroups::host_memory() {
+            if let Err(e) =
+                cgroups::limit_parent(&self.cgroup_path(id), cgroups::boxes_memory_limit(host))
+            {
+                tracing::warn!(box_id = %id, "cannot limit the boxes' parent cgroup; the host keeps no memory reserve: {e}");
+            }
         }
         let bundle = box_dir.join("bundle");
         std::fs::create_dir_all(&bundle)?;

@@ -8,6 +8,10 @@ use common::Daemon;
 use serde_json::json;
 
 fn host_ram_mb() -> u64 {
+    host_ram_bytes() / (1024 * 1024)
+}
+
+fn host_ram_bytes() -> u64 {
     let meminfo = std::fs::read_to_string("/proc/meminfo").expect("meminfo");
     let kib: u64 = meminfo
         .lines()
@@ -15,7 +19,7 @@ fn host_ram_mb() -> u64 {
         .and_then(|r| r.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .expect("MemTotal");
-    kib / 1024
+    kib * 1024
 }
 
 #[test]
@@ -61,6 +65,7 @@ fn boxes_are_admitted_against_the_host() {
         &json!({"name": "first", "config": config}),
     );
     assert_eq!(r.status, 201, "the first box fits: {}", r.text());
+    assert_host_keeps_a_reserve(&d);
     let dirs = d.box_dirs();
     let r = d.api_json(
         "POST",
@@ -90,6 +95,30 @@ fn boxes_are_admitted_against_the_host() {
         &json!({"name": "second", "config": config}),
     );
     assert_eq!(r.status, 201, "room again once a box is gone: {}", r.text());
+}
+
+/// The parent cgroup of the daemon's boxes leaves the host a tenth of its
+/// RAM (at least 512 MiB, at most 4 GiB).
+fn assert_host_keeps_a_reserve(d: &Daemon) {
+    let canonical = d.data_dir().canonicalize().expect("data dir");
+    let parent = format!(
+        "bothy-{}",
+        common::host::Footprint::new(&canonical).instance
+    );
+    let v1 = format!("/sys/fs/cgroup/memory/{parent}/memory.limit_in_bytes");
+    let v2 = format!("/sys/fs/cgroup/{parent}/memory.max");
+    let limit = std::fs::read_to_string(&v1)
+        .or_else(|_| std::fs::read_to_string(&v2))
+        .unwrap_or_else(|e| panic!("the boxes' parent cgroup ({v1} or {v2}): {e}"));
+    let host = host_ram_bytes();
+    let reserve = (host / 10).clamp(512 << 20, 4096 << 20);
+    let limit: u64 = limit.trim().parse().expect("a number");
+    // The kernel rounds v1 limits down to whole pages.
+    let want = host - reserve;
+    assert!(
+        limit <= want && want - limit < 4096 * 4,
+        "boxes together are limited to {limit} bytes, want {want}"
+    );
 }
 
 #[test]
