@@ -29,6 +29,10 @@ pub(crate) const NSENTER: Tool = Tool {
     name: "nsenter",
     package: "util-linux",
 };
+pub(crate) const SYSCTL: Tool = Tool {
+    name: "sysctl",
+    package: "procps",
+};
 pub(crate) const LOSETUP: Tool = Tool {
     name: "losetup",
     package: "mount",

@@ -63,6 +63,7 @@ mod etc;
 mod fsutil;
 mod host;
 mod inits;
+mod kernel_limits;
 mod network;
 mod oci;
 mod seccomp;
@@ -193,6 +194,7 @@ impl Runtime {
             host::PASTA,
             host::NFT,
             host::NSENTER,
+            host::SYSCTL,
             host::LOSETUP,
             host::MOUNT,
             host::RESIZE2FS,
@@ -209,6 +211,7 @@ impl Runtime {
             return Err(RuntimeError::NoBaseImage(cfg.image_dir.clone()));
         };
         prepare_data_dir(&cfg.data_dir)?;
+        kernel_limits::raise_host_floor();
         let disks = open_storage(&cfg, &base_image).await?;
         let run_dir = cfg.data_dir.join("run");
         let crun = crun::Crun::new(run_dir.join("crun"));
@@ -440,6 +443,10 @@ impl Runtime {
                 )));
             }
         };
+        if let Err(e) = kernel_limits::apply_to_box(pid, spec.nesting).await {
+            let _ = self.stop_unlocked(id, false).await;
+            return Err(e);
+        }
         if let Err(e) = self.pasta(id).start(pid).await {
             let _ = self.stop_unlocked(id, false).await;
             return Err(e);

@@ -197,3 +197,55 @@ fn nesting_opts_in_to_containers_inside() {
         assert_eq!(errno_of(d, NESTED, &format!("{}, 0, 0, 0", nr::BPF)), EPERM);
     }
 }
+
+/// Every box's user namespace is owned by host root, so without limits of
+/// its own one box holding the host's 128 inotify instances left none to
+/// other boxes or to root on the host.
+#[test]
+fn one_box_cannot_use_up_the_hosts_inotify() {
+    let d = daemon();
+    d.sh(
+        PLAIN,
+        "rm -f /tmp/held; setsid -f perl -e '
+            my $n = 0;
+            while (syscall(294, 0) >= 0) { $n++; last if $n > 5000 }
+            my $err = $! + 0;
+            open(my $f, \">\", \"/tmp/held.tmp\") or die;
+            print $f \"$n $err $$\\n\"; close $f;
+            rename \"/tmp/held.tmp\", \"/tmp/held\";
+            sleep 300' >/dev/null 2>&1",
+    );
+    let held = common::wait::wait_until(
+        "the box to take all the inotify instances it may",
+        std::time::Duration::from_secs(30),
+        || {
+            let out = d.exec(PLAIN, &["cat", "/tmp/held"]);
+            if out.code == 0 {
+                Ok(out.stdout_str())
+            } else {
+                Err(out.stderr_str())
+            }
+        },
+    );
+    let fields: Vec<i64> = held
+        .split_whitespace()
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let [n, errno, pid] = fields[..] else {
+        panic!("held: {held:?}");
+    };
+    assert_eq!(errno, 24, "the box hits its own limit (EMFILE): {held}");
+    assert!(
+        (1..=256).contains(&n),
+        "a box gets at most 256 inotify instances, got {n}"
+    );
+    let other = errno_of(d, NESTED, "294, 0");
+    // inotify_init1 returns an fd (errno_of prints 0 for success).
+    assert_eq!(other, 0, "another box still gets inotify");
+    // SAFETY: inotify_init1 takes no pointers; the fd is closed at once.
+    let fd = unsafe { libc::inotify_init1(0) };
+    assert!(fd >= 0, "root on the host still gets inotify");
+    // SAFETY: fd was returned by inotify_init1 above.
+    unsafe { libc::close(fd) };
+    d.sh(PLAIN, &format!("kill {pid}"));
+}
