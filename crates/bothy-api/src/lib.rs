@@ -415,6 +415,38 @@ pub struct CreateTokenResponse {
     pub organization: String,
 }
 
+/// An organisation's limits (bothy extension); `null` is no limit. The body
+/// of `PUT /v1/organizations/{org}/quota`, which replaces all four.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaLimits {
+    #[serde(default)]
+    pub max_boxes: Option<u64>,
+    #[serde(default)]
+    pub max_running_boxes: Option<u64>,
+    #[serde(default)]
+    pub max_storage_gb: Option<u64>,
+    #[serde(default)]
+    pub max_checkpoints: Option<u64>,
+}
+
+/// What an organisation has, against its limits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct QuotaUsage {
+    pub boxes: u64,
+    pub running_boxes: u64,
+    pub storage_gb: u64,
+    pub checkpoints: u64,
+}
+
+/// `GET|PUT /v1/organizations/{org}/quota` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrgQuota {
+    pub organization: String,
+    pub limits: QuotaLimits,
+    pub usage: QuotaUsage,
+}
+
 /// Body of every error answer: `{"error": code, "message": text}`, as the SDK's
 /// `parse_api_error` reads it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -130,6 +130,9 @@ pub enum Command {
     Token(TokenCommand),
     /// Show the organisation of the current token
     Org,
+    /// Show or set an organisation's quotas (setting needs an admin token)
+    #[command(subcommand)]
+    Quota(QuotaCommand),
     /// Run the bothy daemon (needs root)
     #[command(hide = true)]
     Daemon(DaemonArgs),
@@ -323,6 +326,40 @@ pub struct TokenCreateArgs {
     /// What the token is for
     #[arg(long)]
     pub description: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QuotaCommand {
+    /// Show an organisation's quotas and what it uses
+    Get(QuotaGetArgs),
+    /// Replace an organisation's quotas; a limit left out is no limit
+    Set(QuotaSetArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct QuotaGetArgs {
+    /// Organisation slug [default: the current token's]
+    #[arg(long, short = 'o', value_name = "ORG")]
+    pub org: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct QuotaSetArgs {
+    /// Organisation slug
+    #[arg(long, short = 'o', value_name = "ORG")]
+    pub org: String,
+    /// Most bothies the organisation may have
+    #[arg(long, value_name = "N")]
+    pub max_boxes: Option<u64>,
+    /// Most bothies it may run at once
+    #[arg(long, value_name = "N")]
+    pub max_running_boxes: Option<u64>,
+    /// Most GiB of disk (the sum of its bothies' storage_gb)
+    #[arg(long, value_name = "GIB")]
+    pub max_storage_gb: Option<u64>,
+    /// Most checkpoints it may keep (automatic ones not counted)
+    #[arg(long, value_name = "N")]
+    pub max_checkpoints: Option<u64>,
 }
 
 #[derive(Debug, Clone, Args)]

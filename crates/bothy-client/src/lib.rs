@@ -28,8 +28,8 @@ use std::time::Duration;
 
 use bothy_api::{
     CreateSpriteRequest, CreateTokenRequest, CreateTokenResponse, ExecSession, ExecSessionList,
-    KillSessionRequest, Organization, Sprite, SpriteList, StreamMessage, SyncResult,
-    UpdateSpriteRequest,
+    KillSessionRequest, OrgQuota, Organization, QuotaLimits, Sprite, SpriteList, StreamMessage,
+    SyncResult, UpdateSpriteRequest,
 };
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use serde::de::DeserializeOwned;
@@ -219,6 +219,18 @@ impl Client {
     ) -> Result<CreateTokenResponse> {
         let url = self.url(&["v1", "organizations", org, "tokens"]);
         self.json(self.http.post(url).json(req)).await
+    }
+
+    /// Organisation `org`'s quota and usage.
+    pub async fn quota(&self, org: &str) -> Result<OrgQuota> {
+        let url = self.url(&["v1", "organizations", org, "quota"]);
+        self.json(self.http.get(url)).await
+    }
+
+    /// Replaces organisation `org`'s quota (admin token).
+    pub async fn set_quota(&self, org: &str, limits: &QuotaLimits) -> Result<OrgQuota> {
+        let url = self.url(&["v1", "organizations", org, "quota"]);
+        self.json(self.http.put(url).json(limits)).await
     }
 
     /// Starts `params.cmd` in a new session of bothy `name`.

@@ -37,6 +37,14 @@ impl<B: Boxes> Control<B> {
         durable: bool,
     ) -> ControlResult<CheckpointRow> {
         validate::comment(comment.as_deref())?;
+        self.check_quota(
+            &row.org,
+            crate::quotas::Adding {
+                checkpoints: 1,
+                ..Default::default()
+            },
+        )
+        .await?;
         self.ensure_running(row).await?;
         let made = {
             let row = row.clone();

@@ -25,6 +25,9 @@ pub enum ControlError {
     Unauthorized(String),
     #[error("{0}")]
     Forbidden(String),
+    /// The organisation is at one of its quotas; nothing was done.
+    #[error("{0}")]
+    QuotaExceeded(String),
     /// The box cannot be reached or started now; retrying may help.
     #[error("{0}")]
     Unavailable(String),

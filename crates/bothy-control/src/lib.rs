@@ -33,6 +33,7 @@ mod health;
 pub mod jobs;
 mod lifecycle;
 mod locks;
+pub mod quotas;
 pub mod state;
 pub mod time;
 mod tokens;
@@ -52,7 +53,7 @@ pub use error::{ControlError, ControlResult};
 pub use events::{BoxEvent, EventKind};
 pub use health::Health;
 pub use lifecycle::{spec_of, ListQuery, SpriteListing, SpriteStatus, SpriteView, StatusCounts};
-pub use state::{CheckpointRow, RowState, SpriteRow, Store, TokenOwner};
+pub use state::{CheckpointRow, Quota, RowState, SpriteRow, Store, TokenOwner, Usage};
 pub use tokens::{hash_token, new_token, Caller, TOKEN_PREFIX};
 
 /// A handle on the control layer; cheap to clone.

@@ -227,6 +227,7 @@ impl<B: Boxes> Control<B> {
         let admitting = self.inner.admitting.lock().await;
         let existing = self.store().all_sprites().await?;
         self.admission().check(&row, &existing)?;
+        self.admit_by_quota(&row).await?;
         let inserted = self.store().insert_sprite(row.clone()).await;
         drop(admitting);
         match inserted {

@@ -16,6 +16,8 @@ pub enum ApiError {
     #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]
+    QuotaExceeded(String),
+    #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
     AlreadyExists(String),
@@ -50,7 +52,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Forbidden(_) | Self::QuotaExceeded(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::AlreadyExists(_) | Self::Busy(_) => StatusCode::CONFLICT,
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
@@ -66,6 +68,7 @@ impl ApiError {
         match self {
             Self::Unauthorized(_) => "unauthorized",
             Self::Forbidden(_) => "forbidden",
+            Self::QuotaExceeded(_) => "quota_exceeded",
             Self::NotFound(_) => "not_found",
             Self::AlreadyExists(_) => "already_exists",
             Self::Busy(_) => "busy",
@@ -102,6 +105,7 @@ impl From<ControlError> for ApiError {
             ControlError::Invalid { code, message } => Self::BadRequest { code, message },
             ControlError::Unauthorized(m) => Self::Unauthorized(m),
             ControlError::Forbidden(m) => Self::Forbidden(m),
+            ControlError::QuotaExceeded(m) => Self::QuotaExceeded(m),
             ControlError::Unavailable(m) => Self::Unavailable(m),
             ControlError::Timeout(m) => Self::Timeout(m),
             ControlError::Internal(m) => Self::internal(&m),

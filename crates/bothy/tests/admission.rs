@@ -131,3 +131,52 @@ fn a_bad_overcommit_is_refused_at_start() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("overcommit factor"), "{err}");
 }
+
+/// Quotas from the CLI down: an admin sets them, a create past one gets 403
+/// `quota_exceeded` and makes nothing, the organisation sees its usage.
+#[test]
+fn organisation_quotas_refuse_with_403() {
+    let d = Daemon::start();
+    let token = d
+        .cli(&["token", "create", "--org", "acme"])
+        .run()
+        .assert_success("token for acme")
+        .stdout_str()
+        .trim()
+        .to_string();
+    d.cli(&["quota", "set", "--org", "acme", "--max-boxes", "1"])
+        .run()
+        .assert_success("quota set");
+    let create = |name: &str| {
+        common::http::Request::new("POST", "/v1/sprites")
+            .token(&token)
+            .json(&json!({"name": name, "config": {"ram_mb": 256, "cpus": 1}}))
+            .send(d.addr)
+    };
+    let r = create("one");
+    assert_eq!(r.status, 201, "within the quota: {}", r.text());
+    let dirs = d.box_dirs();
+    let r = create("two");
+    assert_eq!(r.assert_error(403, "past max_boxes"), "quota_exceeded");
+    assert_eq!(d.box_dirs(), dirs, "nothing was made");
+    let shown = d
+        .cli(&["quota", "get", "--org", "acme", "--json"])
+        .run()
+        .assert_success("quota get")
+        .stdout_str();
+    let shown: serde_json::Value = serde_json::from_str(&shown).expect("json");
+    assert_eq!(shown["limits"]["max_boxes"], 1);
+    assert_eq!(shown["usage"]["boxes"], 1);
+    // Only an admin sets quotas.
+    let r = common::http::Request::new("PUT", "/v1/organizations/acme/quota")
+        .token(&token)
+        .json(&json!({"max_boxes": 100}))
+        .send(d.addr);
+    r.assert_error(403, "a member raising its own quota");
+    let r = d.api_json(
+        "PUT",
+        "/v1/organizations/acme/quota",
+        &json!({"max_boxs": 1}),
+    );
+    r.assert_error(400, "a misspelt limit");
+}

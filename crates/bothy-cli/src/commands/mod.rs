@@ -8,6 +8,7 @@ mod destroy;
 mod exec;
 mod list;
 mod org;
+mod quota;
 mod sessions;
 mod sync;
 mod token;
@@ -15,7 +16,7 @@ mod use_;
 
 use anyhow::Result;
 
-use crate::cli::{CheckpointCommand, Command, TokenCommand};
+use crate::cli::{CheckpointCommand, Command, QuotaCommand, TokenCommand};
 use crate::Context;
 
 /// Runs a client verb; returns the exit code.
@@ -38,6 +39,8 @@ pub async fn dispatch(ctx: &Context, command: Command) -> Result<i32> {
         Command::Drain => sync::drain(ctx).await,
         Command::Token(TokenCommand::Create(a)) => token::create(ctx, a).await,
         Command::Org => org::run(ctx).await,
+        Command::Quota(QuotaCommand::Get(a)) => quota::get(ctx, a).await,
+        Command::Quota(QuotaCommand::Set(a)) => quota::set(ctx, a).await,
         Command::Daemon(_) | Command::StorageServer(_) | Command::Init | Command::Image(_) => {
             anyhow::bail!("this build of bothy cannot run the daemon, init or image verbs")
         }

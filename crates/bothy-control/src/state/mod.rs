@@ -10,9 +10,11 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 mod checkpoints;
+mod quotas;
 pub mod replica;
 
 pub use checkpoints::CheckpointRow;
+pub use quotas::{Quota, Usage};
 
 /// Bumped with every schema change; migrations key on it.
 const SCHEMA_VERSION: i64 = 1;
@@ -152,6 +154,7 @@ impl Store {
                  next_seq INTEGER NOT NULL,
                  history TEXT NOT NULL);",
         )?;
+        conn.execute_batch(quotas::SCHEMA)?;
         add_missing_columns(&conn)?;
         let version: Option<i64> = conn
             .query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))

@@ -8,6 +8,7 @@ mod machine;
 
 pub use checkpoints::{checkpoint_lines, listing as checkpoint_listing, restore_lines};
 mod org;
+mod quotas;
 mod sprites;
 mod sync;
 pub(crate) mod watch;
@@ -74,6 +75,10 @@ pub fn router<B: Boxes>(control: Control<B>, shutdown: Shutdown) -> Router {
         .route(
             "/v1/organizations/{org}/tokens",
             post(org::create_token::<B>),
+        )
+        .route(
+            "/v1/organizations/{org}/quota",
+            get(quotas::get::<B>).put(quotas::put::<B>),
         )
         .fallback(not_implemented)
         .method_not_allowed_fallback(not_implemented)

@@ -1,0 +1,166 @@
+//! Per-organisation quotas against the in-memory fake of the boxes: who may
+//! read and set them, and that each one refuses what would pass it while
+//! changing nothing.
+
+use bothy_api::CreateSpriteRequest;
+use bothy_control::testing::FakeBoxes;
+use bothy_control::{
+    hash_token, new_token, Caller, Control, ControlError, Quota, Store, TokenOwner,
+};
+
+async fn control() -> (Control<FakeBoxes>, Caller, Caller) {
+    let store = Store::open_in_memory().expect("store");
+    store
+        .bootstrap(hash_token(&new_token()), bothy_control::time::now())
+        .await
+        .expect("bootstrap");
+    let control = Control::new(store, FakeBoxes::default());
+    let admin = Caller(TokenOwner {
+        org: "default".into(),
+        is_admin: true,
+    });
+    control
+        .mint_token(&admin, "acme", None)
+        .await
+        .expect("acme exists once it has a token");
+    let acme = Caller(TokenOwner {
+        org: "acme".into(),
+        is_admin: false,
+    });
+    (control, admin, acme)
+}
+
+fn request(name: &str, storage_gb: u64) -> CreateSpriteRequest {
+    CreateSpriteRequest {
+        name: name.into(),
+        config: Some(bothy_api::SpriteConfig {
+            ram_mb: Some(256),
+            cpus: Some(1),
+            storage_gb: Some(storage_gb),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn only_an_admin_sets_quotas_and_members_read_their_own() {
+    let (c, admin, acme) = control().await;
+    let q = Quota {
+        max_boxes: Some(2),
+        ..Quota::default()
+    };
+    assert!(matches!(
+        c.set_quota(&acme, "acme", q).await,
+        Err(ControlError::Forbidden(_))
+    ));
+    let (set, usage) = c.set_quota(&admin, "acme", q).await.expect("admin sets");
+    assert_eq!(set, q);
+    assert_eq!(usage.boxes, 0);
+    let (read, _) = c.quota(&acme, "acme").await.expect("a member reads");
+    assert_eq!(read, q);
+    assert!(matches!(
+        c.quota(&acme, "default").await,
+        Err(ControlError::Forbidden(_))
+    ));
+    assert!(matches!(
+        c.set_quota(&admin, "nobody", q).await,
+        Err(ControlError::NotFound(_))
+    ));
+    let too_big = Quota {
+        max_checkpoints: Some(u64::MAX),
+        ..Quota::default()
+    };
+    assert!(matches!(
+        c.set_quota(&admin, "acme", too_big).await,
+        Err(ControlError::Invalid { .. })
+    ));
+    assert_eq!(
+        c.quota(&admin, "acme").await.expect("read").0,
+        q,
+        "unchanged"
+    );
+}
+
+#[tokio::test]
+async fn box_and_storage_quotas_refuse_a_create_and_change_nothing() {
+    let (c, admin, acme) = control().await;
+    c.set_quota(
+        &admin,
+        "acme",
+        Quota {
+            max_boxes: Some(2),
+            max_storage_gb: Some(30),
+            ..Quota::default()
+        },
+    )
+    .await
+    .expect("set");
+    c.create(&acme, request("a", 10)).await.expect("first");
+    let e = c
+        .create(&acme, request("b", 25))
+        .await
+        .expect_err("35 GiB of 30");
+    assert!(
+        matches!(&e, ControlError::QuotaExceeded(m) if m.contains("max_storage_gb")),
+        "{e:?}"
+    );
+    c.create(&acme, request("b", 20))
+        .await
+        .expect("30 GiB fits");
+    let e = c
+        .create(&acme, request("c", 1))
+        .await
+        .expect_err("a third box");
+    assert!(
+        matches!(&e, ControlError::QuotaExceeded(m) if m.contains("max_boxes")),
+        "{e:?}"
+    );
+    let names: Vec<String> = c
+        .store()
+        .all_sprites()
+        .await
+        .expect("list")
+        .into_iter()
+        .filter(|r| r.org == "acme")
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(names.len(), 2, "refused creates made nothing: {names:?}");
+    // Other organisations are not held to acme's quota.
+    c.create(&admin, request("elsewhere", 100))
+        .await
+        .expect("default org");
+    // Destroying makes room again.
+    let a = c.sprite(&acme, "a").await.expect("a");
+    c.destroy(a).await.expect("destroy");
+    c.create(&acme, request("c", 1)).await.expect("room again");
+}
+
+#[tokio::test]
+async fn the_checkpoint_quota_counts_what_users_made() {
+    let (c, admin, acme) = control().await;
+    c.set_quota(
+        &admin,
+        "acme",
+        Quota {
+            max_checkpoints: Some(2),
+            ..Quota::default()
+        },
+    )
+    .await
+    .expect("set");
+    let row = c
+        .create(&acme, request("dev", 1))
+        .await
+        .expect("create")
+        .row;
+    c.checkpoint(&row, None, false).await.expect("v1");
+    c.checkpoint(&row, None, false).await.expect("v2");
+    let e = c.checkpoint(&row, None, false).await.expect_err("a third");
+    assert!(
+        matches!(&e, ControlError::QuotaExceeded(m) if m.contains("max_checkpoints")),
+        "{e:?}"
+    );
+    let (_, usage) = c.quota(&acme, "acme").await.expect("read");
+    assert_eq!(usage.checkpoints, 2, "the refused checkpoint was not made");
+}
