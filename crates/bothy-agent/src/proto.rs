@@ -135,6 +135,11 @@ pub enum ErrorKind {
 pub const MAX_PAYLOAD: usize = 1 << 20;
 
 const HEADER_LEN: usize = 4;
+
+/// Largest frame on the wire (header, kind byte, payload): whatever a
+/// length prefix claims, a reader never sets aside more than this for one
+/// frame.
+pub const MAX_FRAME: usize = HEADER_LEN + 1 + MAX_PAYLOAD;
 const KIND_REQUEST: u8 = 1;
 const KIND_REPLY: u8 = 2;
 const KIND_STDIN: u8 = 16;

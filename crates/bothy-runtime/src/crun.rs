@@ -1,7 +1,9 @@
 //! The crun command line: each daemon keeps its own state dir (`--root`), so
 //! daemons on one host never see each other's containers.
 
+use std::ffi::CString;
 use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -51,19 +53,37 @@ impl Crun {
     }
 
     fn cmd(&self) -> Command {
+        self.cmd_with_root(None)
+    }
+
+    /// The crun command; with `suid_root`, crun runs in a private mount
+    /// namespace where that mount (a box's root) lets setuid programs work.
+    ///
+    /// A box's disk is mounted on the host `nosuid,nodev`, so that nothing a
+    /// box writes to it can raise a host user's privileges. The box's own
+    /// root must honour setuid (`su`, `sudo`), and a mount copied into the
+    /// box's user namespace keeps its `nosuid` locked: the box could never
+    /// clear it. So crun starts from a copy of the host's mounts, private to
+    /// it, in which the box's root is remounted without `nosuid` (still
+    /// `nodev`); the container's mount namespace is copied from that one. The
+    /// copy is gone once crun exits; the host mount never changes.
+    fn cmd_with_root(&self, suid_root: Option<&Path>) -> Command {
         let mut cmd = host::command(&host::CRUN);
         cmd.arg("--root").arg(&self.root);
-        if self.hide_unified {
+        let hide_unified = self.hide_unified;
+        let suid_root = suid_root.and_then(|p| CString::new(p.as_os_str().as_bytes()).ok());
+        if hide_unified || suid_root.is_some() {
             // SAFETY: only raw syscalls (unshare, mount, umount2) on data
             // prepared before the fork run between fork and exec.
             unsafe {
-                cmd.pre_exec(|| {
+                cmd.pre_exec(move || {
                     let private = c"/";
                     let unified = c"/sys/fs/cgroup/unified";
                     if libc::unshare(libc::CLONE_NEWNS) < 0 {
                         return Err(std::io::Error::last_os_error());
                     }
-                    // Private first, or the unmount would propagate to the host.
+                    // Private first, or the changes below would propagate to
+                    // the host.
                     if libc::mount(
                         std::ptr::null(),
                         private.as_ptr(),
@@ -74,8 +94,22 @@ impl Crun {
                     {
                         return Err(std::io::Error::last_os_error());
                     }
-                    if libc::umount2(unified.as_ptr(), libc::MNT_DETACH) < 0 {
+                    if hide_unified && libc::umount2(unified.as_ptr(), libc::MNT_DETACH) < 0 {
                         return Err(std::io::Error::last_os_error());
+                    }
+                    if let Some(root) = &suid_root {
+                        // The per-mount flags are replaced: nodev is kept,
+                        // nosuid goes; atime flags are kept when none is given.
+                        if libc::mount(
+                            std::ptr::null(),
+                            root.as_ptr(),
+                            std::ptr::null(),
+                            libc::MS_REMOUNT | libc::MS_BIND | libc::MS_NODEV,
+                            std::ptr::null(),
+                        ) < 0
+                        {
+                            return Err(std::io::Error::last_os_error());
+                        }
                     }
                     Ok(())
                 });
@@ -105,12 +139,14 @@ impl Crun {
         }))
     }
 
-    /// Creates and starts the container from `bundle`, detached, with
-    /// `agent_fd` as its fd 3. crun's own messages go to `log`.
+    /// Creates and starts the container from `bundle`, whose root is the
+    /// mount `rootfs`, detached, with `agent_fd` as its fd 3. crun's own
+    /// messages go to `log`.
     pub async fn run(
         &self,
         id: &str,
         bundle: &Path,
+        rootfs: &Path,
         log: &Path,
         agent_fd: BorrowedFd<'_>,
     ) -> Result<(), RuntimeError> {
@@ -118,7 +154,7 @@ impl Crun {
         let target = crate::oci::AGENT_FD;
         // Truncate so an error message below is from this attempt.
         std::fs::write(log, b"")?;
-        let mut cmd = self.cmd();
+        let mut cmd = self.cmd_with_root(Some(rootfs));
         cmd.arg("--log")
             .arg(format!("file:{}", log.display()))
             .arg("run")

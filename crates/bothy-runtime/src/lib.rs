@@ -425,7 +425,13 @@ impl Runtime {
 
         if let Err(e) = self
             .crun
-            .run(&cid, &bundle, &box_dir.join("crun.log"), listener.as_fd())
+            .run(
+                &cid,
+                &bundle,
+                &rootfs,
+                &box_dir.join("crun.log"),
+                listener.as_fd(),
+            )
             .await
         {
             let _ = self.crun.delete(&cid).await;

@@ -16,6 +16,9 @@
 //!   can before the first byte: those errors are plain HTTP errors; later ones
 //!   are lines or frames of the stream.
 //! - Unimplemented Sprites routes under `/v1` answer 501 `not_implemented`.
+//! - A box's own socket is hostile input: a cap on its connections, an idle
+//!   timeout and a rate limit on checkpoint create and restore keep one box
+//!   from exhausting the daemon ([`inbox`]).
 //! - Logs go to stderr (`RUST_LOG` filters them, default `info`); they never
 //!   carry tokens or query strings.
 
@@ -98,7 +101,11 @@ pub async fn serve<B: Boxes>(
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let inbox = tokio::spawn(inbox::serve(control.clone(), shutdown_rx.clone()));
+    let inbox = tokio::spawn(inbox::serve(
+        control.clone(),
+        inbox::Limits::from_env(),
+        shutdown_rx.clone(),
+    ));
     let router = routes::router(control, Shutdown(shutdown_rx));
     let mut stopping = shutdown_tx.subscribe();
     // Without TCP_NODELAY a small write waits for the ACK of the one before,

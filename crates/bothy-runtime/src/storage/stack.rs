@@ -267,12 +267,16 @@ impl Stack {
             .recursive(true)
             .mode(0o755)
             .create(&mount_point)?;
-        // nodev: device nodes on the box's disk must never open host devices.
+        // nodev, nosuid: device nodes and setuid programs on the box's disk
+        // (which the box writes) must never open host devices or raise a
+        // host user's privileges. The box's own view of its root honours
+        // setuid: crun mounts it from a private copy without nosuid (see
+        // `crun::Crun::cmd_with_root`).
         // discard: files deleted in the box give their chunks back (a box
         // cannot run fstrim: FITRIM needs host CAP_SYS_ADMIN).
         let mounted = host::run(
             host::command(&host::MOUNT)
-                .args(["-t", "ext4", "-o", "nodev,noatime,discard"])
+                .args(["-t", "ext4", "-o", "nodev,nosuid,noatime,discard"])
                 .arg(&dev)
                 .arg(&mount_point),
         )

@@ -445,8 +445,21 @@ impl Shared {
     /// The shared daemon, started (with `setup` run on it) by the first caller.
     /// `self` must be a `static`, and there must be one `Shared` per test binary.
     pub fn get(&'static self, setup: fn(&Daemon)) -> &'static Daemon {
+        self.get_with_env(&[], setup)
+    }
+
+    /// Like [`Shared::get`], the daemon started with extra environment.
+    pub fn get_with_env(
+        &'static self,
+        env: &[(&str, &str)],
+        setup: fn(&Daemon),
+    ) -> &'static Daemon {
         self.cell.get_or_init(|| {
-            let d = Daemon::start();
+            let env = env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let d = Daemon::start_with(Vec::new(), env);
             setup(&d);
             SHUTDOWN.get_or_init(|| {
                 register_exit_hook();
