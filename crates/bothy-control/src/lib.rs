@@ -51,7 +51,9 @@ pub use error::{ControlError, ControlResult};
 pub use events::{BoxEvent, EventKind};
 pub use health::Health;
 pub use lifecycle::{spec_of, ListQuery, SpriteListing, SpriteStatus, SpriteView, StatusCounts};
-pub use state::{CheckpointRow, RowState, SpriteRow, Store, TokenOwner};
+pub use state::{
+    CheckpointRow, NewToken, Revoked, RowState, SpriteRow, Store, TokenOwner, TokenRow,
+};
 pub use tokens::{hash_token, new_token, Caller, TOKEN_PREFIX};
 
 /// A handle on the control layer; cheap to clone.

@@ -7,15 +7,15 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::{params, Connection, Row};
 
 mod checkpoints;
 pub mod replica;
+mod schema;
+mod tokens;
 
 pub use checkpoints::CheckpointRow;
-
-/// Bumped with every schema change; migrations key on it.
-const SCHEMA_VERSION: i64 = 1;
+pub use tokens::{new_token_id, NewToken, Revoked, TokenRow};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -104,65 +104,12 @@ impl Store {
         Self::init(Connection::open_in_memory()?)
     }
 
-    fn init(conn: Connection) -> Result<Self, StoreError> {
+    fn init(mut conn: Connection) -> Result<Self, StoreError> {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
-             CREATE TABLE IF NOT EXISTS orgs (
-                 name TEXT PRIMARY KEY,
-                 created TEXT NOT NULL);
-             CREATE TABLE IF NOT EXISTS tokens (
-                 hash TEXT PRIMARY KEY,
-                 org TEXT NOT NULL REFERENCES orgs(name),
-                 is_admin INTEGER NOT NULL,
-                 description TEXT,
-                 created TEXT NOT NULL);
-             CREATE TABLE IF NOT EXISTS sprites (
-                 id TEXT PRIMARY KEY,
-                 org TEXT NOT NULL REFERENCES orgs(name),
-                 name TEXT NOT NULL,
-                 ram_mb INTEGER NOT NULL,
-                 cpus INTEGER NOT NULL,
-                 storage_gb INTEGER NOT NULL,
-                 url_auth TEXT NOT NULL,
-                 url_private_access TEXT,
-                 labels TEXT NOT NULL,
-                 state TEXT NOT NULL,
-                 created_at TEXT NOT NULL,
-                 updated_at TEXT NOT NULL,
-                 last_running_at TEXT,
-                 UNIQUE (org, name));
-             CREATE TABLE IF NOT EXISTS checkpoints (
-                 sprite_id TEXT NOT NULL REFERENCES sprites(id) ON DELETE CASCADE,
-                 seq INTEGER NOT NULL,
-                 volume_checkpoint INTEGER NOT NULL,
-                 comment TEXT,
-                 created_at TEXT NOT NULL,
-                 auto INTEGER NOT NULL,
-                 history TEXT NOT NULL,
-                 PRIMARY KEY (sprite_id, seq));
-             CREATE TABLE IF NOT EXISTS lineage (
-                 sprite_id TEXT PRIMARY KEY REFERENCES sprites(id) ON DELETE CASCADE,
-                 next_seq INTEGER NOT NULL,
-                 history TEXT NOT NULL);",
-        )?;
-        let version: Option<i64> = conn
-            .query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))
-            .optional()?
-            .flatten();
-        match version {
-            None => {
-                conn.execute(
-                    "INSERT INTO schema_version (version) VALUES (?1)",
-                    [SCHEMA_VERSION],
-                )?;
-            }
-            Some(v) if v > SCHEMA_VERSION => return Err(StoreError::TooNew(v)),
-            Some(_) => {}
-        }
+        schema::prepare(&mut conn)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -197,93 +144,6 @@ impl Store {
         })
         .await
         .map_err(|e| StoreError::Task(e.to_string()))?
-    }
-
-    /// On first start: the `default` org and an admin token whose hash is given.
-    /// Returns false (and changes nothing) when any token already exists.
-    pub async fn bootstrap(&self, admin_hash: String, now: String) -> Result<bool, StoreError> {
-        self.run(move |c| {
-            let tx = c.transaction()?;
-            let n: i64 = tx.query_row("SELECT COUNT(*) FROM tokens", [], |r| r.get(0))?;
-            if n > 0 {
-                return Ok(false);
-            }
-            tx.execute(
-                "INSERT OR IGNORE INTO orgs (name, created) VALUES ('default', ?1)",
-                [&now],
-            )?;
-            tx.execute(
-                "INSERT INTO tokens (hash, org, is_admin, description, created)
-                 VALUES (?1, 'default', 1, 'admin token made on first start', ?2)",
-                params![admin_hash, now],
-            )?;
-            tx.commit()?;
-            Ok(true)
-        })
-        .await
-    }
-
-    /// Another admin token for org `default`.
-    pub async fn add_admin_token(&self, hash: String, now: String) -> Result<(), StoreError> {
-        self.run(move |c| {
-            c.execute(
-                "INSERT INTO tokens (hash, org, is_admin, description, created)
-                 VALUES (?1, 'default', 1, 'admin token made when the state was restored', ?2)",
-                params![hash, now],
-            )?;
-            Ok(())
-        })
-        .await
-    }
-
-    pub async fn has_tokens(&self) -> Result<bool, StoreError> {
-        self.run(|c| {
-            let n: i64 = c.query_row("SELECT COUNT(*) FROM tokens", [], |r| r.get(0))?;
-            Ok(n > 0)
-        })
-        .await
-    }
-
-    pub async fn token_owner(&self, hash: String) -> Result<Option<TokenOwner>, StoreError> {
-        self.run(move |c| {
-            Ok(c.query_row(
-                "SELECT org, is_admin FROM tokens WHERE hash = ?1",
-                [hash],
-                |r| {
-                    Ok(TokenOwner {
-                        org: r.get(0)?,
-                        is_admin: r.get::<_, i64>(1)? != 0,
-                    })
-                },
-            )
-            .optional()?)
-        })
-        .await
-    }
-
-    /// Stores a new non-admin token for `org`, creating the org if it is new.
-    pub async fn add_token(
-        &self,
-        org: String,
-        hash: String,
-        description: Option<String>,
-        now: String,
-    ) -> Result<(), StoreError> {
-        self.run(move |c| {
-            let tx = c.transaction()?;
-            tx.execute(
-                "INSERT OR IGNORE INTO orgs (name, created) VALUES (?1, ?2)",
-                params![org, now],
-            )?;
-            tx.execute(
-                "INSERT INTO tokens (hash, org, is_admin, description, created)
-                 VALUES (?1, ?2, 0, ?3, ?4)",
-                params![hash, org, description, now],
-            )?;
-            tx.commit()?;
-            Ok(())
-        })
-        .await
     }
 
     pub async fn insert_sprite(&self, row: SpriteRow) -> Result<(), StoreError> {

@@ -10,6 +10,7 @@ pub use checkpoints::{checkpoint_lines, listing as checkpoint_listing, restore_l
 mod org;
 mod sprites;
 mod sync;
+mod tokens;
 pub(crate) mod watch;
 
 use std::time::Instant;
@@ -19,7 +20,7 @@ use axum::handler::Handler;
 use axum::http::Uri;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 
 use bothy_control::{Boxes, Control};
@@ -75,6 +76,8 @@ pub fn router<B: Boxes>(control: Control<B>, shutdown: Shutdown) -> Router {
             "/v1/organizations/{org}/tokens",
             post(org::create_token::<B>),
         )
+        .route("/v1/tokens", get(tokens::list::<B>))
+        .route("/v1/tokens/{id}", delete(tokens::revoke::<B>))
         .fallback(not_implemented)
         .method_not_allowed_fallback(not_implemented)
         .layer(DefaultBodyLimit::max(bothy_api::MAX_JSON_BODY))
