@@ -398,21 +398,82 @@ pub struct Organization {
     pub slug: String,
 }
 
+/// Longest lifetime a token may be given: 10 years, in seconds.
+pub const MAX_TOKEN_LIFETIME_SECS: i64 = 10 * 365 * 24 * 3600;
+
 /// `POST /v1/organizations/{org}/tokens` body.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct CreateTokenRequest {
+    /// What the token is for (at most 256 bytes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// Accepted for compatibility; ignored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub invite_code: Option<String>,
+    /// The token expires this many seconds from now (1 to
+    /// [`MAX_TOKEN_LIFETIME_SECS`]); a bothy extension. Without it and
+    /// `expires_at`, the token never expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<i64>,
+    /// The token expires at this RFC 3339 time (in the future, at most
+    /// [`MAX_TOKEN_LIFETIME_SECS`] away); a bothy extension. Give this or
+    /// `expires_in`, not both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
 }
 
 /// `POST /v1/organizations/{org}/tokens` answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CreateTokenResponse {
+    /// The secret: shown once, never again.
     pub token: String,
     pub organization: String,
+    /// The token's public id (`tok_` and 12 hex digits), to list and revoke
+    /// it by; not a secret. Empty from a server that has no ids.
+    #[serde(default)]
+    pub id: String,
+    /// When it expires (RFC 3339), `null` for never.
+    #[serde(default)]
+    pub expires_at: Option<String>,
+}
+
+/// One token as `GET /v1/tokens` lists it: never the token or its hash.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenInfo {
+    /// Public id, `tok_` and 12 hex digits.
+    pub id: String,
+    pub organization: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339, `null` for never.
+    #[serde(default)]
+    pub expires_at: Option<String>,
+    /// Admin tokens act on every organisation.
+    pub is_admin: bool,
+    /// Whether it has expired (it is refused with 401 then).
+    pub expired: bool,
+}
+
+/// `GET /v1/tokens[?org=ORG]` answer, oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TokenList {
+    pub tokens: Vec<TokenInfo>,
+}
+
+/// Every token starts with this, so leaked tokens are easy to recognise.
+pub const TOKEN_PREFIX: &str = "bothy_";
+
+/// Whether `id` has the shape of a token id: `tok_` and 12 lowercase hex
+/// digits.
+pub fn is_token_id(id: &str) -> bool {
+    id.strip_prefix("tok_").is_some_and(|hex| {
+        hex.len() == 12
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
 }
 
 /// An organisation's limits (bothy extension); `null` is no limit. The body
@@ -487,6 +548,22 @@ mod tests {
         );
         let s = serde_json::to_value(KillEvent::new(KillEventKind::Signal, "sent")).expect("json");
         assert!(s.get("error").is_none(), "{s}");
+    }
+
+    #[test]
+    fn token_ids() {
+        assert!(is_token_id("tok_0123456789ab"));
+        for bad in [
+            "",
+            "tok_",
+            "tok_0123456789AB",
+            "tok_0123456789a",
+            "tok_0123456789abc",
+            "bothy_0123456789ab",
+            "tok_0123456789ag",
+        ] {
+            assert!(!is_token_id(bad), "{bad:?}");
+        }
     }
 
     #[test]

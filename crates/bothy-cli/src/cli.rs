@@ -125,7 +125,7 @@ pub enum Command {
     /// synced to the object store, e.g. before host maintenance; each wakes
     /// again on its next use
     Drain,
-    /// Manage API tokens
+    /// API tokens: create (optionally expiring), list, revoke
     #[command(subcommand)]
     Token(TokenCommand),
     /// Show the organisation of the current token
@@ -315,17 +315,69 @@ pub struct DestroyArgs {
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
     /// Create a token for an organisation and print it
+    ///
+    /// Only the token goes to stdout, so `$(bothy token create ...)` captures
+    /// it; its id and expiry go to stderr (all of it to stdout with --json).
+    /// The token is shown only this once: afterwards it is known by its id.
+    #[command(after_help = "Examples:\n  \
+        export BOTHY_TOKEN=$(bothy token create --org acme --expires-in 30d)\n  \
+        bothy token create --org acme --description ci --expires-at 2030-01-31T00:00:00Z")]
     Create(TokenCreateArgs),
+    /// List tokens by id, never the tokens themselves
+    ///
+    /// Shows each token's id, organisation, kind, creation and expiry. An
+    /// admin token sees every organisation's tokens, others only their own.
+    #[command(visible_alias = "ls")]
+    List(TokenListArgs),
+    /// Revoke a token by its id
+    ///
+    /// The token's next request is refused (401). Ids (`tok_...`) come from
+    /// `bothy token list`. A non-admin token revokes only its organisation's
+    /// tokens; the last admin token that has not expired cannot be revoked.
+    #[command(visible_alias = "rm")]
+    Revoke(TokenRevokeArgs),
 }
 
 #[derive(Debug, Args)]
 pub struct TokenCreateArgs {
-    /// Organisation slug
+    /// Organisation slug (created if new; admin tokens only, others may
+    /// mint only for their own)
     #[arg(long, short = 'o', value_name = "ORG")]
     pub org: String,
     /// What the token is for
     #[arg(long)]
     pub description: Option<String>,
+    /// Expire this long from now (30d, 12h, 90m, 3600; at most 10 years);
+    /// without it or --expires-at the token never expires
+    #[arg(long, value_name = "DURATION", value_parser = parse_lifetime, conflicts_with = "expires_at")]
+    pub expires_in: Option<u64>,
+    /// Expire at this RFC 3339 time, e.g. 2030-01-31T00:00:00Z
+    #[arg(long, value_name = "TIME")]
+    pub expires_at: Option<String>,
+}
+
+/// A token lifetime in whole seconds, at least one.
+fn parse_lifetime(s: &str) -> Result<u64, String> {
+    let d = parse_duration(s)?;
+    if d.subsec_nanos() != 0 || d.as_secs() == 0 {
+        return Err(format!(
+            "{s:?}: a token lives whole seconds, at least 1 (e.g. 30d, 12h, 3600)"
+        ));
+    }
+    Ok(d.as_secs())
+}
+
+#[derive(Debug, Args)]
+pub struct TokenListArgs {
+    /// Only this organisation's tokens (an admin token sees every one's)
+    #[arg(long, short = 'o', value_name = "ORG")]
+    pub org: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenRevokeArgs {
+    /// The token's id, `tok_` and 12 hex digits (not the token itself)
+    pub id: String,
 }
 
 #[derive(Debug, Subcommand)]

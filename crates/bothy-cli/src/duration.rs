@@ -1,11 +1,15 @@
-//! Durations on the command line: `30` (seconds), `30s`, `5m`, `1h30m`, `500ms`.
+//! Durations on the command line: `30` (seconds), `30s`, `5m`, `1h30m`, `500ms`,
+//! `30d`.
 
 use std::time::Duration;
 
 /// Parses a duration; the error says what is accepted.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad =
-        || format!("{s:?} is not a duration: use seconds (30) or units like 500ms, 10s, 5m, 1h30m");
+    let bad = || {
+        format!(
+            "{s:?} is not a duration: use seconds (30) or units like 500ms, 10s, 5m, 1h30m, 30d"
+        )
+    };
     let s = s.trim();
     if s.is_empty() {
         return Err(bad());
@@ -32,6 +36,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             "s" => Duration::from_secs(n),
             "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(bad)?),
             "h" => Duration::from_secs(n.checked_mul(3600).ok_or_else(bad)?),
+            "d" => Duration::from_secs(n.checked_mul(86_400).ok_or_else(bad)?),
             _ => return Err(bad()),
         };
         total = total.checked_add(part).ok_or_else(bad)?;
@@ -52,11 +57,22 @@ mod tests {
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
         assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_duration("1s500ms"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86_400)));
+        assert_eq!(parse_duration("1d12h"), Ok(Duration::from_secs(36 * 3600)));
     }
 
     #[test]
     fn rejects_junk_with_a_hint() {
-        for bad in ["", "s", "10x", "1.5s", "-1", "m5", "99999999999999999999h"] {
+        for bad in [
+            "",
+            "s",
+            "10x",
+            "1.5s",
+            "-1",
+            "m5",
+            "99999999999999999999h",
+            "1w",
+        ] {
             let e = parse_duration(bad).expect_err(bad);
             assert!(e.contains("1h30m"), "{e}");
         }

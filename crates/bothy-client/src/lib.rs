@@ -22,14 +22,14 @@ mod error;
 mod exec;
 pub mod frame;
 mod inbox;
+mod tokens;
 mod unix_http;
 
 use std::time::Duration;
 
 use bothy_api::{
-    CreateSpriteRequest, CreateTokenRequest, CreateTokenResponse, ExecSession, ExecSessionList,
-    KillSessionRequest, OrgQuota, Organization, QuotaLimits, Sprite, SpriteList, StreamMessage,
-    SyncResult, UpdateSpriteRequest,
+    CreateSpriteRequest, ExecSession, ExecSessionList, KillSessionRequest, OrgQuota, Organization,
+    QuotaLimits, Sprite, SpriteList, StreamMessage, SyncResult, UpdateSpriteRequest,
 };
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use serde::de::DeserializeOwned;
@@ -186,7 +186,6 @@ impl Client {
         parse_ndjson(&body)
     }
 
-    /// `GET /v1/organization`: the token's organisation.
     /// `POST /v1/sprites/{name}/sync`: returns once everything acknowledged
     /// for the sprite is in the object store.
     pub async fn sync_sprite(&self, name: &str) -> Result<SyncResult> {
@@ -206,19 +205,10 @@ impl Client {
         self.json(self.http.post(url).timeout(SYNC_TIMEOUT)).await
     }
 
+    /// `GET /v1/organization`: the token's organisation.
     pub async fn organization(&self) -> Result<Organization> {
         self.json(self.http.get(self.url(&["v1", "organization"])))
             .await
-    }
-
-    /// `POST /v1/organizations/{org}/tokens`.
-    pub async fn create_token(
-        &self,
-        org: &str,
-        req: &CreateTokenRequest,
-    ) -> Result<CreateTokenResponse> {
-        let url = self.url(&["v1", "organizations", org, "tokens"]);
-        self.json(self.http.post(url).json(req)).await
     }
 
     /// Organisation `org`'s quota and usage.

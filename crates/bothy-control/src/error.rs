@@ -14,6 +14,10 @@ pub enum ControlError {
     /// The name is taken.
     #[error("{0}")]
     Conflict(String),
+    /// The request is well formed but what is there forbids it (revoking
+    /// the last admin token); `code` is the stable error code.
+    #[error("{message}")]
+    Refused { code: &'static str, message: String },
     /// The sprite is being created, destroyed or changed by another
     /// operation that must finish first.
     #[error("{0}")]

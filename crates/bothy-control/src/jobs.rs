@@ -200,7 +200,7 @@ impl<B: Boxes> Control<B> {
         Ok(synced)
     }
 
-    async fn ship_state_now(&self) -> ControlResult<()> {
+    pub(crate) async fn ship_state_now(&self) -> ControlResult<()> {
         let Some(replica) = self.replica() else {
             return Ok(());
         };

@@ -53,7 +53,10 @@ pub use error::{ControlError, ControlResult};
 pub use events::{BoxEvent, EventKind};
 pub use health::Health;
 pub use lifecycle::{spec_of, ListQuery, SpriteListing, SpriteStatus, SpriteView, StatusCounts};
-pub use state::{CheckpointRow, Quota, RowState, SpriteRow, Store, TokenOwner, Usage};
+pub use state::{
+    CheckpointRow, NewToken, Quota, Revoked, RowState, SpriteRow, Store, TokenOwner, TokenRow,
+    Usage,
+};
 pub use tokens::{hash_token, new_token, Caller, TOKEN_PREFIX};
 
 /// A handle on the control layer; cheap to clone.

@@ -1,7 +1,7 @@
 //! Validation of what callers ask for: a request that fails here changes
 //! nothing. Pure functions, so every rule is unit-tested.
 
-use bothy_api::{CreateSpriteRequest, UrlSettings};
+use bothy_api::{CreateSpriteRequest, UrlSettings, MAX_TOKEN_LIFETIME_SECS};
 
 use crate::error::ControlError;
 use crate::state::{RowState, SpriteRow};
@@ -90,6 +90,56 @@ pub fn checkpoint_id(id: &str) -> Result<u64, ControlError> {
     })
 }
 
+/// The expiry a token create asks for, as milliseconds since the epoch
+/// (`None`: never), given the time `now_ms`. `expires_in` counts seconds
+/// from now; `expires_at` is an RFC 3339 time. Either must land after now
+/// and at most [`MAX_TOKEN_LIFETIME_SECS`] from now.
+pub fn token_expiry(
+    expires_in: Option<i64>,
+    expires_at: Option<&str>,
+    now_ms: u64,
+) -> Result<Option<u64>, ControlError> {
+    let bad = |message: String| ControlError::Invalid {
+        code: "invalid_expiry",
+        message,
+    };
+    let max_ms = u64::try_from(MAX_TOKEN_LIFETIME_SECS).unwrap_or(u64::MAX) * 1000;
+    match (expires_in, expires_at) {
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => Err(bad(
+            "give expires_in (seconds from now) or expires_at (an RFC 3339 time), not both".into(),
+        )),
+        (Some(secs), None) => {
+            if secs <= 0 || secs > MAX_TOKEN_LIFETIME_SECS {
+                return Err(bad(format!(
+                    "expires_in = {secs} is out of range; give seconds from 1 to {MAX_TOKEN_LIFETIME_SECS} (10 years), or leave it out for a token that never expires"
+                )));
+            }
+            Ok(Some(now_ms + u64::try_from(secs).unwrap_or(0) * 1000))
+        }
+        (None, Some(at)) => {
+            let shown = at.chars().take(64).collect::<String>();
+            let parsed =
+                time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
+                    .map_err(|_| {
+                        bad(format!(
+                    "expires_at = {shown:?} is not an RFC 3339 time like 2030-01-31T12:00:00Z"
+                ))
+                    })?;
+            let ms = u64::try_from(parsed.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+            if ms <= now_ms {
+                return Err(bad(format!("expires_at = {shown:?} is not in the future")));
+            }
+            if ms - now_ms > max_ms {
+                return Err(bad(format!(
+                    "expires_at = {shown:?} is more than 10 years away; tokens live at most that long"
+                )));
+            }
+            Ok(Some(ms))
+        }
+    }
+}
+
 fn new_box_id() -> String {
     let bytes: [u8; 6] = rand::random();
     format!("b{}", hex(&bytes))
@@ -145,6 +195,41 @@ pub fn new_row(
 mod tests {
     use super::*;
     use bothy_api::SpriteConfig;
+
+    #[test]
+    fn token_expiry_is_in_the_future_and_bounded() {
+        let now = 1_700_000_000_000;
+        let ok = |expires_in, expires_at| token_expiry(expires_in, expires_at, now).ok();
+        assert_eq!(ok(None, None), Some(None));
+        assert_eq!(ok(Some(60), None), Some(Some(now + 60_000)));
+        assert_eq!(
+            ok(Some(MAX_TOKEN_LIFETIME_SECS), None),
+            Some(Some(now + 315_360_000_000))
+        );
+        // 2023-11-14T23:00:00Z, with its offset applied.
+        assert_eq!(
+            ok(None, Some("2023-11-15T00:00:00+01:00")),
+            Some(Some(1_700_002_800_000))
+        );
+        for (expires_in, expires_at) in [
+            (Some(0), None),
+            (Some(-5), None),
+            (Some(MAX_TOKEN_LIFETIME_SECS + 1), None),
+            (None, Some("tomorrow")),
+            (None, Some("2023-11-14")),
+            (None, Some("2001-01-01T00:00:00Z")),
+            (None, Some("2043-11-15T00:00:00Z")),
+            (Some(60), Some("2023-11-15T00:00:00Z")),
+        ] {
+            match token_expiry(expires_in, expires_at, now) {
+                Err(ControlError::Invalid { code, message }) => {
+                    assert_eq!(code, "invalid_expiry");
+                    assert!(message.contains("expires_"), "{message}");
+                }
+                other => panic!("{expires_in:?} {expires_at:?}: {other:?}"),
+            }
+        }
+    }
 
     fn req(name: &str, config: Option<SpriteConfig>) -> CreateSpriteRequest {
         CreateSpriteRequest {

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use bothy_api::{CheckpointRef, CreateSpriteRequest};
+use bothy_api::{CheckpointRef, CreateSpriteRequest, CreateTokenRequest};
 use bothy_control::testing::FakeBoxes;
 use bothy_control::{
     hash_token, new_token, Caller, CheckpointListQuery, Control, ControlError, EventKind, RowState,
@@ -291,16 +291,22 @@ async fn other_organisations_see_nothing() {
         Err(ControlError::NotFound(_))
     ));
     assert!(matches!(
-        h.control.mint_token(&other, "default", None).await,
+        h.control
+            .mint_token(&other, "default", &CreateTokenRequest::default())
+            .await,
         Err(ControlError::Forbidden(_))
     ));
     let token = h
         .control
-        .mint_token(&h.caller, "acme", None)
+        .mint_token(&h.caller, "acme", &CreateTokenRequest::default())
         .await
         .expect("admin mints for any org");
     assert_eq!(
-        h.control.authenticate(&token).await.expect("known").org(),
+        h.control
+            .authenticate(&token.token)
+            .await
+            .expect("known")
+            .org(),
         "acme"
     );
     assert!(matches!(
@@ -397,7 +403,7 @@ async fn a_durable_checkpoint_and_the_barriers_wait_for_the_object_store() {
 
     // The daemon-wide barrier covers what the caller sees, nothing else.
     h.control
-        .mint_token(&h.caller, "acme", None)
+        .mint_token(&h.caller, "acme", &CreateTokenRequest::default())
         .await
         .expect("an admin makes the org");
     let acme = Caller(TokenOwner {

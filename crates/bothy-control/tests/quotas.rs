@@ -20,7 +20,7 @@ async fn control() -> (Control<FakeBoxes>, Caller, Caller) {
         is_admin: true,
     });
     control
-        .mint_token(&admin, "acme", None)
+        .mint_token(&admin, "acme", &bothy_api::CreateTokenRequest::default())
         .await
         .expect("acme exists once it has a token");
     let acme = Caller(TokenOwner {

@@ -21,6 +21,10 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     AlreadyExists(String),
+    /// What is there forbids the request (the last admin token);
+    /// `code` is the stable error code.
+    #[error("{message}")]
+    Refused { code: &'static str, message: String },
     /// The sprite is busy with another operation, or being created or
     /// destroyed.
     #[error("{0}")]
@@ -64,7 +68,7 @@ impl ApiError {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) | Self::QuotaExceeded(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::AlreadyExists(_) | Self::Busy(_) => StatusCode::CONFLICT,
+            Self::AlreadyExists(_) | Self::Busy(_) | Self::Refused { .. } => StatusCode::CONFLICT,
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
@@ -84,6 +88,7 @@ impl ApiError {
             Self::NotFound(_) => "not_found",
             Self::AlreadyExists(_) => "already_exists",
             Self::Busy(_) => "busy",
+            Self::Refused { code, .. } => code,
             Self::BadRequest { code, .. } => code,
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::NotImplemented(_) => "not_implemented",
@@ -124,6 +129,7 @@ impl From<ControlError> for ApiError {
             ControlError::NotFound(m) => Self::NotFound(m),
             ControlError::Conflict(m) => Self::AlreadyExists(m),
             ControlError::Busy(m) => Self::Busy(m),
+            ControlError::Refused { code, message } => Self::Refused { code, message },
             ControlError::Invalid { code, message } => Self::BadRequest { code, message },
             ControlError::Unauthorized(m) => Self::Unauthorized(m),
             ControlError::Forbidden(m) => Self::Forbidden(m),

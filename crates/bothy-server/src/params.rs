@@ -106,6 +106,21 @@ pub fn parse_checkpoint_list_query(raw: Option<&str>) -> Result<CheckpointListQu
     Ok(q)
 }
 
+/// `GET /v1/tokens` query: `org` (empty = not given). The name itself is
+/// control's to check.
+pub fn parse_token_list_query(raw: Option<&str>) -> Result<Option<String>, ApiError> {
+    let mut org = None;
+    for (k, v) in pairs(raw) {
+        if k == "org" && !v.is_empty() {
+            if org.is_some() {
+                return Err(ApiError::bad_request("give org at most once"));
+            }
+            org = Some(v);
+        }
+    }
+    Ok(org)
+}
+
 /// `GET /v1/sprites/{name}/exec` query, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecQuery {
@@ -357,6 +372,17 @@ fn truncate(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn token_list_query() {
+        assert_eq!(parse_token_list_query(None).ok(), Some(None));
+        assert_eq!(parse_token_list_query(Some("org=")).ok(), Some(None));
+        assert_eq!(
+            parse_token_list_query(Some("org=acme&x=1")).ok(),
+            Some(Some("acme".into()))
+        );
+        assert!(parse_token_list_query(Some("org=a&org=b")).is_err());
+    }
 
     #[test]
     fn durations() {

@@ -38,6 +38,8 @@ pub async fn dispatch(ctx: &Context, command: Command) -> Result<i32> {
         Command::Sync(_) => sync::run(ctx).await,
         Command::Drain => sync::drain(ctx).await,
         Command::Token(TokenCommand::Create(a)) => token::create(ctx, a).await,
+        Command::Token(TokenCommand::List(a)) => token::list(ctx, a).await,
+        Command::Token(TokenCommand::Revoke(a)) => token::revoke(ctx, a).await,
         Command::Org => org::run(ctx).await,
         Command::Quota(QuotaCommand::Get(a)) => quota::get(ctx, a).await,
         Command::Quota(QuotaCommand::Set(a)) => quota::set(ctx, a).await,

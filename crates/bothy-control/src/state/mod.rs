@@ -7,17 +7,17 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::{params, Connection, Row};
 
 mod checkpoints;
 mod quotas;
 pub mod replica;
+mod schema;
+mod tokens;
 
 pub use checkpoints::CheckpointRow;
 pub use quotas::{Quota, Usage};
-
-/// Bumped with every schema change; migrations key on it.
-const SCHEMA_VERSION: i64 = 1;
+pub use tokens::{new_token_id, NewToken, Revoked, TokenRow};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -108,68 +108,12 @@ impl Store {
         Self::init(Connection::open_in_memory()?)
     }
 
-    fn init(conn: Connection) -> Result<Self, StoreError> {
+    fn init(mut conn: Connection) -> Result<Self, StoreError> {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
-             CREATE TABLE IF NOT EXISTS orgs (
-                 name TEXT PRIMARY KEY,
-                 created TEXT NOT NULL);
-             CREATE TABLE IF NOT EXISTS tokens (
-                 hash TEXT PRIMARY KEY,
-                 org TEXT NOT NULL REFERENCES orgs(name),
-                 is_admin INTEGER NOT NULL,
-                 description TEXT,
-                 created TEXT NOT NULL);
-             CREATE TABLE IF NOT EXISTS sprites (
-                 id TEXT PRIMARY KEY,
-                 org TEXT NOT NULL REFERENCES orgs(name),
-                 name TEXT NOT NULL,
-                 ram_mb INTEGER NOT NULL,
-                 cpus INTEGER NOT NULL,
-                 storage_gb INTEGER NOT NULL,
-                 url_auth TEXT NOT NULL,
-                 url_private_access TEXT,
-                 labels TEXT NOT NULL,
-                 state TEXT NOT NULL,
-                 created_at TEXT NOT NULL,
-                 updated_at TEXT NOT NULL,
-                 last_running_at TEXT,
-                 nesting INTEGER NOT NULL DEFAULT 0,
-                 UNIQUE (org, name));
-             CREATE TABLE IF NOT EXISTS checkpoints (
-                 sprite_id TEXT NOT NULL REFERENCES sprites(id) ON DELETE CASCADE,
-                 seq INTEGER NOT NULL,
-                 volume_checkpoint INTEGER NOT NULL,
-                 comment TEXT,
-                 created_at TEXT NOT NULL,
-                 auto INTEGER NOT NULL,
-                 history TEXT NOT NULL,
-                 PRIMARY KEY (sprite_id, seq));
-             CREATE TABLE IF NOT EXISTS lineage (
-                 sprite_id TEXT PRIMARY KEY REFERENCES sprites(id) ON DELETE CASCADE,
-                 next_seq INTEGER NOT NULL,
-                 history TEXT NOT NULL);",
-        )?;
-        conn.execute_batch(quotas::SCHEMA)?;
-        add_missing_columns(&conn)?;
-        let version: Option<i64> = conn
-            .query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))
-            .optional()?
-            .flatten();
-        match version {
-            None => {
-                conn.execute(
-                    "INSERT INTO schema_version (version) VALUES (?1)",
-                    [SCHEMA_VERSION],
-                )?;
-            }
-            Some(v) if v > SCHEMA_VERSION => return Err(StoreError::TooNew(v)),
-            Some(_) => {}
-        }
+        schema::prepare(&mut conn)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -204,93 +148,6 @@ impl Store {
         })
         .await
         .map_err(|e| StoreError::Task(e.to_string()))?
-    }
-
-    /// On first start: the `default` org and an admin token whose hash is given.
-    /// Returns false (and changes nothing) when any token already exists.
-    pub async fn bootstrap(&self, admin_hash: String, now: String) -> Result<bool, StoreError> {
-        self.run(move |c| {
-            let tx = c.transaction()?;
-            let n: i64 = tx.query_row("SELECT COUNT(*) FROM tokens", [], |r| r.get(0))?;
-            if n > 0 {
-                return Ok(false);
-            }
-            tx.execute(
-                "INSERT OR IGNORE INTO orgs (name, created) VALUES ('default', ?1)",
-                [&now],
-            )?;
-            tx.execute(
-                "INSERT INTO tokens (hash, org, is_admin, description, created)
-                 VALUES (?1, 'default', 1, 'admin token made on first start', ?2)",
-                params![admin_hash, now],
-            )?;
-            tx.commit()?;
-            Ok(true)
-        })
-        .await
-    }
-
-    /// Another admin token for org `default`.
-    pub async fn add_admin_token(&self, hash: String, now: String) -> Result<(), StoreError> {
-        self.run(move |c| {
-            c.execute(
-                "INSERT INTO tokens (hash, org, is_admin, description, created)
-                 VALUES (?1, 'default', 1, 'admin token made when the state was restored', ?2)",
-                params![hash, now],
-            )?;
-            Ok(())
-        })
-        .await
-    }
-
-    pub async fn has_tokens(&self) -> Result<bool, StoreError> {
-        self.run(|c| {
-            let n: i64 = c.query_row("SELECT COUNT(*) FROM tokens", [], |r| r.get(0))?;
-            Ok(n > 0)
-        })
-        .await
-    }
-
-    pub async fn token_owner(&self, hash: String) -> Result<Option<TokenOwner>, StoreError> {
-        self.run(move |c| {
-            Ok(c.query_row(
-                "SELECT org, is_admin FROM tokens WHERE hash = ?1",
-                [hash],
-                |r| {
-                    Ok(TokenOwner {
-                        org: r.get(0)?,
-                        is_admin: r.get::<_, i64>(1)? != 0,
-                    })
-                },
-            )
-            .optional()?)
-        })
-        .await
-    }
-
-    /// Stores a new non-admin token for `org`, creating the org if it is new.
-    pub async fn add_token(
-        &self,
-        org: String,
-        hash: String,
-        description: Option<String>,
-        now: String,
-    ) -> Result<(), StoreError> {
-        self.run(move |c| {
-            let tx = c.transaction()?;
-            tx.execute(
-                "INSERT OR IGNORE INTO orgs (name, created) VALUES (?1, ?2)",
-                params![org, now],
-            )?;
-            tx.execute(
-                "INSERT INTO tokens (hash, org, is_admin, description, created)
-                 VALUES (?1, ?2, 0, ?3, ?4)",
-                params![hash, org, description, now],
-            )?;
-            tx.commit()?;
-            Ok(())
-        })
-        .await
     }
 
     pub async fn insert_sprite(&self, row: SpriteRow) -> Result<(), StoreError> {
@@ -503,25 +360,6 @@ fn sprite_from_row(r: &Row<'_>) -> Result<SpriteRow, StoreError> {
         last_running_at: r.get(12)?,
         nesting: r.get(13)?,
     })
-}
-
-/// Columns added after a table was first made: a database written by an
-/// older bothy gets them, with their defaults, when it is opened.
-const ADDED_COLUMNS: &[(&str, &str, &str)] =
-    &[("sprites", "nesting", "nesting INTEGER NOT NULL DEFAULT 0")];
-
-fn add_missing_columns(conn: &Connection) -> Result<(), StoreError> {
-    for (table, column, definition) in ADDED_COLUMNS {
-        let present: bool = conn.query_row(
-            "SELECT COUNT(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
-            params![table, column],
-            |r| r.get(0),
-        )?;
-        if !present {
-            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {definition}"))?;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

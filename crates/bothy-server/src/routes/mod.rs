@@ -11,6 +11,7 @@ mod org;
 mod quotas;
 mod sprites;
 mod sync;
+mod tokens;
 pub(crate) mod watch;
 
 use std::time::Instant;
@@ -20,7 +21,7 @@ use axum::handler::Handler;
 use axum::http::Uri;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 
 use bothy_control::{Boxes, Control};
@@ -80,6 +81,8 @@ pub fn router<B: Boxes>(control: Control<B>, shutdown: Shutdown) -> Router {
             "/v1/organizations/{org}/quota",
             get(quotas::get::<B>).put(quotas::put::<B>),
         )
+        .route("/v1/tokens", get(tokens::list::<B>))
+        .route("/v1/tokens/{id}", delete(tokens::revoke::<B>))
         .fallback(not_implemented)
         .method_not_allowed_fallback(not_implemented)
         .layer(DefaultBodyLimit::max(bothy_api::MAX_JSON_BODY))

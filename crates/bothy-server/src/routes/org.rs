@@ -1,4 +1,5 @@
-//! Organisations and tokens.
+//! Organisations, and minting tokens (the Sprites route). Listing and
+//! revoking them is in `tokens.rs`.
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
@@ -20,7 +21,8 @@ pub async fn organization(Auth(caller): Auth) -> Json<Organization> {
 }
 
 /// An admin token may mint a token for any org (creating it); others only for
-/// their own org.
+/// their own org. The body may ask for an expiry (`expires_in` seconds or
+/// `expires_at`); the answer adds the token's public `id` and `expires_at`.
 pub async fn create_token<B: Boxes>(
     State(control): State<Control<B>>,
     Auth(caller): Auth,
@@ -29,12 +31,6 @@ pub async fn create_token<B: Boxes>(
 ) -> ApiResult<(StatusCode, Json<CreateTokenResponse>)> {
     let Path(org) = path?;
     let req: CreateTokenRequest = optional_json(body)?;
-    let token = control.mint_token(&caller, &org, req.description).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(CreateTokenResponse {
-            token,
-            organization: org,
-        }),
-    ))
+    let created = control.mint_token(&caller, &org, &req).await?;
+    Ok((StatusCode::CREATED, Json(created)))
 }

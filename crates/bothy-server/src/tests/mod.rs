@@ -11,6 +11,7 @@ mod machine;
 mod rest;
 mod sdk;
 mod sprite_watch;
+mod tokens;
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
