@@ -508,6 +508,22 @@ pub struct OrgQuota {
     pub usage: QuotaUsage,
 }
 
+/// `GET|POST /v1/sprites/{name}/policy/resources` (what `@fly/sprites`
+/// sends and reads): the box's memory limit, `{}` when no policy is set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct ResourcesPolicy {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<MemoryPolicy>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct MemoryPolicy {
+    pub limit_mb: u64,
+    /// bothy keeps the limit set; `true` is refused.
+    #[serde(default)]
+    pub autoscale: bool,
+}
+
 /// Body of every error answer: `{"error": code, "message": text}`, as the SDK's
 /// `parse_api_error` reads it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -61,14 +61,16 @@ impl Admission {
     }
 
     /// Whether `new` may join `existing` (every box of every organisation
-    /// on this host).
+    /// on this host; `new` itself, when it is there with other settings, is
+    /// counted as `new`).
     pub fn check(&self, new: &SpriteRow, existing: &[SpriteRow]) -> ControlResult<()> {
-        if new.ram_mb > self.host.ram_mb {
+        if new.memory_mb() > self.host.ram_mb {
             return Err(ControlError::Invalid {
                 code: "exceeds_host",
                 message: format!(
                     "ram_mb {} is more than this host has ({} MiB); ask for less",
-                    new.ram_mb, self.host.ram_mb
+                    new.memory_mb(),
+                    self.host.ram_mb
                 ),
             });
         }
@@ -81,9 +83,17 @@ impl Admission {
                 ),
             });
         }
-        let ram: u64 = existing.iter().map(|r| r.ram_mb).sum();
-        let cpus: u64 = existing.iter().map(|r| u64::from(r.cpus)).sum();
-        if ram.saturating_add(new.ram_mb) > self.ram_budget_mb() {
+        let ram: u64 = existing
+            .iter()
+            .filter(|r| r.id != new.id)
+            .map(SpriteRow::memory_mb)
+            .sum();
+        let cpus: u64 = existing
+            .iter()
+            .filter(|r| r.id != new.id)
+            .map(|r| u64::from(r.cpus))
+            .sum();
+        if ram.saturating_add(new.memory_mb()) > self.ram_budget_mb() {
             return Err(ControlError::Unavailable(format!(
                 "this host is full: its bothies' memory limits add up to {ram} MiB of {} admitted \
                  ({} MiB × overcommit {}); destroy a bothy, ask for less ram_mb, or raise \
@@ -122,8 +132,10 @@ mod tests {
     use crate::state::RowState;
 
     fn row(ram_mb: u64, cpus: u32) -> SpriteRow {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         SpriteRow {
-            id: "b1".into(),
+            id: format!("b{n}"),
             org: "o".into(),
             name: "n".into(),
             ram_mb,
@@ -137,6 +149,7 @@ mod tests {
             updated_at: "t".into(),
             last_running_at: None,
             nesting: false,
+            memory_policy_mb: None,
         }
     }
 

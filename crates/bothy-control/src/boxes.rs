@@ -97,6 +97,12 @@ pub trait Boxes: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), BoxError>> + Send;
     fn start(&self, spec: &BoxSpec) -> impl Future<Output = Result<(), BoxError>> + Send;
     fn stop(&self, id: &str) -> impl Future<Output = Result<(), BoxError>> + Send;
+    /// Changes a running box's memory limit (a stopped box: nothing to do).
+    fn set_memory_limit(
+        &self,
+        id: &str,
+        ram_mb: u64,
+    ) -> impl Future<Output = Result<(), BoxError>> + Send;
     /// Stops the box and boots it again on its disk as it is.
     fn restart(&self, spec: &BoxSpec) -> impl Future<Output = Result<(), BoxError>> + Send;
     fn destroy(&self, id: &str) -> impl Future<Output = Result<(), BoxError>> + Send;
@@ -182,6 +188,9 @@ impl Boxes for RealBoxes {
     }
     async fn stop(&self, id: &str) -> Result<(), BoxError> {
         Ok(self.runtime.stop(id).await?)
+    }
+    async fn set_memory_limit(&self, id: &str, ram_mb: u64) -> Result<(), BoxError> {
+        Ok(self.runtime.set_memory_limit(id, ram_mb).await?)
     }
     async fn restart(&self, spec: &BoxSpec) -> Result<(), BoxError> {
         Ok(self.runtime.restart(spec).await?)

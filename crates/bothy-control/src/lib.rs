@@ -34,6 +34,7 @@ pub mod jobs;
 mod lifecycle;
 mod locks;
 pub mod quotas;
+mod resources;
 pub mod state;
 pub mod time;
 mod tokens;

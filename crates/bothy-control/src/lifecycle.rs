@@ -98,7 +98,7 @@ pub fn spec_of(row: &SpriteRow) -> BoxSpec {
     BoxSpec {
         id: row.id.clone(),
         hostname: row.name.clone(),
-        ram_mb: row.ram_mb,
+        ram_mb: row.memory_mb(),
         cpus: row.cpus,
         storage_gb: row.storage_gb,
         nesting: row.nesting,

@@ -35,6 +35,8 @@ pub struct FakeState {
     /// (box id, volume checkpoint) → disk content.
     pub checkpoints: HashMap<(String, u64), Vec<u8>>,
     pub gc_runs: usize,
+    /// Memory limits set on running boxes, in order.
+    pub memory_limits: Vec<(String, u64)>,
     /// A checkpoint of this box waits until [`FakeBoxes::open_gate`].
     pub checkpoint_gate: Option<String>,
     /// Set while a gated checkpoint waits.
@@ -104,6 +106,13 @@ impl Boxes for FakeBoxes {
         let mut s = self.state();
         s.running.remove(id);
         s.stops.push(id.to_string());
+        Ok(())
+    }
+    async fn set_memory_limit(&self, id: &str, ram_mb: u64) -> Result<(), BoxError> {
+        let mut s = self.state();
+        if s.running.contains(id) {
+            s.memory_limits.push((id.to_string(), ram_mb));
+        }
         Ok(())
     }
     async fn restart(&self, spec: &BoxSpec) -> Result<(), BoxError> {

@@ -14,6 +14,15 @@ const MAX_LABELS: usize = 32;
 const MAX_LABEL_LEN: usize = 64;
 const MAX_COMMENT_CHARS: usize = 1024;
 
+/// A memory limit in MiB, in the range a create accepts.
+pub fn ram_mb(field: &str, ram_mb: u64) -> Result<(), ControlError> {
+    if RAM_MB.contains(&ram_mb) {
+        Ok(())
+    } else {
+        Err(out_of_range(field, ram_mb, RAM_MB.into_inner()))
+    }
+}
+
 fn out_of_range<T: std::fmt::Display>(field: &str, v: T, range: (T, T)) -> ControlError {
     ControlError::Invalid {
         code: "invalid_config",
@@ -188,6 +197,7 @@ pub fn new_row(
         updated_at: now,
         last_running_at: None,
         nesting: config.nesting.unwrap_or(false),
+        memory_policy_mb: None,
     })
 }
 

@@ -92,6 +92,7 @@ fn row(id: &str, name: &str, state: RowState) -> SpriteRow {
         updated_at: "2026-01-01T00:00:00Z".into(),
         last_running_at: None,
         nesting: false,
+        memory_policy_mb: None,
     }
 }
 

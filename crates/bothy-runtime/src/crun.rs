@@ -204,6 +204,20 @@ impl Crun {
         Ok(())
     }
 
+    /// Changes the container's memory limit while it runs. The kernel
+    /// reclaims down to a lower limit, or refuses when it cannot.
+    pub async fn update_memory(&self, id: &str, bytes: u64) -> Result<(), RuntimeError> {
+        host::run(
+            self.cmd()
+                .arg("update")
+                .arg("--memory")
+                .arg(bytes.to_string())
+                .arg(id),
+        )
+        .await?;
+        Ok(())
+    }
+
     pub async fn resume(&self, id: &str) -> Result<(), RuntimeError> {
         host::run(self.cmd().arg("resume").arg(id)).await?;
         Ok(())

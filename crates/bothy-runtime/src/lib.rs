@@ -472,6 +472,23 @@ impl Runtime {
     }
 
     /// Stops the box and makes its disk whole in the object store.
+    /// Sets the memory limit of a running box; a stopped box takes its
+    /// limit from its spec at the next boot.
+    pub async fn set_memory_limit(&self, id: &str, ram_mb: u64) -> Result<(), RuntimeError> {
+        check_name("box id", id, 32)?;
+        let lock = self.lock(id);
+        let _guard = lock.lock().await;
+        let cid = self.container_id(id);
+        match self.crun.state(&cid).await? {
+            Some(state) if state.is_alive() => {
+                self.crun
+                    .update_memory(&cid, ram_mb.saturating_mul(1024 * 1024))
+                    .await
+            }
+            _ => Ok(()),
+        }
+    }
+
     pub async fn stop(&self, id: &str) -> Result<(), RuntimeError> {
         check_name("box id", id, 32)?;
         let lock = self.lock(id);

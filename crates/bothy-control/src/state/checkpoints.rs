@@ -196,6 +196,7 @@ mod tests {
             updated_at: "t".into(),
             last_running_at: None,
             nesting: false,
+            memory_policy_mb: None,
         })
         .await
         .expect("insert");

@@ -80,6 +80,15 @@ pub struct SpriteRow {
     pub last_running_at: Option<String>,
     /// Containers inside the box allowed (user namespaces and mounts).
     pub nesting: bool,
+    /// The memory limit set by the resources policy, over `ram_mb`.
+    pub memory_policy_mb: Option<u64>,
+}
+
+impl SpriteRow {
+    /// The memory limit the box runs with.
+    pub fn memory_mb(&self) -> u64 {
+        self.memory_policy_mb.unwrap_or(self.ram_mb)
+    }
 }
 
 /// Who a token belongs to.
@@ -95,7 +104,7 @@ pub struct Store {
 }
 
 const SPRITE_COLUMNS: &str = "id, org, name, ram_mb, cpus, storage_gb, url_auth, \
-     url_private_access, labels, state, created_at, updated_at, last_running_at, nesting";
+     url_private_access, labels, state, created_at, updated_at, last_running_at, nesting, memory_policy_mb";
 
 impl Store {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
@@ -154,7 +163,7 @@ impl Store {
         self.run(move |c| {
             let labels = labels_json(&row.labels)?;
             let res = c.execute(
-                &format!("INSERT INTO sprites ({SPRITE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"),
+                &format!("INSERT INTO sprites ({SPRITE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"),
                 params![
                     row.id,
                     row.org,
@@ -170,6 +179,7 @@ impl Store {
                     row.updated_at,
                     row.last_running_at,
                     row.nesting,
+                    row.memory_policy_mb,
                 ],
             );
             match res {
@@ -295,6 +305,23 @@ impl Store {
         .await
     }
 
+    /// Sets (or with `None` clears) the box's resources-policy memory limit.
+    pub async fn set_memory_policy(
+        &self,
+        id: String,
+        mb: Option<u64>,
+        now: String,
+    ) -> Result<(), StoreError> {
+        self.run(move |c| {
+            c.execute(
+                "UPDATE sprites SET memory_policy_mb = ?2, updated_at = ?3 WHERE id = ?1",
+                params![id, mb, now],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Applies a partial update; `None` leaves a field as it is.
     pub async fn update_sprite(
         &self,
@@ -359,6 +386,7 @@ fn sprite_from_row(r: &Row<'_>) -> Result<SpriteRow, StoreError> {
         updated_at: r.get(11)?,
         last_running_at: r.get(12)?,
         nesting: r.get(13)?,
+        memory_policy_mb: r.get(14)?,
     })
 }
 
@@ -382,6 +410,7 @@ mod tests {
             updated_at: "t".into(),
             last_running_at: None,
             nesting: false,
+            memory_policy_mb: None,
         }
     }
 

@@ -16,7 +16,8 @@ use super::tokens::insert_with_fresh_id;
 use super::StoreError;
 
 /// Bumped with every schema change. 2: tokens have a public id and an
-/// optional expiry. 3: sprites have `nesting`; organisations have quotas.
+/// optional expiry. 3: sprites have `nesting` and `memory_policy_mb`;
+/// organisations have quotas.
 pub(super) const SCHEMA_VERSION: i64 = 3;
 
 const CREATE_V1: &str = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
@@ -89,15 +90,23 @@ pub(super) fn prepare(conn: &mut Connection) -> Result<(), StoreError> {
 
 fn migrate(tx: &Transaction<'_>) -> Result<(), StoreError> {
     tokens_have_ids_and_expiry(tx)?;
-    sprites_have_nesting_and_orgs_quotas(tx)
+    sprites_have_settings_and_orgs_quotas(tx)
 }
 
-/// Version 3: `sprites.nesting` (boxes made before have none) and the
+/// Version 3: `sprites.nesting` (boxes made before have none),
+/// `sprites.memory_policy_mb` (NULL: the create-time `ram_mb` holds) and the
 /// `quotas` table (no row: no limits).
-fn sprites_have_nesting_and_orgs_quotas(tx: &Transaction<'_>) -> Result<(), StoreError> {
-    if !columns(tx, "sprites")?.contains("nesting") {
+fn sprites_have_settings_and_orgs_quotas(tx: &Transaction<'_>) -> Result<(), StoreError> {
+    let sprites = columns(tx, "sprites")?;
+    if !sprites.contains("nesting") {
         tx.execute(
             "ALTER TABLE sprites ADD COLUMN nesting INTEGER NOT NULL DEFAULT 0",
+            [],
+        )?;
+    }
+    if !sprites.contains("memory_policy_mb") {
+        tx.execute(
+            "ALTER TABLE sprites ADD COLUMN memory_policy_mb INTEGER",
             [],
         )?;
     }

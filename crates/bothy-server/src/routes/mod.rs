@@ -9,6 +9,7 @@ mod machine;
 pub use checkpoints::{checkpoint_lines, listing as checkpoint_listing, restore_lines};
 mod org;
 mod quotas;
+mod resources;
 mod sprites;
 mod sync;
 mod tokens;
@@ -69,6 +70,12 @@ pub fn router<B: Boxes>(control: Control<B>, shutdown: Shutdown) -> Router {
         .route("/v1/sprites/{name}/sync", post(sync::sprite::<B>))
         .route("/v1/sync", post(sync::all::<B>))
         .route("/v1/drain", post(sync::drain::<B>))
+        .route(
+            "/v1/sprites/{name}/policy/resources",
+            get(resources::get::<B>)
+                .post(resources::set::<B>)
+                .delete(resources::clear::<B>),
+        )
         .route("/v1/sprites/{name}/restart", post(machine::restart::<B>))
         .route("/v1/sprites/{name}/check", get(machine::check::<B>))
         .route("/v1/sprites/{name}/upgrade", post(machine::upgrade::<B>))
