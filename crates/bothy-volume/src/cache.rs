@@ -413,9 +413,19 @@ impl Inner {
             return Ok(data);
         }
         let data = self.rt.block_on(self.store.get(hash))?.to_vec();
-        // A clean copy needs no sync: a damaged one is found and fetched
-        // again.
-        let staged = self.cache.stage(hash, &data)?;
+        // Keeping a copy is an optimisation: a local disk that is full (or
+        // failing) must not turn a read the object store answered into an
+        // error, which the box's ext4 would take for a dead disk.
+        if let Err(e) = self.keep_clean_copy(hash, &data) {
+            tracing::warn!(chunk = %hash.to_hex(), error = %e, "could not cache a fetched chunk; served it uncached");
+        }
+        Ok(data)
+    }
+
+    /// Adds a chunk fetched from the object store to the cache. A clean copy
+    /// needs no sync: a damaged one is found and fetched again.
+    fn keep_clean_copy(&self, hash: &ChunkHash, data: &[u8]) -> Result<(), VolumeError> {
+        let staged = self.cache.stage(hash, data)?;
         {
             let conn = self.db();
             match adopt(&self.cache, &conn, &staged, false, self.tick()) {
@@ -427,8 +437,7 @@ impl Inner {
                 }
             }
         }
-        self.evict()?;
-        Ok(data)
+        self.evict()
     }
 
     fn touch(&self, hash: &ChunkHash) {

@@ -808,3 +808,25 @@ fn checkpoint_states_tell_which_checkpoints_the_object_store_keeps() {
         vec![(first, true), (second, true), (third, true)]
     );
 }
+
+/// A local disk that cannot take a cache copy (full, failing) still serves
+/// reads the object store answers: the box's ext4 must not see a dead disk
+/// because a cache fill failed.
+#[test]
+fn reads_succeed_when_the_cache_cannot_keep_a_copy() {
+    let blobs = mem_blobs();
+    let first = tempfile::tempdir().unwrap();
+    let want = {
+        let s = storage(first.path(), blobs.clone());
+        let mut v = s.create_volume("r", 16 * CS, CS).unwrap();
+        v.write(0, &pattern(3, 6 * CS as usize)).unwrap();
+        v.sync().unwrap();
+        read_all(&v)
+    };
+    let empty = tempfile::tempdir().unwrap();
+    let s = storage(empty.path(), blobs);
+    let v = s.recover_volume("r").unwrap();
+    // Nothing can be cached from here on.
+    std::fs::remove_dir_all(empty.path().join("cache")).unwrap();
+    assert_eq!(read_all(&v), want);
+}
