@@ -247,8 +247,8 @@ impl Boxes for RealBoxes {
     fn env_socket(&self, id: &str) -> Option<InboxSocket> {
         Some(InboxSocket {
             path: self.runtime.env_socket(id),
-            uid: bothy_runtime::UID_SHIFT,
-            gid: bothy_runtime::UID_SHIFT,
+            uid: self.runtime.box_host_id(id),
+            gid: self.runtime.box_host_id(id),
         })
     }
     async fn sync(&self, id: &str) -> Result<(), BoxError> {

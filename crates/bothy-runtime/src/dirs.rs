@@ -19,10 +19,11 @@ pub(crate) fn prepare_data_dir(data_dir: &Path) -> Result<(), RuntimeError> {
 }
 
 /// Creates `MOUNT_ROOT/<instance>`, the parent of this daemon's box mount
-/// points. The box's init resolves its rootfs path from inside its user
-/// namespace, as host uid/gid [`UID_SHIFT`], so it must be let through: the
-/// directory is 0710 `root:UID_SHIFT`, searchable by the boxes' group only,
-/// so other host users cannot reach a box's files.
+/// points. Boxes booted by older builds (host ids [`UID_SHIFT`]) have their
+/// root here and resolve its path from inside their user namespace, so it
+/// must let them through: the directory is 0710 `root:UID_SHIFT`, searchable
+/// by that group only, so other host users cannot reach a box's files. Boxes
+/// with their own host ids have their root elsewhere (`<instance>.roots`).
 pub(crate) fn prepare_mount_dir(mount_dir: &Path) -> Result<(), RuntimeError> {
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -33,12 +34,13 @@ pub(crate) fn prepare_mount_dir(mount_dir: &Path) -> Result<(), RuntimeError> {
     Ok(())
 }
 
-pub(crate) fn make_box_dir(dir: &Path) -> Result<(), RuntimeError> {
+/// Creates the box dir, 0710 `root:<the box's root group>`.
+pub(crate) fn make_box_dir(dir: &Path, box_gid: u32) -> Result<(), RuntimeError> {
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o710)
         .create(dir)?;
-    std::os::unix::fs::chown(dir, Some(0), Some(UID_SHIFT))?;
+    std::os::unix::fs::chown(dir, Some(0), Some(box_gid))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o710))?;
     Ok(())
 }

@@ -46,9 +46,15 @@
 //! `HOME=/root`.
 //! stop() sends it SIGTERM and kills the box 5 s later.
 //!
-//! Box uid/gid 0..65535 are host 100000..165535 ([`UID_SHIFT`]), the same
-//! range for every box; the base image's files are stored shifted (see
-//! [`image`]).
+//! Files on every box's disk are owned by disk ids: box uid/gid k is stored
+//! as 100000 + k ([`UID_SHIFT`]), the same for every box, so disks,
+//! checkpoints and forks are interchangeable (the base image's files are
+//! stored shifted, see [`image`]). Each box's processes run as host ids of
+//! its own, `base + k` ([`Runtime::box_host_id`]), and its root is an
+//! idmapped view of its disk at `/run/bothy/I.roots/<id>/root` that shows
+//! disk id 100000 + k as base + k; see the `ids` module for how bases are
+//! chosen. Boxes booted by older builds keep host ids 100000.. until their
+//! next boot.
 
 pub mod disk;
 pub mod image;
@@ -62,6 +68,8 @@ mod egress;
 mod etc;
 mod fsutil;
 mod host;
+mod idmap;
+mod ids;
 mod inits;
 mod kernel_limits;
 mod network;
@@ -84,8 +92,10 @@ use crate::disk::{DiskCheckpoint, DiskSource, Disks};
 use crate::storage::client::{Launch, StorageClient};
 use crate::validate::{check_name, check_socket_path, check_spec};
 
-/// Box uid/gid 0 is this host uid/gid; box ids 0..[`ID_RANGE`] map to
-/// `UID_SHIFT..UID_SHIFT + ID_RANGE`.
+/// Disk ids: box uid/gid k is stored on every box's disk as `UID_SHIFT + k`
+/// (for k in 0..[`ID_RANGE`]). Boxes booted by older builds also ran as
+/// these host ids; each box now runs as its own range
+/// ([`Runtime::box_host_id`]).
 pub const UID_SHIFT: u32 = 100_000;
 /// Number of ids mapped into a box (all 16-bit ids: apt's `_apt` is 42, and
 /// `nobody` is 65534).
@@ -177,6 +187,10 @@ pub struct Runtime {
     /// half a box).
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     inits: inits::Inits,
+    /// Host id ranges of host users, which no box gets.
+    reserved_ids: ids::Reserved,
+    /// Serializes choosing id slots (they must be unique across boxes).
+    slots: Mutex<()>,
 }
 
 impl Runtime {
@@ -222,6 +236,8 @@ impl Runtime {
             crun,
             locks: Mutex::default(),
             inits: inits::Inits::default(),
+            reserved_ids: ids::host_reserved(),
+            slots: Mutex::default(),
         })
     }
 
@@ -241,7 +257,8 @@ impl Runtime {
         }
         let lock = self.lock(&spec.id);
         let _guard = lock.lock().await;
-        make_box_dir(&self.box_dir(&spec.id))?;
+        let base = self.box_base(&spec.id)?;
+        make_box_dir(&self.box_dir(&spec.id), base)?;
         let size = if spec.storage_gb == 0 {
             image::DEFAULT_DISK_BYTES
         } else {
@@ -378,12 +395,19 @@ impl Runtime {
         let cid = self.container_id(id);
         let box_dir = self.box_dir(id);
         let run_dir = self.make_private_dir(&self.cfg.data_dir.join("run"))?;
-        let rootfs = self.disks.attach(id).await?;
+        // A box without a slot (made by an older build) gets one now.
+        let base = self.box_base(id)?;
+        make_box_dir(&box_dir, base)?;
+        // A view left by a box that died with its disk would hold the dead
+        // disk's filesystem.
+        self.unmount_rootfs(id)?;
+        let disk_root = self.disks.attach(id).await?;
         // A box that broke its own /etc (full disk, /etc made a file) still
-        // boots; it just keeps its own files.
-        if let Err(e) = etc::write_identity(&rootfs, &spec.hostname, network::DNS_ADDR) {
+        // boots; it just keeps its own files. They are written with disk ids.
+        if let Err(e) = etc::write_identity(&disk_root, &spec.hostname, network::DNS_ADDR) {
             tracing::warn!(box_id = %id, "cannot write /etc/hosts, hostname, resolv.conf: {e}");
         }
+        let rootfs = self.mount_rootfs(id, &disk_root, base)?;
         if let Some(host) = cgroups::host_memory() {
             if let Err(e) =
                 cgroups::limit_parent(&self.cgroup_path(id), cgroups::boxes_memory_limit(host))
@@ -394,8 +418,14 @@ impl Runtime {
         let bundle = box_dir.join("bundle");
         std::fs::create_dir_all(&bundle)?;
         let env_dir = self.env_dir(id)?;
+        // Its socket may have been bound for the box's previous host ids.
+        match std::os::unix::fs::lchown(self.env_socket(id), Some(base), Some(base)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
         let config = oci::config(
             spec,
+            base,
             &rootfs,
             &self.cfg.exe,
             &self.cgroup_path(id),
@@ -526,6 +556,9 @@ impl Runtime {
             self.crun.delete(&cid).await?;
         }
         self.pasta(id).stop()?;
+        // The view holds the disk's filesystem: it goes first.
+        self.unmount_rootfs(id)?;
+        self.remove_root_dirs(id)?;
         self.disks.detach(id, sync).await?;
         remove_if_exists(&self.agent_socket(id))?;
         // The daemon's parent cgroup goes with its last box, so a clean shutdown
@@ -570,9 +603,110 @@ impl Runtime {
             .is_some_and(|s| s.is_alive()))
     }
 
+    /// The host uid and gid of the box's root: the first of its range of host
+    /// ids ([`UID_SHIFT`] for a box last booted by an older build).
+    pub fn box_host_id(&self, id: &str) -> u32 {
+        match ids::read_slot(&self.box_dir(id)) {
+            Ok(Some(slot)) => ids::base(slot),
+            Ok(None) => UID_SHIFT,
+            Err(e) => {
+                tracing::warn!(box_id = %id, "{e}");
+                UID_SHIFT
+            }
+        }
+    }
+
+    /// The box's host id base, choosing its slot if it has none yet.
+    fn box_base(&self, id: &str) -> Result<u32, RuntimeError> {
+        let box_dir = self.box_dir(id);
+        let _guard = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        match ids::read_slot(&box_dir) {
+            Ok(Some(slot)) => return Ok(ids::base(slot)),
+            Ok(None) => {}
+            // No other box counts a damaged slot as used: a new one is safe.
+            Err(e) => tracing::warn!(box_id = %id, "{e}; choosing a new slot"),
+        }
+        std::fs::create_dir_all(&box_dir)?;
+        let slot = ids::assign(
+            &self.cfg.data_dir.join("boxes"),
+            &box_dir,
+            &self.reserved_ids,
+        )?;
+        tracing::info!(box_id = %id, slot, base = ids::base(slot), "host ids for the box");
+        Ok(ids::base(slot))
+    }
+
+    /// `MOUNT_ROOT/<instance>.roots`: one directory per box, 0710
+    /// `root:<box's group>` (only that box gets through), holding `root`,
+    /// the box's idmapped root. It is 0711 itself: nobody lists it.
+    fn roots_dir(&self) -> PathBuf {
+        Path::new(MOUNT_ROOT).join(format!("{}.roots", self.cfg.instance))
+    }
+
+    /// Mounts the box's root: the view of `disk_root` in which disk id
+    /// `UID_SHIFT + k` is host id `base + k`.
+    fn mount_rootfs(&self, id: &str, disk_root: &Path, base: u32) -> Result<PathBuf, RuntimeError> {
+        let roots = self.roots_dir();
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(&roots)?;
+        std::fs::set_permissions(&roots, std::fs::Permissions::from_mode(0o711))?;
+        let dir = roots.join(id);
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o710)
+            .create(&dir)?;
+        std::os::unix::fs::chown(&dir, Some(0), Some(base))?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o710))?;
+        let target = dir.join("root");
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .recursive(true)
+            .create(&target)?;
+        idmap::mount(disk_root, &target, UID_SHIFT, base, ID_RANGE).map_err(|e| {
+            RuntimeError::Failed(format!(
+                "cannot mount the idmapped root of box {id} at {}: {e}",
+                target.display()
+            ))
+        })?;
+        Ok(target)
+    }
+
+    /// Unmounts the box's idmapped root (every layer of it). Not mounted is fine.
+    fn unmount_rootfs(&self, id: &str) -> Result<(), RuntimeError> {
+        let target = self.roots_dir().join(id).join("root");
+        for _ in 0..16 {
+            if !fsutil::is_mount_point(&target)? {
+                return Ok(());
+            }
+            idmap::unmount(&target)?;
+        }
+        Err(RuntimeError::Busy(format!(
+            "{} stays mounted",
+            target.display()
+        )))
+    }
+
+    /// Removes the box's (unmounted) root dirs, and the roots dir with the
+    /// last of them. Never recursive: should anything still be mounted
+    /// there, this fails rather than reach into it.
+    fn remove_root_dirs(&self, id: &str) -> Result<(), RuntimeError> {
+        let dir = self.roots_dir().join(id);
+        for dir in [dir.join("root"), dir] {
+            match std::fs::remove_dir(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                _ => {}
+            }
+        }
+        // Fails while other boxes have theirs.
+        let _ = std::fs::remove_dir(self.roots_dir());
+        Ok(())
+    }
+
     /// Host path of the socket the box sees at [`bothy_api::inbox::ENV_SOCKET`]; whoever
-    /// serves it must make it connectable by box root only (host uid
-    /// [`UID_SHIFT`], mode 0600).
+    /// serves it must make it connectable by box root only (host uid and gid
+    /// [`Runtime::box_host_id`], mode 0600).
     pub fn env_socket(&self, id: &str) -> PathBuf {
         self.cfg
             .data_dir

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use bothy_api::inbox;
 
-use crate::{seccomp, BoxSpec, ID_RANGE, UID_SHIFT};
+use crate::{seccomp, BoxSpec, ID_RANGE};
 
 /// The fd on which pid 1 finds the agent's listening socket.
 pub(crate) const AGENT_FD: i32 = 3;
@@ -50,17 +50,19 @@ impl Default for Init {
     }
 }
 
-/// The config.json for `spec`, with `rootfs` (the mounted volume) as root
+/// The config.json for `spec`, whose ids 0.. are host ids `host_base`..,
+/// with `rootfs` (the box's view of its volume) as root
 /// and `exe` bind-mounted read-only at [`inbox::EXE`] and [`inbox::ENV_TOOL`].
 pub(crate) fn config(
     spec: &BoxSpec,
+    host_base: u32,
     rootfs: &Path,
     exe: &Path,
     cgroup_path: &str,
     init: &Init,
     env_dir: &Path,
 ) -> Value {
-    let id_map = json!([{ "containerID": 0, "hostID": UID_SHIFT, "size": ID_RANGE }]);
+    let id_map = json!([{ "containerID": 0, "hostID": host_base, "size": ID_RANGE }]);
     let caps = CAPABILITIES;
     let memory_bytes = spec.ram_mb.saturating_mul(1024 * 1024);
     let cpu_quota = u64::from(spec.cpus.max(1)) * CPU_PERIOD_US;
@@ -168,6 +170,7 @@ mod tests {
     fn limits_follow_the_spec() {
         let c = config(
             &spec(),
+            231_072,
             Path::new("/r"),
             Path::new("/bin/bothy"),
             "/bothy-x/b1",
@@ -179,7 +182,8 @@ mod tests {
         assert_eq!(res["cpu"]["quota"], 200_000);
         assert_eq!(c["hostname"], "dev");
         assert_eq!(c["process"]["args"][0], inbox::EXE);
-        assert_eq!(c["linux"]["uidMappings"][0]["hostID"], UID_SHIFT);
+        assert_eq!(c["linux"]["uidMappings"][0]["hostID"], 231_072);
+        assert_eq!(c["linux"]["gidMappings"][0]["hostID"], 231_072);
         let env = c["mounts"]
             .as_array()
             .and_then(|m| m.iter().find(|m| m["destination"] == inbox::ENV_DIR))

@@ -209,7 +209,9 @@ async fn box_is_isolated_limited_and_networked() {
         .split_whitespace()
         .map(str::to_string)
         .collect();
-    assert_eq!(uid_map, ["0", "100000", "65536"]);
+    let base = rt.box_host_id(&s.id).to_string();
+    assert_eq!(uid_map, ["0", base.as_str(), "65536"]);
+    assert_ne!(base, "100000", "the box has host ids of its own");
 
     // Only the box's own processes: init, its sleep, and the ps.
     let procs = sh(rt, &s.id, "ps -e --no-headers | wc -l").await;
@@ -517,5 +519,157 @@ async fn a_box_cannot_redirect_the_runtime_writes_to_the_host() {
             .expect("host dir")
             .count(),
         1
+    );
+}
+
+/// The first line of `/proc/self/uid_map` in the box: (inside, host, count).
+async fn uid_map(rt: &Runtime, id: &str) -> (u64, u64, u64) {
+    let map = sh(rt, id, "cat /proc/self/uid_map").await;
+    let f: Vec<u64> = map
+        .split_whitespace()
+        .take(3)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    assert_eq!(f.len(), 3, "uid_map: {map:?}");
+    (f[0], f[1], f[2])
+}
+
+/// The real uid and gid of every host process in the box's cgroup.
+fn host_ids_of_box_processes(rt: &Runtime, id: &str) -> Vec<(u32, u32)> {
+    let needle = format!("{}\n", rt.cgroup_path(id));
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let cgroup = std::fs::read_to_string(entry.path().join("cgroup")).unwrap_or_default();
+        if !cgroup.contains(&needle) {
+            continue;
+        }
+        let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+        let field = |name: &str| -> Option<u32> {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        };
+        if let (Some(uid), Some(gid)) = (field("Uid:"), field("Gid:")) {
+            found.push((uid, gid));
+        }
+    }
+    found
+}
+
+fn owner(path: &Path) -> (u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let meta =
+        std::fs::symlink_metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (meta.uid(), meta.gid())
+}
+
+/// Each box runs as host ids of its own, while its disk keeps disk ids
+/// (100000 + k): a file moves between boxes by checkpoint and fork with its
+/// owner intact, and ownership survives a restart.
+#[tokio::test]
+async fn each_box_has_its_own_host_ids_over_disks_with_shared_ids() {
+    require_root();
+    let t = test_runtime().await;
+    let rt = &t.rt;
+    let a = spec("b00000000007a", "ids-a");
+    let b = spec("b00000000007b", "ids-b");
+    let guard_a = create_and_start(&t, &a).await;
+
+    let (inside, host_a, count) = uid_map(rt, &a.id).await;
+    assert_eq!((inside, count), (0, 65_536));
+    assert_eq!(host_a, u64::from(rt.box_host_id(&a.id)));
+    assert_ne!(host_a, 100_000, "a new box is not on the shared range");
+    let procs = host_ids_of_box_processes(rt, &a.id);
+    assert!(!procs.is_empty(), "no process of the box found");
+    for (uid, gid) in &procs {
+        assert_eq!((u64::from(*uid), u64::from(*gid)), (host_a, host_a));
+    }
+    let box_dir = t.cfg.data_dir.join("boxes").join(&a.id);
+    assert_eq!(owner(&box_dir).1, rt.box_host_id(&a.id));
+
+    // Root of the box writes a file; on the disk it is disk id 100000, and
+    // a file chowned to 42 in the box is 100042.
+    sh(
+        rt,
+        &a.id,
+        "echo a > /root/from-a && touch /root/apt && chown 42:42 /root/apt && sync",
+    )
+    .await;
+    let disk = Path::new(MOUNT_ROOT).join(&t.cfg.instance).join(&a.id);
+    assert_eq!(owner(&disk.join("root/from-a")), (100_000, 100_000));
+    assert_eq!(owner(&disk.join("root/apt")), (100_042, 100_042));
+
+    rt.restart(&a).await.expect("restart");
+    assert_eq!(
+        sh(rt, &a.id, "stat -c %u:%g /root/apt /root/from-a").await,
+        "42:42\n0:0"
+    );
+    assert_eq!(uid_map(rt, &a.id).await.1, host_a, "a box keeps its range");
+
+    // A box made by an older build has no slot: it gets one at its next boot
+    // and its files keep their owners.
+    rt.stop(&a.id).await.expect("stop");
+    std::fs::remove_file(box_dir.join("slot")).expect("the box's slot file");
+    assert_eq!(rt.box_host_id(&a.id), 100_000, "no slot: the legacy range");
+    rt.start(&a).await.expect("boot after migration");
+    assert!(box_dir.join("slot").exists(), "a slot is recorded at boot");
+    let host_a = u64::from(rt.box_host_id(&a.id));
+    assert_ne!(host_a, 100_000);
+    assert_eq!(uid_map(rt, &a.id).await.1, host_a);
+    assert_eq!(
+        sh(rt, &a.id, "stat -c %u:%g /root/apt /root/from-a").await,
+        "42:42\n0:0"
+    );
+
+    // A fork of A's checkpoint: the file is root's in B too, and B's range
+    // is its own.
+    let checkpoint = rt.checkpoint(&a.id).await.expect("checkpoint");
+    let guard_b = BoxGuard {
+        rt: rt.clone(),
+        id: b.id.clone(),
+    };
+    rt.create(
+        &b,
+        DiskSource::Checkpoint {
+            box_id: a.id.clone(),
+            checkpoint,
+        },
+    )
+    .await
+    .expect("fork");
+    rt.start(&b).await.expect("start the fork");
+    let (_, host_b, _) = uid_map(rt, &b.id).await;
+    assert_ne!(host_b, 100_000);
+    assert!(
+        host_a + 65_536 <= host_b || host_b + 65_536 <= host_a,
+        "ranges overlap: {host_a} and {host_b}"
+    );
+    assert_eq!(
+        sh(
+            rt,
+            &b.id,
+            "stat -c %u:%g /root/from-a /root/apt && echo b > /root/b && whoami"
+        )
+        .await,
+        "0:0\n42:42\nroot"
+    );
+
+    // Destroy unmounts the box's root and frees its range for the next box.
+    drop(guard_b);
+    let roots = Path::new(MOUNT_ROOT).join(format!("{}.roots", t.cfg.instance));
+    assert!(
+        !roots.join(&b.id).exists(),
+        "root dir of the box left behind"
+    );
+    assert!(mounts_mentioning(&roots.join(&b.id)).is_empty());
+    drop(guard_a);
+    assert!(!roots.exists(), "roots dir left behind");
+    assert!(
+        mounts_mentioning(&roots).is_empty(),
+        "idmapped roots left mounted"
     );
 }

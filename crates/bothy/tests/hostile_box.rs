@@ -342,7 +342,17 @@ fn box_disks_are_mounted_nosuid_nodev_on_the_host() {
         .parent()
         .map(|instance| instance.join("fuse").join(&id))
         .unwrap_or_else(|| panic!("{:?} has a parent", disk.mount));
-    for mount in [&disk.mount, &fuse] {
+    // The box's idmapped view of its disk, its root.
+    let root = disk
+        .mount
+        .parent()
+        .and_then(|instance| {
+            let name = instance.file_name()?.to_string_lossy().into_owned();
+            Some(instance.with_file_name(format!("{name}.roots")))
+        })
+        .map(|roots| roots.join(&id).join("root"))
+        .unwrap_or_else(|| panic!("{:?} has a parent", disk.mount));
+    for mount in [&disk.mount, &fuse, &root] {
         let opts = mount_options(mount);
         let opts: Vec<&str> = opts.split(',').collect();
         assert!(
@@ -350,6 +360,10 @@ fn box_disks_are_mounted_nosuid_nodev_on_the_host() {
             "{mount:?} is mounted {opts:?}"
         );
     }
+    assert!(
+        mount_options(&root).split(',').any(|o| o == "idmapped"),
+        "the box's root is an idmapped mount"
+    );
 
     // Host root plants a setuid-root program on the box's disk; a host user
     // who runs it from there stays who they are. (Group UID_SHIFT, the

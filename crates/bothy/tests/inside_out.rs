@@ -106,6 +106,11 @@ fn a_killed_daemon_leaves_boxes_running_and_their_disks_working() {
     d.create(name);
     let (writer, _client) = start_writer(&d, name);
     let booted = boot_time(&d, name);
+    let id_map = d.sh(name, "cat /proc/self/uid_map");
+    assert!(
+        !id_map.split_whitespace().any(|f| f == "100000"),
+        "a new box has host ids of its own: {id_map}"
+    );
     let storage_pid = d.storage_pid().expect("a storage process serves the disks");
     let log = log_on_host(&d, name);
     let before = wait_for_lines(&log, 0, 20, "the writer to write");
@@ -118,6 +123,13 @@ fn a_killed_daemon_leaves_boxes_running_and_their_disks_working() {
     d.spawn();
     d.wait_running(name);
     assert_eq!(boot_time(&d, name), booted, "the box was not rebooted");
+    assert_eq!(
+        d.sh(name, "cat /proc/self/uid_map"),
+        id_map,
+        "the adopted box keeps its host ids"
+    );
+    // Its control socket is served for its own host ids.
+    d.sh(name, "bothy-env checkpoints list >/dev/null");
     assert_eq!(
         d.storage_pid(),
         Some(storage_pid),

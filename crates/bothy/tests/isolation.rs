@@ -86,6 +86,83 @@ fn box_root_is_not_host_root() {
     assert_eq!(id.trim(), "0", "commands run as root inside the box");
 }
 
+/// The box's uid_map: (inside, host, count) of its first line.
+fn uid_map(d: &Daemon, name: &str) -> (u64, u64, u64) {
+    let map = d.sh(name, "cat /proc/self/uid_map");
+    let f: Vec<u64> = map
+        .split_whitespace()
+        .take(3)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    assert_eq!(f.len(), 3, "uid_map: {map:?}");
+    (f[0], f[1], f[2])
+}
+
+/// Real uid of the host processes whose cgroup names box `id`.
+fn host_uids_of_box(id: &str) -> Vec<u64> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let cgroup = std::fs::read_to_string(entry.path().join("cgroup")).unwrap_or_default();
+        if !cgroup.lines().any(|l| l.ends_with(&format!("/{id}"))) {
+            continue;
+        }
+        let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+        if let Some(uid) = status
+            .lines()
+            .find(|l| l.starts_with("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|u| u.parse().ok())
+        {
+            found.push(uid);
+        }
+    }
+    found
+}
+
+/// Two boxes never share host ids, while files on both disks are stored
+/// with the same disk ids (100000 + k): a process escaping one box owns
+/// nothing of the other.
+#[test]
+fn boxes_have_disjoint_host_ids_over_the_same_disk_ids() {
+    let d = daemon();
+    let other = "iso-other";
+    d.create(other);
+    let (inside, a, count) = uid_map(d, BOX);
+    let (_, b, _) = uid_map(d, other);
+    assert_eq!((inside, count), (0, 65_536));
+    for host in [a, b] {
+        assert_ne!(host, 100_000, "a new box is not on the shared range");
+        assert!(host > 100_000, "box root maps above the disk ids: {host}");
+    }
+    assert!(
+        a + count <= b || b + count <= a,
+        "the boxes' ranges overlap: {a} and {b}"
+    );
+    // A process of the box runs as the box's host id, seen from the host.
+    let id = common::storage::box_id(d, other);
+    let uids = host_uids_of_box(&id);
+    assert!(!uids.is_empty(), "no host process of box {id}");
+    assert!(uids.iter().all(|u| *u == b), "{uids:?} are not all {b}");
+    // Box root's file is stored as disk id 100000 on the box's ext4.
+    d.sh(
+        other,
+        "echo x > /root/mine && touch /root/apt && chown 42:42 /root/apt && sync",
+    );
+    let disk = common::storage::box_disk(d, other).mount;
+    let owner = |p: &str| {
+        let meta = std::fs::metadata(disk.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+        (
+            std::os::unix::fs::MetadataExt::uid(&meta),
+            std::os::unix::fs::MetadataExt::gid(&meta),
+        )
+    };
+    assert_eq!(owner("root/mine"), (100_000, 100_000));
+    assert_eq!(owner("root/apt"), (100_042, 100_042));
+    d.cli(&["destroy", other, "--force"])
+        .run()
+        .assert_success("destroy");
+}
+
 #[test]
 fn data_dir_is_invisible_from_the_box() {
     let d = daemon();

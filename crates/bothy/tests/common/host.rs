@@ -60,16 +60,23 @@ impl Footprint {
         found
     }
 
-    /// Mount points at or under the data dir or the daemon's mount dir
-    /// (`/run/bothy/<instance>`, where box disks are mounted), deepest first.
+    /// Mount points at or under the data dir, the daemon's mount dir
+    /// (`/run/bothy/<instance>`, where box disks are mounted) or its roots
+    /// dir (`/run/bothy/<instance>.roots`, the boxes' idmapped roots),
+    /// deepest first.
     pub fn mounts(&self) -> Vec<PathBuf> {
         let mount_dir = Path::new("/run/bothy").join(&self.instance);
+        let roots_dir = Path::new("/run/bothy").join(format!("{}.roots", self.instance));
         let table = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         let mut found: Vec<PathBuf> = table
             .lines()
             .filter_map(|l| l.split(' ').nth(4))
             .map(|p| PathBuf::from(unescape_mount_path(p)))
-            .filter(|p| p.starts_with(&self.data_dir) || p.starts_with(&mount_dir))
+            .filter(|p| {
+                p.starts_with(&self.data_dir)
+                    || p.starts_with(&mount_dir)
+                    || p.starts_with(&roots_dir)
+            })
             .collect();
         found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
         found.dedup();

@@ -270,6 +270,8 @@ pub fn box_disk(d: &Daemon, name: &str) -> BoxDisk {
     let mount = fs::read_dir("/run/bothy")
         .unwrap_or_else(|e| panic!("cannot read /run/bothy: {e}"))
         .flatten()
+        // `<instance>.roots/<id>` holds the box's idmapped view, not its disk.
+        .filter(|e| !e.file_name().to_string_lossy().ends_with(".roots"))
         .map(|e| e.path().join(&id))
         .find(|p| p.is_dir())
         .unwrap_or_else(|| panic!("no /run/bothy/<instance>/{id} for box {name}"));
