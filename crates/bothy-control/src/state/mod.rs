@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{params, Connection, Row};
 
 mod checkpoints;
+mod policies;
 mod quotas;
 pub mod replica;
 mod schema;
