@@ -230,3 +230,50 @@ fn deny_by_default_opens_the_filter_only_to_allowed_answers() {
     set_policy(d, name, json!([]));
     assert!(!nft_table(d, name).contains("@allowed4 accept"));
 }
+
+#[test]
+fn the_cli_sets_rules_and_they_survive_a_checkpoint_restore() {
+    let d = daemon();
+    let name = "policy-cli";
+    d.create(name);
+    let rules = r#"{"rules": [{"domain": "*.bothy-test.invalid", "action": "deny"}, {"include": "debian"}]}"#;
+    let set = d
+        .cli(&["policy", "set", "-s", name, "--json"])
+        .stdin(rules.as_bytes().to_vec())
+        .run()
+        .assert_success("policy set");
+    let expected = json!({ "rules": [
+        { "domain": "*.bothy-test.invalid", "action": "deny" },
+        { "include": "debian" },
+    ] });
+    assert_eq!(set.json(), expected);
+    let got = d
+        .cli(&["policy", "get", "-s", name, "--json"])
+        .run()
+        .assert_success("policy get");
+    assert_eq!(got.json(), expected);
+    d.cli(&["policy", "set", "-s", name])
+        .stdin(br#"{"rules": [{"domain": "x", "action": "maybe"}]}"#.to_vec())
+        .run()
+        .assert_code(1, "an invalid policy");
+    assert_eq!(get_policy(d, name), expected, "unchanged");
+
+    let v1 = common::storage::checkpoint(d, name, None);
+    set_policy(
+        d,
+        name,
+        json!([{ "domain": "bothy-test.invalid", "action": "deny" }]),
+    );
+    common::storage::restore(d, name, &v1);
+    d.wait_running(name);
+    assert_eq!(
+        get_policy(d, name),
+        json!({ "rules": [{ "domain": "bothy-test.invalid", "action": "deny" }] }),
+        "rules are box settings, not disk content"
+    );
+    assert_eq!(
+        rcode(d, name, DENIED),
+        "rcode=5",
+        "enforced after the restore"
+    );
+}
