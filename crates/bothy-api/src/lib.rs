@@ -7,6 +7,7 @@
 pub mod exec;
 pub mod inbox;
 pub mod names;
+pub mod policy;
 
 use serde::{Deserialize, Serialize};
 

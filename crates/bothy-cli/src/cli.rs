@@ -133,6 +133,9 @@ pub enum Command {
     /// Show or set an organisation's quotas (setting needs an admin token)
     #[command(subcommand)]
     Quota(QuotaCommand),
+    /// Show or set a bothy's network policy (which DNS names it may resolve)
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Run the bothy daemon (needs root)
     #[command(hide = true)]
     Daemon(DaemonArgs),
@@ -386,6 +389,22 @@ pub enum QuotaCommand {
     Get(QuotaGetArgs),
     /// Replace an organisation's quotas; a limit left out is no limit
     Set(QuotaSetArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Show the bothy's rules
+    Get,
+    /// Replace the bothy's rules with JSON from a file or stdin:
+    /// {"rules": [{"domain": "example.com", "action": "deny"}]}
+    Set(PolicySetArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PolicySetArgs {
+    /// File with the rules as JSON; `-` reads stdin
+    #[arg(default_value = "-", value_name = "FILE")]
+    pub file: String,
 }
 
 #[derive(Debug, Args)]

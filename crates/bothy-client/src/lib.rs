@@ -22,6 +22,7 @@ mod error;
 mod exec;
 pub mod frame;
 mod inbox;
+mod policy;
 mod tokens;
 mod unix_http;
 

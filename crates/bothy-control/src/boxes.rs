@@ -8,6 +8,7 @@ use std::time::Duration;
 use bothy_agent::client::{AgentClient, AgentError, SessionReader, SessionWriter};
 use bothy_agent::proto::{Input, Output, SessionInfo, SpawnRequest};
 pub use bothy_runtime::disk::DiskSource;
+use bothy_runtime::netpolicy::NetPolicy;
 use bothy_runtime::{BoxSpec, Runtime, RuntimeError};
 use tokio::sync::mpsc;
 
@@ -156,6 +157,16 @@ pub trait Boxes: Send + Sync + 'static {
     fn sync(&self, id: &str) -> impl Future<Output = Result<(), BoxError>> + Send;
     /// Where to serve the box's own control socket, if boxes have one.
     fn env_socket(&self, id: &str) -> Option<InboxSocket>;
+    /// Sets the box's network policy, at once if it runs and at its next
+    /// start otherwise. Boxes without a network ignore it.
+    fn set_network_policy(
+        &self,
+        id: &str,
+        policy: NetPolicy,
+    ) -> impl Future<Output = Result<(), BoxError>> + Send {
+        let _ = (id, policy);
+        async { Ok(()) }
+    }
     /// Every box is stopped: lets go of what serves their disks (the
     /// storage process), which otherwise outlives the daemon.
     fn release_storage(&self) -> impl Future<Output = Result<(), BoxError>> + Send;
@@ -256,6 +267,9 @@ impl Boxes for RealBoxes {
     }
     async fn recover_disk(&self, id: &str) -> Result<bool, BoxError> {
         Ok(self.runtime.recover_disk(id).await?)
+    }
+    async fn set_network_policy(&self, id: &str, policy: NetPolicy) -> Result<(), BoxError> {
+        Ok(self.runtime.set_network_policy(id, policy).await?)
     }
     async fn release_storage(&self) -> Result<(), BoxError> {
         Ok(self.runtime.shutdown_storage().await?)

@@ -116,6 +116,11 @@ pub async fn open_with<B: Boxes>(
     let store = Store::open(&data_dir.join(STATE_DB))?;
     bootstrap_admin(&store, data_dir, recovered).await?;
     let control = Control::holding(store, boxes, lock);
+    // Before any box starts (recovery, or a wake on use), so none runs
+    // without its rules.
+    if let Err(e) = control.load_network_policies().await {
+        tracing::error!(error = %e, "loading network policies failed");
+    }
     // The jobs end by themselves at shutdown.
     drop(control.start_jobs(GC_PERIOD, replica));
     let recovering = control.clone();

@@ -33,6 +33,7 @@ mod health;
 pub mod jobs;
 mod lifecycle;
 mod locks;
+pub mod policy;
 pub mod quotas;
 mod resources;
 pub mod state;

@@ -40,6 +40,13 @@ const BLOCKED_V4: &[&str] = &[
 /// (whose packets would be the IPv4 ones above).
 const BLOCKED_V6: &[&str] = &["fc00::/7", "fe80::/10", "ff00::/8", "::ffff:0:0/96"];
 
+/// The end of the chain of a box whose policy denies by default.
+const DENY_BY_DEFAULT: &str = "    ct state established,related accept
+    ip daddr @allowed4 accept
+    ip6 daddr @allowed6 accept
+    reject with icmpx type admin-prohibited
+";
+
 /// A network as nftables writes it: the address with host bits cleared.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Net {
@@ -118,7 +125,13 @@ pub(crate) fn host_networks() -> Result<Vec<Net>, RuntimeError> {
 
 /// The nftables script for a box, given the host's networks. Loading it
 /// replaces the table as one transaction, so it can be loaded again.
-pub(crate) fn ruleset(host: &[Net]) -> String {
+///
+/// `allowed4`/`allowed6` hold the addresses the box's resolver returned for
+/// allowed names, each with a timeout; when the box's policy denies by
+/// default (`deny_by_default`), every other destination is rejected.
+/// Connections already established stay up, and the host's addresses and
+/// private ranges are rejected before the sets are looked at.
+pub(crate) fn ruleset(host: &[Net], deny_by_default: bool) -> String {
     let mut v4: Vec<String> = BLOCKED_V4.iter().map(|s| s.to_string()).collect();
     let mut v6: Vec<String> = BLOCKED_V6.iter().map(|s| s.to_string()).collect();
     for net in host {
@@ -133,6 +146,8 @@ delete table inet {TABLE}
 table inet {TABLE} {{
   set blocked4 {{ type ipv4_addr; flags interval; auto-merge; elements = {{ {v4} }} }}
   set blocked6 {{ type ipv6_addr; flags interval; auto-merge; elements = {{ {v6} }} }}
+  set allowed4 {{ type ipv4_addr; flags timeout; }}
+  set allowed6 {{ type ipv6_addr; flags timeout; }}
   chain out {{
     type filter hook output priority 0; policy accept;
     oifname \"lo\" accept
@@ -140,21 +155,47 @@ table inet {TABLE} {{
     icmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit }} accept
     ip daddr @blocked4 reject with icmpx type admin-prohibited
     ip6 daddr @blocked6 reject with icmpx type admin-prohibited
-  }}
+{default}  }}
 }}
 ",
         v4 = v4.join(", "),
         v6 = v6.join(", "),
+        default = if deny_by_default { DENY_BY_DEFAULT } else { "" },
     )
 }
 
 /// Loads the egress filter into the network namespace of `pid` (the box's
 /// init). Called before pasta gives the namespace a route out, so no
 /// connection leaves unfiltered.
-pub(crate) async fn install(pid: i32) -> Result<(), RuntimeError> {
+pub(crate) async fn install(pid: i32, deny_by_default: bool) -> Result<(), RuntimeError> {
+    load(pid, ruleset(&host_networks()?, deny_by_default)).await
+}
+
+/// Lets the box whose init is `pid` connect to each address for its number
+/// of seconds (from now; an address already there gets the new timeout).
+pub(crate) async fn allow(pid: i32, addrs: &[(IpAddr, u32)]) -> Result<(), RuntimeError> {
+    let mut script = String::new();
+    for (ip, secs) in addrs {
+        let set = if ip.is_ipv4() { "allowed4" } else { "allowed6" };
+        script.push_str(&format!(
+            "delete element inet {TABLE} {set} {{ {ip} }}\nadd element inet {TABLE} {set} {{ {ip} timeout {secs}s }}\n"
+        ));
+    }
+    // A delete of an element that is not there fails the whole transaction;
+    // add it first so it always is.
+    let mut first = String::new();
+    for (ip, secs) in addrs {
+        let set = if ip.is_ipv4() { "allowed4" } else { "allowed6" };
+        first.push_str(&format!(
+            "add element inet {TABLE} {set} {{ {ip} timeout {secs}s }}\n"
+        ));
+    }
+    load(pid, first + &script).await
+}
+
+async fn load(pid: i32, script: String) -> Result<(), RuntimeError> {
     use tokio::io::AsyncWriteExt;
 
-    let script = ruleset(&host_networks()?);
     let mut cmd = host::command(&host::NSENTER);
     cmd.arg(format!("--net=/proc/{pid}/ns/net"))
         .arg("--")
@@ -205,7 +246,13 @@ mod tests {
             Net::new("203.0.113.9".parse().expect("ip"), 24),
             Net::host("2001:db8::9".parse().expect("ip")),
         ];
-        let rules = ruleset(&host);
+        let rules = ruleset(&host, false);
+        assert!(!rules.contains("@allowed4 accept"));
+        let deny = ruleset(&host, true);
+        assert!(deny.contains("ip daddr @allowed4 accept"));
+        let block = deny.find("@blocked4 reject").expect("block rule");
+        let allowed = deny.find("@allowed4 accept").expect("allowed rule");
+        assert!(block < allowed, "host ranges stay blocked:\n{deny}");
         for needle in [
             "169.254.0.0/16",
             "10.0.0.0/8",

@@ -25,6 +25,10 @@ pub(crate) const NFT: Tool = Tool {
     name: "nft",
     package: "nftables",
 };
+pub(crate) const IP: Tool = Tool {
+    name: "ip",
+    package: "iproute2",
+};
 pub(crate) const NSENTER: Tool = Tool {
     name: "nsenter",
     package: "util-linux",

@@ -58,12 +58,14 @@
 
 pub mod disk;
 pub mod image;
+pub mod netpolicy;
 pub mod storage;
 
 mod cgroups;
 pub use cgroups::host_memory;
 mod crun;
 mod dirs;
+mod dns;
 mod egress;
 mod etc;
 mod fsutil;
@@ -191,6 +193,8 @@ pub struct Runtime {
     reserved_ids: ids::Reserved,
     /// Serializes choosing id slots (they must be unique across boxes).
     slots: Mutex<()>,
+    /// Every box's resolver and network policy.
+    dns: dns::Dns,
 }
 
 impl Runtime {
@@ -208,6 +212,7 @@ impl Runtime {
             host::PASTA,
             host::NFT,
             host::NSENTER,
+            host::IP,
             host::SYSCTL,
             host::LOSETUP,
             host::MOUNT,
@@ -238,7 +243,29 @@ impl Runtime {
             inits: inits::Inits::default(),
             reserved_ids: ids::host_reserved(),
             slots: Mutex::default(),
+            dns: dns::Dns::default(),
         })
+    }
+
+    /// Sets box `id`'s network policy: its resolver applies it from the next
+    /// query, and a running box's egress filter is loaded again when the
+    /// policy starts or stops denying by default (which empties the sets of
+    /// addresses allowed so far: the box's next lookups fill them again).
+    /// A box that does not run gets it when it starts.
+    pub async fn set_network_policy(
+        &self,
+        id: &str,
+        policy: netpolicy::NetPolicy,
+    ) -> Result<(), RuntimeError> {
+        check_name("box id", id, 32)?;
+        let before = self.dns.policy(id).denies_by_default();
+        let after = policy.denies_by_default();
+        if let Some(pid) = self.dns.set_policy(id, policy) {
+            if before != after {
+                egress::install(pid, after).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Replaces the box's init command (default: [`bothy_api::inbox::EXE`]
@@ -370,9 +397,13 @@ impl Runtime {
                 if self.agent_socket(id).exists() {
                     // Boxes booted by an older build may lack the filter;
                     // loading it again is one idempotent transaction.
-                    egress::install(state.pid).await?;
+                    let deny = self.dns.policy(id).denies_by_default();
+                    egress::install(state.pid, deny).await?;
+                    // Its resolver moves to this daemon; boxes of builds
+                    // without the forwarder get it here, no restart needed.
+                    self.dns.serve(id, state.pid).await?;
                     if pasta.running_pid(Some(state.pid)).is_none() {
-                        pasta.start(state.pid).await?;
+                        pasta.start(state.pid, deny).await?;
                     }
                     self.inits.started(id, state.pid);
                     return Ok(());
@@ -483,7 +514,14 @@ impl Runtime {
             let _ = self.stop_unlocked(id, false).await;
             return Err(e);
         }
-        if let Err(e) = self.pasta(id).start(pid).await {
+        // The resolver before the route out: no query of the box's ever
+        // skips its policy.
+        if let Err(e) = self.dns.serve(id, pid).await {
+            let _ = self.stop_unlocked(id, false).await;
+            return Err(e);
+        }
+        let deny = self.dns.policy(id).denies_by_default();
+        if let Err(e) = self.pasta(id).start(pid, deny).await {
             let _ = self.stop_unlocked(id, false).await;
             return Err(e);
         }
@@ -536,6 +574,7 @@ impl Runtime {
 
     async fn stop_unlocked(&self, id: &str, sync: bool) -> Result<(), RuntimeError> {
         self.inits.stopped(id);
+        self.dns.stop(id);
         let cid = self.container_id(id);
         if let Some(state) = self.crun.state(&cid).await? {
             if state.status == "paused" {
@@ -582,6 +621,7 @@ impl Runtime {
             std::fs::remove_dir_all(&box_dir)?;
         }
         remove_empty_cgroup_parents(&self.cgroup_path(id));
+        self.dns.forget(id);
         self.locks.lock().map(|mut l| l.remove(id)).ok();
         Ok(())
     }

@@ -8,9 +8,11 @@
 //!   the box is published on the host, and the box cannot reach ports bound
 //!   to the host's loopback;
 //! - `--no-map-gw`: the gateway address is not a door to the host either;
-//! - DNS: the box's resolver is [`DNS_ADDR`], which pasta maps to the host's
-//!   first nameserver, so it works even when the host's resolver is on its
-//!   loopback (systemd-resolved, dnsmasq).
+//! - DNS: the box's resolver is [`DNS_ADDR`], served by the daemon's
+//!   forwarder inside the namespace (the dns module), which applies the
+//!   box's network policy. pasta still forwards [`DNS_ADDR`] to the host's
+//!   nameserver, but the forwarder's local address takes the box's queries
+//!   first.
 //!
 //! pasta parses frames the box crafts, so it holds nothing of the host: it
 //! joins the box's user namespace (`--userns`) before it opens the box's
@@ -28,7 +30,7 @@ use std::path::{Path, PathBuf};
 use crate::RuntimeError;
 use crate::{egress, host};
 
-/// The nameserver address a box uses; answered by pasta.
+/// The nameserver address a box uses; answered by the dns module.
 pub(crate) const DNS_ADDR: &str = "169.254.0.53";
 
 pub(crate) struct Pasta {
@@ -42,14 +44,14 @@ impl Pasta {
 
     /// Starts pasta for the network namespace of `pid` (the box's init).
     /// Returns once the namespace is configured (pasta forks after that).
-    pub async fn start(&self, pid: i32) -> Result<(), RuntimeError> {
+    pub async fn start(&self, pid: i32, deny_by_default: bool) -> Result<(), RuntimeError> {
         self.stop()?;
         // `crun run --detach` returns before the box's init has exec'd; until
         // then the process is not dumpable and pasta (which confines itself
         // early) may be refused its namespace. That passes within moments.
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
         loop {
-            match self.try_start(pid).await {
+            match self.try_start(pid, deny_by_default).await {
                 Ok(()) => return Ok(()),
                 Err(e)
                     if tokio::time::Instant::now() < deadline
@@ -63,9 +65,9 @@ impl Pasta {
         }
     }
 
-    async fn try_start(&self, pid: i32) -> Result<(), RuntimeError> {
+    async fn try_start(&self, pid: i32, deny_by_default: bool) -> Result<(), RuntimeError> {
         // The filter first: the namespace has no route out until pasta runs.
-        egress::install(pid).await?;
+        egress::install(pid, deny_by_default).await?;
         host::run(
             host::command(&host::PASTA)
                 .args(["--config-net", "--quiet", "--runas", "0"])

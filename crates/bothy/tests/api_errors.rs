@@ -197,7 +197,6 @@ fn unimplemented_routes_are_501() {
     let d = daemon();
     for (method, path) in [
         ("GET", format!("/v1/sprites/{BOX}/services")),
-        ("GET", format!("/v1/sprites/{BOX}/policy/network")),
         ("GET", format!("/v1/sprites/{BOX}/fs/read")),
     ] {
         let r = changes_nothing(d, || d.api(method, &path));

@@ -8,6 +8,7 @@ mod destroy;
 mod exec;
 mod list;
 mod org;
+mod policy;
 mod quota;
 mod sessions;
 mod sync;
@@ -16,7 +17,7 @@ mod use_;
 
 use anyhow::Result;
 
-use crate::cli::{CheckpointCommand, Command, QuotaCommand, TokenCommand};
+use crate::cli::{CheckpointCommand, Command, PolicyCommand, QuotaCommand, TokenCommand};
 use crate::Context;
 
 /// Runs a client verb; returns the exit code.
@@ -43,6 +44,8 @@ pub async fn dispatch(ctx: &Context, command: Command) -> Result<i32> {
         Command::Org => org::run(ctx).await,
         Command::Quota(QuotaCommand::Get(a)) => quota::get(ctx, a).await,
         Command::Quota(QuotaCommand::Set(a)) => quota::set(ctx, a).await,
+        Command::Policy(PolicyCommand::Get) => policy::get(ctx).await,
+        Command::Policy(PolicyCommand::Set(a)) => policy::set(ctx, a).await,
         Command::Daemon(_) | Command::StorageServer(_) | Command::Init | Command::Image(_) => {
             anyhow::bail!("this build of bothy cannot run the daemon, init or image verbs")
         }

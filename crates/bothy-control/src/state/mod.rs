@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{params, Connection, Row};
 
 mod checkpoints;
+mod policies;
 mod quotas;
 pub mod replica;
 mod schema;
@@ -393,6 +394,37 @@ fn sprite_from_row(r: &Row<'_>) -> Result<SpriteRow, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn network_policies_are_kept_and_go_with_their_sprite() {
+        let path = std::env::temp_dir().join(format!(
+            "bothy-state-policy-{}-{}.db",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        let s = Store::open(&path).expect("open");
+        s.bootstrap("hash".into(), "t".into())
+            .await
+            .expect("bootstrap");
+        s.insert_sprite(row("b1", "one")).await.expect("insert");
+        assert_eq!(s.network_policy("b1".into()).await.expect("read"), None);
+        s.set_network_policy("b1".into(), "{\"rules\":[]}".into())
+            .await
+            .expect("set");
+        s.set_network_policy("b1".into(), "{\"rules\":[1]}".into())
+            .await
+            .expect("replace");
+        assert_eq!(
+            s.all_network_policies().await.expect("all"),
+            vec![("b1".to_string(), "{\"rules\":[1]}".to_string())]
+        );
+        s.delete_sprite("b1".into()).await.expect("delete");
+        assert!(s.all_network_policies().await.expect("all").is_empty());
+        drop(s);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
 
     fn row(id: &str, name: &str) -> SpriteRow {
         SpriteRow {

@@ -17,8 +17,8 @@ use super::StoreError;
 
 /// Bumped with every schema change. 2: tokens have a public id and an
 /// optional expiry. 3: sprites have `nesting` and `memory_policy_mb`;
-/// organisations have quotas.
-pub(super) const SCHEMA_VERSION: i64 = 3;
+/// organisations have quotas. 4: sprites have network policies.
+pub(super) const SCHEMA_VERSION: i64 = 4;
 
 const CREATE_V1: &str = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
      CREATE TABLE IF NOT EXISTS orgs (
@@ -90,7 +90,14 @@ pub(super) fn prepare(conn: &mut Connection) -> Result<(), StoreError> {
 
 fn migrate(tx: &Transaction<'_>) -> Result<(), StoreError> {
     tokens_have_ids_and_expiry(tx)?;
-    sprites_have_settings_and_orgs_quotas(tx)
+    sprites_have_settings_and_orgs_quotas(tx)?;
+    sprites_have_network_policies(tx)
+}
+
+/// Version 4: the `network_policies` table (no row: no rules, all allowed).
+fn sprites_have_network_policies(tx: &Transaction<'_>) -> Result<(), StoreError> {
+    tx.execute_batch(super::policies::SCHEMA)?;
+    Ok(())
 }
 
 /// Version 3: `sprites.nesting` (boxes made before have none),

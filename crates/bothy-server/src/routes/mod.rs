@@ -8,6 +8,7 @@ mod machine;
 
 pub use checkpoints::{checkpoint_lines, listing as checkpoint_listing, restore_lines};
 mod org;
+mod policy;
 mod quotas;
 mod resources;
 mod sprites;
@@ -67,6 +68,10 @@ pub fn router<B: Boxes>(control: Control<B>, shutdown: Shutdown) -> Router {
         )
         .route("/v1/sprites/{name}/exec/{id}", get(exec::attach::<B>))
         .route("/v1/sprites/{name}/exec/{id}/kill", post(kill::kill::<B>))
+        .route(
+            "/v1/sprites/{name}/policy/network",
+            get(policy::get::<B>).post(policy::set::<B>),
+        )
         .route("/v1/sprites/{name}/sync", post(sync::sprite::<B>))
         .route("/v1/sync", post(sync::all::<B>))
         .route("/v1/drain", post(sync::drain::<B>))
