@@ -45,7 +45,9 @@ impl From<RuntimeError> for BoxError {
         match e {
             RuntimeError::NotFound(m) => Self::NotFound(m),
             RuntimeError::Busy(m) => Self::Busy(m),
-            RuntimeError::HostNotReady(m) | RuntimeError::Unavailable(m) => Self::Unavailable(m),
+            RuntimeError::HostNotReady(m)
+            | RuntimeError::Unavailable(m)
+            | RuntimeError::StorageLost(m) => Self::Unavailable(m),
             other => Self::Failed(other.to_string()),
         }
     }

@@ -123,6 +123,10 @@ pub enum RuntimeError {
     /// The storage process cannot be reached.
     #[error("{0}")]
     Unavailable(String),
+    /// The storage process went away during a call: whether the call took
+    /// effect is unknown.
+    #[error("{0}")]
+    StorageLost(String),
     #[error("{0}")]
     Failed(String),
     #[error(transparent)]
@@ -882,6 +886,34 @@ async fn open_storage(cfg: &RuntimeConfig, base_image: &Path) -> Result<Disks, R
         StorageLaunch::InProcess => Launch::InProcess(server),
     };
     let client = StorageClient::new(storage::socket_path(&cfg.data_dir), launch);
+    // A storage process that is on its way out (its last daemon just went
+    // away) may still answer a first call and drop the next: start over
+    // with the next one, a few times.
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match prepare_storage(cfg, &client, base_image).await {
+            Err(RuntimeError::StorageLost(e)) if attempts < 5 => {
+                tracing::warn!(
+                    attempt = attempts,
+                    "the storage process went away while starting; trying again: {e}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(200 * attempts)).await;
+            }
+            Err(e) => return Err(e),
+            Ok(base_volume) => return Ok(Disks::new(client, base_volume)),
+        }
+    }
+}
+
+/// Connects to (or starts) the storage process, replaces one of another
+/// build when it serves no disk, and makes sure it holds the base image.
+/// Returns the base image's volume name.
+async fn prepare_storage(
+    cfg: &RuntimeConfig,
+    client: &StorageClient,
+    base_image: &Path,
+) -> Result<String, RuntimeError> {
     let mut hello = client.ensure_started().await?;
     if cfg.storage == StorageLaunch::Process {
         let exe = cfg.exe.clone();
@@ -915,7 +947,7 @@ async fn open_storage(cfg: &RuntimeConfig, base_image: &Path) -> Result<Disks, R
             image: base_image.to_path_buf(),
         })
         .await?;
-    Ok(Disks::new(client, base_volume))
+    Ok(base_volume)
 }
 
 /// The command line of `bothy storage-server` for `cfg`.

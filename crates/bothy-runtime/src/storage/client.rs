@@ -176,9 +176,9 @@ impl StorageClient {
             .map_err(|e| RuntimeError::Unavailable(format!("storage request not sent: {e}")))?;
         let line = proto::read_line(&mut BufReader::new(read))
             .await
-            .map_err(|e| RuntimeError::Failed(format!("storage answer unreadable: {e}")))?
+            .map_err(|e| RuntimeError::StorageLost(format!("storage answer unreadable: {e}")))?
             .ok_or_else(|| {
-                RuntimeError::Failed(
+                RuntimeError::StorageLost(
                     "the storage process closed the connection without answering (did it die? see the daemon's log)".into(),
                 )
             })?;
@@ -287,7 +287,8 @@ impl StorageClient {
             self.released.store(p, Ordering::SeqCst);
         }
         match self.call_once::<()>(&Request::Shutdown).await {
-            Ok(()) => {}
+            // Gone before it answered: what was asked; wait for the exit.
+            Ok(()) | Err(RuntimeError::StorageLost(_)) => {}
             Err(RuntimeError::Unavailable(_)) => return Ok(()),
             Err(e) => {
                 // It refused (disks in use) and serves on: its death is one.
