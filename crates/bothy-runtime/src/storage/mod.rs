@@ -17,6 +17,7 @@
 
 pub(crate) mod base;
 pub mod client;
+pub(crate) mod launch;
 pub mod proto;
 pub mod server;
 mod stack;
