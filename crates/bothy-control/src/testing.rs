@@ -391,3 +391,36 @@ impl FakeState {
         next
     }
 }
+
+/// A control layer over fresh fakes, its store in memory and bootstrapped
+/// with an admin token of org `default`, as a test starts from.
+pub struct FakeControl {
+    pub control: crate::Control<FakeBoxes>,
+    pub fake: FakeBoxes,
+    pub admin: crate::Caller,
+    pub admin_token: String,
+}
+
+pub async fn fake_control() -> FakeControl {
+    let store = crate::Store::open_in_memory().expect("an in-memory store");
+    let admin_token = crate::new_token();
+    store
+        .bootstrap(crate::hash_token(&admin_token), crate::time::now())
+        .await
+        .expect("bootstrap");
+    let fake = FakeBoxes::default();
+    FakeControl {
+        control: crate::Control::new(store, fake.clone()),
+        fake,
+        admin: caller("default", true),
+        admin_token,
+    }
+}
+
+/// A caller of `org`.
+pub fn caller(org: &str, is_admin: bool) -> crate::Caller {
+    crate::Caller(crate::TokenOwner {
+        org: org.into(),
+        is_admin,
+    })
+}

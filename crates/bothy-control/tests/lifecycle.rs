@@ -8,8 +8,8 @@ use std::time::Duration;
 use bothy_api::{CheckpointRef, CreateSpriteRequest, CreateTokenRequest};
 use bothy_control::testing::FakeBoxes;
 use bothy_control::{
-    hash_token, new_token, Caller, CheckpointListQuery, Control, ControlError, EventKind, RowState,
-    SpriteRow, SpriteStatus, Store, TokenOwner,
+    Caller, CheckpointListQuery, Control, ControlError, EventKind, RowState, SpriteRow,
+    SpriteStatus, TokenOwner,
 };
 
 struct Harness {
@@ -19,19 +19,11 @@ struct Harness {
 }
 
 async fn harness() -> Harness {
-    let store = Store::open_in_memory().expect("store");
-    store
-        .bootstrap(hash_token(&new_token()), bothy_control::time::now())
-        .await
-        .expect("bootstrap");
-    let fake = FakeBoxes::default();
+    let f = bothy_control::testing::fake_control().await;
     Harness {
-        control: Control::new(store, fake.clone()),
-        fake,
-        caller: Caller(TokenOwner {
-            org: "default".into(),
-            is_admin: true,
-        }),
+        control: f.control,
+        fake: f.fake,
+        caller: f.admin,
     }
 }
 

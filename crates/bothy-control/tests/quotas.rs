@@ -3,31 +3,16 @@
 //! changing nothing.
 
 use bothy_api::CreateSpriteRequest;
-use bothy_control::testing::FakeBoxes;
-use bothy_control::{
-    hash_token, new_token, Caller, Control, ControlError, Quota, Store, TokenOwner,
-};
+use bothy_control::testing::{caller, fake_control, FakeBoxes};
+use bothy_control::{Caller, Control, ControlError, Quota};
 
 async fn control() -> (Control<FakeBoxes>, Caller, Caller) {
-    let store = Store::open_in_memory().expect("store");
-    store
-        .bootstrap(hash_token(&new_token()), bothy_control::time::now())
-        .await
-        .expect("bootstrap");
-    let control = Control::new(store, FakeBoxes::default());
-    let admin = Caller(TokenOwner {
-        org: "default".into(),
-        is_admin: true,
-    });
-    control
-        .mint_token(&admin, "acme", &bothy_api::CreateTokenRequest::default())
+    let f = fake_control().await;
+    f.control
+        .mint_token(&f.admin, "acme", &bothy_api::CreateTokenRequest::default())
         .await
         .expect("acme exists once it has a token");
-    let acme = Caller(TokenOwner {
-        org: "acme".into(),
-        is_admin: false,
-    });
-    (control, admin, acme)
+    (f.control, f.admin, caller("acme", false))
 }
 
 fn request(name: &str, storage_gb: u64) -> CreateSpriteRequest {

@@ -2,22 +2,13 @@
 //! limit is validated, admitted, applied to the running box and kept.
 
 use bothy_api::CreateSpriteRequest;
-use bothy_control::testing::FakeBoxes;
-use bothy_control::{hash_token, new_token, Caller, Control, ControlError, Store, TokenOwner};
+use bothy_control::testing::{caller, fake_control};
+use bothy_control::ControlError;
 
 #[tokio::test]
 async fn a_memory_limit_is_applied_at_once_and_kept() {
-    let store = Store::open_in_memory().expect("store");
-    store
-        .bootstrap(hash_token(&new_token()), bothy_control::time::now())
-        .await
-        .expect("bootstrap");
-    let fake = FakeBoxes::default();
-    let c = Control::new(store, fake.clone());
-    let admin = Caller(TokenOwner {
-        org: "default".into(),
-        is_admin: true,
-    });
+    let f = fake_control().await;
+    let (c, fake, admin) = (f.control, f.fake, f.admin);
     let row = c
         .create(
             &admin,
@@ -68,10 +59,7 @@ async fn a_memory_limit_is_applied_at_once_and_kept() {
         Some(&(row.id.clone(), 1024)),
         "back to the create-time limit"
     );
-    let other = Caller(TokenOwner {
-        org: "acme".into(),
-        is_admin: false,
-    });
+    let other = caller("acme", false);
     assert!(matches!(
         c.set_memory_policy(&other, "dev", Some(512)).await,
         Err(ControlError::NotFound(_))

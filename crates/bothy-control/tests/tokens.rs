@@ -7,9 +7,7 @@
 
 use bothy_api::{CreateTokenRequest, TokenInfo};
 use bothy_control::testing::FakeBoxes;
-use bothy_control::{
-    hash_token, new_token, Caller, Control, ControlError, NewToken, Store, TokenOwner,
-};
+use bothy_control::{hash_token, new_token, Caller, Control, ControlError, NewToken, TokenOwner};
 
 const PAST: &str = "2001-01-01T00:00:00.000Z";
 
@@ -20,19 +18,11 @@ struct Harness {
 }
 
 async fn harness() -> Harness {
-    let store = Store::open_in_memory().expect("store");
-    let admin_token = new_token();
-    store
-        .bootstrap(hash_token(&admin_token), bothy_control::time::now())
-        .await
-        .expect("bootstrap");
+    let f = bothy_control::testing::fake_control().await;
     Harness {
-        control: Control::new(store, FakeBoxes::default()),
-        admin_token,
-        admin: Caller(TokenOwner {
-            org: "default".into(),
-            is_admin: true,
-        }),
+        control: f.control,
+        admin_token: f.admin_token,
+        admin: f.admin,
     }
 }
 
