@@ -197,13 +197,15 @@ fn kill9_during_checkpoints_keeps_every_acknowledged_one() {
         (200, Crash::Storage),
     ] {
         let first = acked.last().map(|(_, n)| n + 1).unwrap_or(1);
+        // Before the crash: when only the storage process dies, the daemon
+        // boots the box again at once, possibly before this thread resumes.
+        let since = now_ms();
         let round =
             checkpoint_until_crash(&d, name, first, Duration::from_millis(crash_after_ms), what);
         assert!(round.len() >= 3, "checkpoints before the crash: {round:?}");
         acked.extend(round);
         rounds += 1;
 
-        let since = now_ms();
         if what != Crash::Storage {
             d.spawn();
         }
