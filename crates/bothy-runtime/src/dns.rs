@@ -183,19 +183,12 @@ fn first_nameserver(conf: &str) -> Option<IpAddr> {
 /// Puts [`DNS_ADDR`] on the loopback interface of the box's namespace, so
 /// the box's queries stay in it (a local address wins over pasta's route).
 async fn add_resolver_address(pid: i32) -> Result<(), RuntimeError> {
-    let ip = host::find_in_path(host::IP.name).unwrap_or_else(|| host::IP.name.into());
+    let address = format!("{DNS_ADDR}/32");
     for args in [
         vec!["link", "set", "lo", "up"],
-        vec!["addr", "replace", "169.254.0.53/32", "dev", "lo"],
+        vec!["addr", "replace", address.as_str(), "dev", "lo"],
     ] {
-        host::run(
-            host::command(&host::NSENTER)
-                .arg(format!("--net=/proc/{pid}/ns/net"))
-                .arg("--")
-                .arg(&ip)
-                .args(&args),
-        )
-        .await?;
+        host::run(host::command_in("net", pid, &host::IP).args(&args)).await?;
     }
     Ok(())
 }

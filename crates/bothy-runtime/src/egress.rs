@@ -196,11 +196,8 @@ pub(crate) async fn allow(pid: i32, addrs: &[(IpAddr, u32)]) -> Result<(), Runti
 async fn load(pid: i32, script: String) -> Result<(), RuntimeError> {
     use tokio::io::AsyncWriteExt;
 
-    let mut cmd = host::command(&host::NSENTER);
-    cmd.arg(format!("--net=/proc/{pid}/ns/net"))
-        .arg("--")
-        .arg(host::find_in_path(host::NFT.name).unwrap_or_else(|| host::NFT.name.into()))
-        .args(["-f", "-"])
+    let mut cmd = host::command_in("net", pid, &host::NFT);
+    cmd.args(["-f", "-"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());

@@ -110,6 +110,16 @@ pub(crate) fn command(tool: &Tool) -> Command {
     cmd
 }
 
+/// A command for `tool` run inside namespace `ns` (`net`, `user`, ...) of
+/// process `pid`, through nsenter.
+pub(crate) fn command_in(ns: &str, pid: i32, tool: &Tool) -> Command {
+    let mut cmd = command(&NSENTER);
+    cmd.arg(format!("--{ns}=/proc/{pid}/ns/{ns}"))
+        .arg("--")
+        .arg(find_in_path(tool.name).unwrap_or_else(|| tool.name.into()));
+    cmd
+}
+
 /// Output of a finished command.
 pub(crate) struct Output {
     pub status_ok: bool,

@@ -46,11 +46,8 @@ pub(crate) fn box_sysctls(nesting: bool) -> Vec<(&'static str, u64)> {
 
 /// Sets the box's limits in the user namespace of `pid` (its init).
 pub(crate) async fn apply_to_box(pid: i32, nesting: bool) -> Result<(), RuntimeError> {
-    let mut cmd = host::command(&host::NSENTER);
-    cmd.arg(format!("--user=/proc/{pid}/ns/user"))
-        .arg("--")
-        .arg(host::find_in_path(host::SYSCTL.name).unwrap_or_else(|| host::SYSCTL.name.into()))
-        .args(["-q", "-w"]);
+    let mut cmd = host::command_in("user", pid, &host::SYSCTL);
+    cmd.args(["-q", "-w"]);
     for (key, value) in box_sysctls(nesting) {
         cmd.arg(format!("{key}={value}"));
     }
