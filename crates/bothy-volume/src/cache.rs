@@ -500,21 +500,33 @@ impl Inner {
 
     /// Drops least-recently-used clean chunks until the cache fits its budget.
     pub(crate) fn evict(&self) -> Result<(), VolumeError> {
-        let mut conn = self.db();
-        self.save_touched(&mut conn)?;
-        let mut total = db::cache_totals(&conn, false)?.1;
-        if total <= self.budget {
-            return Ok(());
+        let excess = {
+            let mut conn = self.db();
+            self.save_touched(&mut conn)?;
+            db::cache_totals(&conn, false)?
+                .1
+                .saturating_sub(self.budget)
+        };
+        if excess > 0 {
+            self.drop_clean(excess)?;
         }
+        Ok(())
+    }
+
+    /// Drops least-recently-used clean chunks until `bytes` are freed or
+    /// none is left; returns the bytes freed.
+    pub(crate) fn drop_clean(&self, bytes: u64) -> Result<u64, VolumeError> {
+        let conn = self.db();
+        let mut freed = 0;
         for (hash, len) in db::cached_chunks(&conn, false)? {
-            if total <= self.budget {
+            if freed >= bytes {
                 break;
             }
             db::delete_clean_cache_row(&conn, &hash)?;
             self.cache.remove(&hash)?;
-            total = total.saturating_sub(len);
+            freed += len;
         }
-        Ok(())
+        Ok(freed)
     }
 }
 

@@ -90,6 +90,7 @@ impl Volume {
         self.map = snap.entries.into_iter().collect();
         self.inner.head_changed(&self.name);
         self.pending.clear();
+        self.count_pending();
         Ok(())
     }
 

@@ -69,6 +69,7 @@ mod maintenance;
 mod recovery;
 mod shipping;
 pub mod snapshot;
+mod space;
 mod storage;
 mod upload;
 mod volume;
@@ -77,9 +78,10 @@ use std::time::Duration;
 
 use bothy_store::StoreError;
 
+pub use space::SpaceUse;
 pub use storage::Storage;
 pub use upload::UploadPause;
-pub use volume::Volume;
+pub use volume::{Volume, MAX_PENDING_BYTES};
 
 /// Measured on the whole stack (ext4 on a loop device on this crate's FUSE
 /// file): 256 KiB chunks did 35-71 fsynced random 4 KiB writes per second

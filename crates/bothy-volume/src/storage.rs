@@ -74,6 +74,9 @@ pub(crate) struct Inner {
     /// Moves whenever GC drops cache rows (under the fence): an upload marks
     /// a chunk clean only if it did not move since it read the chunk.
     pub(crate) gc_drops: AtomicU64,
+    /// Bytes written to open volumes and not flushed yet: the local disk
+    /// still has to make room for them (see space.rs).
+    pub(crate) pending_bytes: AtomicU64,
 }
 
 impl Storage {
@@ -112,6 +115,7 @@ impl Storage {
             ship_locks: KeyLocks::default(),
             deleting: KeyLocks::default(),
             gc_drops: AtomicU64::new(0),
+            pending_bytes: AtomicU64::new(0),
         });
         let bg = inner.clone();
         let uploader = std::thread::Builder::new()
@@ -171,6 +175,7 @@ impl Storage {
             head: row.head,
             map,
             pending: BTreeMap::new(),
+            counted: 0,
         })
     }
 

@@ -1,17 +1,23 @@
 //! [`Volume`]: one open volume's reads, writes, hole punching and flush.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bothy_store::ChunkHash;
 
 use crate::cache::{self, ChunkCache};
 use crate::storage::Inner;
-use crate::{db, VolumeError};
+use crate::{db, space, VolumeError};
 
 /// Unflushed writes are flushed early past this, bounding memory per volume.
-const MAX_PENDING_BYTES: u64 = 64 << 20;
+pub const MAX_PENDING_BYTES: u64 = 64 << 20;
+
+/// How long a flush that finds the local disk full keeps trying (shedding
+/// clean cached chunks, waiting for a collection) before it fails: a failed
+/// flush reaches the box's ext4 as an I/O error.
+const NO_SPACE_PATIENCE: Duration = Duration::from_secs(10);
 
 /// One open volume. Reads see this handle's own unflushed writes.
 pub struct Volume {
@@ -26,6 +32,16 @@ pub struct Volume {
     pub(crate) map: BTreeMap<u64, ChunkHash>,
     /// Chunk index → new content since the last flush (`None` = zeros).
     pub(crate) pending: BTreeMap<u64, Option<Vec<u8>>>,
+    /// Bytes of `pending` counted in [`Inner::pending_bytes`].
+    pub(crate) counted: u64,
+}
+
+impl Drop for Volume {
+    fn drop(&mut self) {
+        self.inner
+            .pending_bytes
+            .fetch_sub(self.counted, Ordering::SeqCst);
+    }
 }
 
 impl Volume {
@@ -126,10 +142,27 @@ impl Volume {
                 (None, None) => {}
             }
         }
+        self.count_pending();
         if self.pending.len() as u64 * self.chunk_size > MAX_PENDING_BYTES {
             self.flush()?;
         }
         Ok(())
+    }
+
+    /// Keeps the storage-wide count of unflushed bytes (which the host disk
+    /// will have to hold) in step with `pending`.
+    pub(crate) fn count_pending(&mut self) {
+        let now = self.pending.len() as u64 * self.chunk_size;
+        if now >= self.counted {
+            self.inner
+                .pending_bytes
+                .fetch_add(now - self.counted, Ordering::SeqCst);
+        } else {
+            self.inner
+                .pending_bytes
+                .fetch_sub(self.counted - now, Ordering::SeqCst);
+        }
+        self.counted = now;
     }
 
     /// Writes `data` at `offset`; durable after the next [`Volume::flush`].
@@ -155,13 +188,47 @@ impl Volume {
         Ok(n.max(0) as u64)
     }
 
-    /// Makes every write so far durable on local disk.
+    /// Makes every write so far durable on local disk. A local disk that is
+    /// full is given [`NO_SPACE_PATIENCE`] to get room back (see space.rs).
     pub fn flush(&mut self) -> Result<(), VolumeError> {
         if self.pending.is_empty() {
             return Ok(());
         }
         let started = Instant::now();
         let chunks = self.pending.len();
+        let mut wait = Duration::from_millis(10);
+        loop {
+            match self.try_flush() {
+                Err(e) if space::is_no_space(&e) && started.elapsed() < NO_SPACE_PATIENCE => {
+                    let need = self.pending.len() as u64 * self.chunk_size;
+                    match self.inner.drop_clean(need) {
+                        Ok(freed) if freed >= need => {
+                            tracing::info!(volume = %self.name, freed, "the local disk is full: shed clean cached chunks");
+                            continue;
+                        }
+                        Ok(_) => {}
+                        Err(shed) => {
+                            tracing::warn!(error = %shed, "could not shed clean cached chunks")
+                        }
+                    }
+                    tracing::warn!(volume = %self.name, error = %e, "the local disk is full; the flush waits for room");
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(Duration::from_millis(500));
+                }
+                other => other?,
+            }
+            if self.pending.is_empty() {
+                break;
+            }
+        }
+        tracing::debug!(volume = %self.name, chunks, us = started.elapsed().as_micros() as u64, "flushed");
+        Ok(())
+    }
+
+    /// One attempt at [`Volume::flush`]; on error `pending` is as it was.
+    /// Holds the fence only for the attempt, so a collection freeing room
+    /// can run between attempts.
+    fn try_flush(&mut self) -> Result<(), VolumeError> {
         let inner = self.inner.clone();
         let _fence = inner.fence.read().unwrap_or_else(|p| p.into_inner());
         let pending: Vec<(u64, Option<&Vec<u8>>)> = self
@@ -184,8 +251,8 @@ impl Volume {
             };
         }
         self.pending.clear();
+        self.count_pending();
         inner.flushed(&self.name);
-        tracing::debug!(volume = %self.name, chunks, us = started.elapsed().as_micros() as u64, "flushed");
         Ok(())
     }
 

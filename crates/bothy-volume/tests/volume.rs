@@ -830,3 +830,31 @@ fn reads_succeed_when_the_cache_cannot_keep_a_copy() {
     std::fs::remove_dir_all(empty.path().join("cache")).unwrap();
     assert_eq!(read_all(&v), want);
 }
+
+/// What the storage reports holding on the local disk follows unflushed
+/// writes, dirty and clean chunks; shedding clean chunks loses nothing.
+#[test]
+fn space_use_follows_writes_and_shedding_keeps_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ChunkStore::new(mem_blobs(), RetryPolicy::fast());
+    let s = Storage::open(dir.path(), store, StorageConfig::default()).unwrap();
+    let mut v = s.create_volume("p", 8 * CS, CS).unwrap();
+    let used = || s.space_use().unwrap();
+    assert_eq!(used().pending_bytes, 0);
+    v.write(0, &[1u8; 10]).unwrap();
+    v.write(3 * CS, &[2u8; 10]).unwrap();
+    assert_eq!(used().pending_bytes, 2 * CS, "two chunks wait for a flush");
+    v.flush().unwrap();
+    assert_eq!(used().pending_bytes, 0);
+    assert_eq!(used().dirty_bytes, 2 * CS, "flushed chunks are dirty");
+    v.sync().unwrap();
+    assert_eq!((used().dirty_bytes, used().clean_bytes), (0, 2 * CS));
+    assert!(s.shed_clean(u64::MAX).unwrap() >= 2 * CS);
+    assert_eq!(used().clean_bytes, 0, "every clean chunk was shed");
+    let mut buf = [0u8; 10];
+    v.read(3 * CS, &mut buf).unwrap();
+    assert_eq!(buf, [2u8; 10], "a shed chunk is fetched again");
+    v.write(CS, &[3u8; 10]).unwrap();
+    drop(v);
+    assert_eq!(used().pending_bytes, 0, "a dropped volume counts nothing");
+}

@@ -277,3 +277,45 @@ fn the_cli_sets_rules_and_they_survive_a_checkpoint_restore() {
         "enforced after the restore"
     );
 }
+
+#[test]
+fn garbage_and_half_open_queries_leave_the_resolver_applying_the_policy() {
+    let d = daemon();
+    let name = "policy-hostile";
+    d.create(name);
+    set_policy(
+        d,
+        name,
+        json!([{ "domain": "bothy-test.invalid", "action": "deny" }]),
+    );
+    // 500 datagrams of random bytes, 40 TCP connections that announce a
+    // 64 KiB query and never send it, then a query for a denied name on a
+    // socket of its own (its answer is the one with its id).
+    let script = format!(
+        r#"perl -MIO::Socket::INET -e '
+$u = IO::Socket::INET->new(PeerAddr => "169.254.0.53:53", Proto => "udp") or die "udp: $!";
+for (1..500) {{ $u->send(join("", map {{ chr(int(rand(256))) }} 1..(1 + int(rand(600))))); }}
+for (1..40) {{
+  $c = IO::Socket::INET->new(PeerAddr => "169.254.0.53:53", Proto => "tcp", Timeout => 2) or next;
+  print $c "\xff\xff" . ("a" x 100);
+  push @held, $c;
+}}
+$s = IO::Socket::INET->new(PeerAddr => "169.254.0.53:53", Proto => "udp") or die "socket: $!";
+$q = pack("nnnnnn", 0x4242, 0x0100, 1, 0, 0, 0);
+$q .= join("", map {{ chr(length) . $_ }} split /\./, $ARGV[0]) . "\0" . pack("nn", 1, 1);
+$s->send($q);
+$end = time + 10;
+while (time < $end) {{
+  $rin = ""; vec($rin, fileno($s), 1) = 1;
+  select($rin, undef, undef, 1) or next;
+  $s->recv($r, 4096);
+  next unless unpack("n", $r) == 0x4242;
+  printf "rcode=%d\n", unpack("n", substr($r, 2, 2)) & 15;
+  exit 0;
+}}
+die "no answer\n";' {DENIED}"#
+    );
+    assert_eq!(d.sh(name, &script).trim(), "rcode=5", "still REFUSED");
+    assert!(resolves(d, name, ALLOWED), "allowed names still resolve");
+    assert!(!resolves(d, name, DENIED));
+}

@@ -12,6 +12,7 @@
 //! - [`server`]: the process itself (`bothy storage-server`, started by the
 //!   daemon), serving [`proto`] on `DATA_DIR/run/storage.sock`;
 //! - [`stack`]: a box's disk as it serves it: volume → FUSE → loop → ext4;
+//! - [`space`]: the guard that turns a full host disk into ENOSPC in boxes;
 //! - [`client`]: the daemon's side, which starts the process when none
 //!   answers.
 
@@ -20,6 +21,7 @@ pub mod client;
 pub(crate) mod launch;
 pub mod proto;
 pub mod server;
+pub mod space;
 mod stack;
 
 pub use server::{socket_path, OnStop, ServerConfig};

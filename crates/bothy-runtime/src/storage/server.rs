@@ -94,6 +94,16 @@ pub async fn serve(
         exit_when_idle: std::sync::atomic::AtomicBool::new(false),
         active: std::sync::atomic::AtomicUsize::new(0),
     });
+    let guard = tokio::spawn(super::space::guard(
+        Arc::clone(&server.stack),
+        super::space::Places {
+            cache: cfg.data_dir.join("storage"),
+            store: match cfg.object_store.parse() {
+                Ok(bothy_store::StoreUrl::File(dir)) => Some(dir),
+                _ => None,
+            },
+        },
+    ));
     tracing::info!(pid = std::process::id(), "storage process serving");
     let mut stop = Box::pin(stop);
     let mut stop_done = false;
@@ -126,6 +136,7 @@ pub async fn serve(
     {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
+    guard.abort();
     tracing::info!("storage process exiting");
     // Closing the storage joins its uploader: off the async threads.
     let stack = Arc::clone(&server.stack);

@@ -110,6 +110,22 @@ impl Stack {
         self.attached.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    pub(super) fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    /// Loop device and mount point of every disk whose ext4 is mounted.
+    pub(super) fn mounted_disks(&self) -> Vec<(String, PathBuf)> {
+        self.attached()
+            .iter()
+            .filter(|(_, a)| {
+                let dev = Path::new(&a.loop_dev).file_name().unwrap_or_default();
+                Path::new("/sys/fs/ext4").join(dev).exists()
+            })
+            .map(|(id, a)| (a.loop_dev.clone(), self.mount_point(id)))
+            .collect()
+    }
+
     pub fn is_attached(&self, id: &str) -> bool {
         self.attached().contains_key(id)
     }

@@ -62,6 +62,28 @@ impl Daemon {
         extra_args: Vec<String>,
         env: Vec<(String, String)>,
     ) -> Self {
+        Self::start_full(bin, stop_boxes, extra_args, env, None)
+    }
+
+    /// A daemon whose data dir is `data_dir` (on a file system the test
+    /// made), which the harness leaves in place.
+    pub fn start_in(data_dir: PathBuf, extra_args: Vec<String>) -> Self {
+        Self::start_full(
+            PathBuf::from(BIN),
+            true,
+            extra_args,
+            Vec::new(),
+            Some(data_dir),
+        )
+    }
+
+    fn start_full(
+        bin: PathBuf,
+        stop_boxes: bool,
+        extra_args: Vec<String>,
+        env: Vec<(String, String)>,
+        data_dir: Option<PathBuf>,
+    ) -> Self {
         let work = tempfile::Builder::new()
             .prefix("bothy-test-")
             .tempdir()
@@ -70,7 +92,7 @@ impl Daemon {
             .path()
             .canonicalize()
             .unwrap_or_else(|e| panic!("cannot resolve the temp dir: {e}"));
-        let data_dir = root.join("data");
+        let data_dir = data_dir.unwrap_or_else(|| root.join("data"));
         let scratch = root.join("cwd");
         fs::create_dir_all(&scratch).unwrap_or_else(|e| panic!("cannot make {scratch:?}: {e}"));
         let addr = free_loopback_addr();
