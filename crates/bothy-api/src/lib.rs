@@ -75,6 +75,9 @@ pub struct CreateSpriteRequest {
     /// of another bothy in the same organization.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_checkpoint: Option<CheckpointRef>,
+    /// bothy extension: when the new bothy goes to sleep by itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<Lifecycle>,
 }
 
 /// A checkpoint of a named bothy: `{"sprite": "dev", "checkpoint": "v3"}`.
@@ -179,6 +182,32 @@ pub struct UpdateSpriteRequest {
     pub url_settings: Option<UrlSettings>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<Lifecycle>,
+}
+
+/// When a bothy goes to sleep by itself: durations such as `30s`, `10m`,
+/// `2h`, or `never`. In a request, fields left out keep their value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lifecycle {
+    /// Time without activity before the box goes warm (frozen).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<String>,
+    /// Time warm before it goes cold (stopped, disk in the object store).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cold_after: Option<String>,
+    /// Whether processes using CPU count as activity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_activity: Option<bool>,
+}
+
+/// `POST /v1/sprites/{name}/sleep` body (optional).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SleepRequest {
+    /// Stop the box (cold) rather than freeze it (warm).
+    #[serde(default)]
+    pub cold: bool,
 }
 
 /// A bothy as the API shows it.
@@ -199,6 +228,10 @@ pub struct Sprite {
     pub updated_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_running_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_active_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<Lifecycle>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary_region: Option<String>,
 }

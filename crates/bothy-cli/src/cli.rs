@@ -121,6 +121,11 @@ pub enum Command {
     /// Wait until everything written and checkpointed so far is in the object
     /// store: of one bothy with -s NAME, else of every bothy you can see
     Sync(SyncArgs),
+    /// Put a bothy to sleep now: warm (processes frozen) or, with --cold,
+    /// stopped; the next exec or API call wakes it
+    Sleep(SleepArgs),
+    /// Change a bothy's settings: when it goes to sleep by itself
+    Update(UpdateArgs),
     /// Stop every bothy of every organization (admin token), their disks
     /// synced to the object store, e.g. before host maintenance; each wakes
     /// again on its next use
@@ -178,6 +183,60 @@ pub struct CreateArgs {
     /// Fork: start the new bothy's disk as a checkpoint of another, NAME@vN
     #[arg(long, value_name = "NAME@vN")]
     pub from: Option<String>,
+    #[command(flatten)]
+    pub lifecycle: LifecycleArgs,
+}
+
+/// When a bothy goes to sleep by itself.
+#[derive(Debug, Clone, Default, Args)]
+pub struct LifecycleArgs {
+    /// Time without activity before it goes warm (processes frozen), e.g.
+    /// 30s, 5m, or never [default: the daemon's, 30s]
+    #[arg(long, value_name = "DURATION")]
+    pub idle_timeout: Option<String>,
+    /// Time warm before it goes cold (stopped, disk in the object store),
+    /// e.g. 10m, 2h, or never [default: the daemon's, 10m]
+    #[arg(long, value_name = "DURATION")]
+    pub cold_after: Option<String>,
+    /// Processes using CPU do not keep it awake (only attached clients do)
+    #[arg(long, conflicts_with = "cpu_activity")]
+    pub no_cpu_activity: bool,
+    /// Processes using CPU keep it awake (the default)
+    #[arg(long)]
+    pub cpu_activity: bool,
+}
+
+impl LifecycleArgs {
+    /// What the flags ask for; `None` when no flag was given.
+    pub fn to_api(&self) -> Option<bothy_api::Lifecycle> {
+        let cpu = match (self.cpu_activity, self.no_cpu_activity) {
+            (true, _) => Some(true),
+            (_, true) => Some(false),
+            _ => None,
+        };
+        let l = bothy_api::Lifecycle {
+            idle_timeout: self.idle_timeout.clone(),
+            cold_after: self.cold_after.clone(),
+            cpu_activity: cpu,
+        };
+        (l != bothy_api::Lifecycle::default()).then_some(l)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// The bothy to change
+    pub name: String,
+    #[command(flatten)]
+    pub lifecycle: LifecycleArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SleepArgs {
+    /// Stop it (cold: disk synced to the object store) rather than freeze it
+    /// (warm)
+    #[arg(long)]
+    pub cold: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -467,6 +526,13 @@ pub struct DaemonArgs {
     /// CPUs [default: 32]
     #[arg(long, value_name = "FACTOR", value_parser = parse_overcommit)]
     pub cpu_overcommit: Option<f64>,
+    /// Time without activity before a bothy without its own idle policy
+    /// goes warm (processes frozen): e.g. 30s, 5m, or never
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    pub idle_timeout: String,
+    /// Time warm before such a bothy goes cold (stopped): e.g. 10m, or never
+    #[arg(long, value_name = "DURATION", default_value = "10m")]
+    pub cold_after: String,
 }
 
 fn parse_overcommit(s: &str) -> Result<f64, String> {

@@ -194,6 +194,14 @@ impl Client {
         self.json(self.http.post(url).timeout(SYNC_TIMEOUT)).await
     }
 
+    /// `POST /v1/sprites/{name}/sleep`: warm now, or cold; the new status.
+    pub async fn sleep_sprite(&self, name: &str, cold: bool) -> Result<serde_json::Value> {
+        let url = self.url(&["v1", "sprites", name, "sleep"]);
+        let body = bothy_api::SleepRequest { cold };
+        self.json(self.http.post(url).json(&body).timeout(SYNC_TIMEOUT))
+            .await
+    }
+
     /// `POST /v1/sync`: the barrier for every sprite the token sees.
     pub async fn sync_all(&self) -> Result<SyncResult> {
         let url = self.url(&["v1", "sync"]);

@@ -81,6 +81,16 @@ pub struct VolumeCheckpoint {
     pub in_object_store: bool,
 }
 
+/// What a box is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Power {
+    Running,
+    /// Its processes are frozen (warm sleep).
+    Frozen,
+    /// Stopped, or on a dead disk.
+    Off,
+}
+
 /// A live connection to one exec session. Dropping it detaches from the session
 /// without ending it (the agent keeps the process running).
 pub struct ExecChannels {
@@ -88,6 +98,8 @@ pub struct ExecChannels {
     /// Ends after `Output::Exit`, or when the agent goes away.
     pub output: mpsc::Receiver<Output>,
     pub input: mpsc::Sender<Input>,
+    /// Keeps the box awake while the client is attached.
+    pub awake: Option<crate::sleep::AwakeHold>,
 }
 
 /// Boxes and their exec sessions. Every call is idempotent where the runtime's
@@ -109,7 +121,13 @@ pub trait Boxes: Send + Sync + 'static {
     /// Stops the box and boots it again on its disk as it is.
     fn restart(&self, spec: &BoxSpec) -> impl Future<Output = Result<(), BoxError>> + Send;
     fn destroy(&self, id: &str) -> impl Future<Output = Result<(), BoxError>> + Send;
-    fn is_running(&self, id: &str) -> impl Future<Output = Result<bool, BoxError>> + Send;
+    fn power(&self, id: &str) -> impl Future<Output = Result<Power, BoxError>> + Send;
+    /// Freezes a running box's processes (warm sleep).
+    fn freeze(&self, id: &str) -> impl Future<Output = Result<(), BoxError>> + Send;
+    /// Lets a frozen box's processes go on.
+    fn thaw(&self, id: &str) -> impl Future<Output = Result<(), BoxError>> + Send;
+    /// CPU time the box's processes used since it booted, if known.
+    fn cpu_used(&self, id: &str) -> Option<std::time::Duration>;
     /// Answers once the box's agent does: the box runs and can take commands.
     fn ping(&self, id: &str) -> impl Future<Output = Result<(), BoxError>> + Send;
     fn spawn(
@@ -211,8 +229,21 @@ impl Boxes for RealBoxes {
     async fn destroy(&self, id: &str) -> Result<(), BoxError> {
         Ok(self.runtime.destroy(id).await?)
     }
-    async fn is_running(&self, id: &str) -> Result<bool, BoxError> {
-        Ok(self.runtime.is_running(id).await?)
+    async fn power(&self, id: &str) -> Result<Power, BoxError> {
+        Ok(match self.runtime.power(id).await? {
+            bothy_runtime::Power::Running => Power::Running,
+            bothy_runtime::Power::Frozen => Power::Frozen,
+            bothy_runtime::Power::Off => Power::Off,
+        })
+    }
+    async fn freeze(&self, id: &str) -> Result<(), BoxError> {
+        Ok(self.runtime.freeze(id).await?)
+    }
+    async fn thaw(&self, id: &str) -> Result<(), BoxError> {
+        Ok(self.runtime.thaw(id).await?)
+    }
+    fn cpu_used(&self, id: &str) -> Option<std::time::Duration> {
+        self.runtime.cpu_used(id)
     }
     async fn ping(&self, id: &str) -> Result<(), BoxError> {
         Ok(self.agent(id).ping().await?)
@@ -295,6 +326,7 @@ fn pump(session: bothy_agent::client::AgentSession, agent: AgentClient) -> ExecC
         info,
         output: out_rx,
         input: in_tx,
+        awake: None,
     }
 }
 

@@ -45,7 +45,7 @@ impl<B: Boxes> Control<B> {
             },
         )
         .await?;
-        self.ensure_running(row).await?;
+        let _awake = self.ensure_running(row).await?;
         let made = {
             let row = row.clone();
             self.to_completion(&row.id.clone(), "checkpoint", move |control| async move {
@@ -197,6 +197,7 @@ impl<B: Boxes> Control<B> {
                 tracing::warn!(box_id = %row.id, error = %e, "could not record last_running_at");
             }
             tracing::info!(box_id = %row.id, to = %target.id(), kept = %kept.id(), "box restored");
+            control.record_state(&row, "running").await;
             control.emit(EventKind::Restored, &row);
             Ok(kept)
         })

@@ -45,9 +45,12 @@ pub enum Spawned {
 impl<B: Boxes> Control<B> {
     /// Runs a command in the box, waking it first.
     pub async fn spawn(&self, row: &SpriteRow, req: SpawnRequest) -> ControlResult<Spawned> {
-        self.ensure_running(row).await?;
+        let awake = self.ensure_running(row).await?;
         match agent_call(self.boxes().spawn(&row.id, req)).await {
-            Ok(chans) => Ok(Spawned::Session(chans)),
+            Ok(mut chans) => {
+                chans.awake = Some(awake);
+                Ok(Spawned::Session(chans))
+            }
             Err(BoxError::Spawn(reason)) => Ok(Spawned::NotStarted(reason)),
             Err(e) => Err(e.into()),
         }
@@ -55,12 +58,14 @@ impl<B: Boxes> Control<B> {
 
     /// Re-attaches to a live session.
     pub async fn attach(&self, row: &SpriteRow, session: &str) -> ControlResult<ExecChannels> {
-        self.ensure_running(row).await?;
-        Ok(agent_call(self.boxes().attach(&row.id, session)).await?)
+        let awake = self.ensure_running(row).await?;
+        let mut chans = agent_call(self.boxes().attach(&row.id, session)).await?;
+        chans.awake = Some(awake);
+        Ok(chans)
     }
 
     pub async fn sessions(&self, row: &SpriteRow) -> ControlResult<Vec<SessionInfo>> {
-        self.ensure_running(row).await?;
+        let _awake = self.ensure_running(row).await?;
         Ok(agent_call(self.boxes().sessions(&row.id)).await?)
     }
 

@@ -29,6 +29,13 @@ impl<B: Boxes> Control<B> {
     pub async fn check(&self, row: &SpriteRow) -> ControlResult<Health> {
         self.ensure_ready(row)?;
         let started = Instant::now();
+        if self.status_of(&row.id).await == crate::SpriteStatus::Warm {
+            return Ok(Health {
+                problem: Some("the box is asleep (warm); an exec wakes it".into()),
+                checked_at: now(),
+                elapsed: started.elapsed(),
+            });
+        }
         let pinged = bounded(
             PING_TIMEOUT,
             "the agent's answer to a ping",

@@ -60,6 +60,17 @@ impl<B: Boxes> Control<B> {
         tasks.push(tokio::spawn(async move {
             loop {
                 tokio::select! {
+                    _ = tokio::time::sleep(crate::sleep::IDLE_PASS) => {}
+                    _ = stop.changed() => return,
+                }
+                control.idle_pass().await;
+            }
+        }));
+        let control = self.clone();
+        let mut stop = self.shutdown_signal();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
                     _ = tokio::time::sleep(gc_period) => {}
                     _ = stop.changed() => return,
                 }

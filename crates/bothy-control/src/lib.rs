@@ -36,6 +36,7 @@ mod locks;
 pub mod policy;
 pub mod quotas;
 mod resources;
+pub mod sleep;
 pub mod state;
 pub mod time;
 mod tokens;
@@ -48,7 +49,9 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-pub use boxes::{BoxError, Boxes, DiskSource, ExecChannels, InboxSocket, RealBoxes, AGENT_TIMEOUT};
+pub use boxes::{
+    BoxError, Boxes, DiskSource, ExecChannels, InboxSocket, Power, RealBoxes, AGENT_TIMEOUT,
+};
 pub use checkpoints::CheckpointListQuery;
 pub use daemon::{open, open_with, ControlConfig, OpenError, STATE_DB};
 pub use error::{ControlError, ControlResult};
@@ -86,6 +89,9 @@ struct Inner<B> {
     /// Held from an admission check to the insert of the row it admitted,
     /// so two creates cannot both take the host's last room.
     admitting: tokio::sync::Mutex<()>,
+    /// Attached clients and CPU use of every box (see sleep.rs).
+    activity: Arc<sleep::Activity>,
+    default_sleep: std::sync::Mutex<sleep::SleepPolicy>,
     /// The data dir's daemon lock, held as long as this control layer.
     _lock: Option<nix::fcntl::Flock<std::fs::File>>,
 }
@@ -111,6 +117,8 @@ impl<B: Boxes> Control<B> {
                 _lock: lock,
                 admission: std::sync::Mutex::new(admission::Admission::default()),
                 admitting: tokio::sync::Mutex::new(()),
+                activity: Arc::default(),
+                default_sleep: std::sync::Mutex::default(),
             }),
         }
     }

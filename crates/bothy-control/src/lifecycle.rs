@@ -14,9 +14,10 @@ use bothy_api::{CreateSpriteRequest, UpdateSpriteRequest};
 use bothy_runtime::BoxSpec;
 use futures_util::future::join_all;
 
-use crate::boxes::{BoxError, Boxes, DiskSource};
+use crate::boxes::{BoxError, Boxes, DiskSource, Power};
 use crate::error::{ControlError, ControlResult};
 use crate::events::EventKind;
+use crate::sleep::{AwakeHold, SleepPolicy};
 use crate::state::{RowState, SpriteRow, StoreError};
 use crate::time::now;
 use crate::tokens::Caller;
@@ -55,6 +56,9 @@ impl SpriteStatus {
 pub struct SpriteView {
     pub row: SpriteRow,
     pub status: SpriteStatus,
+    /// Its idle policy (the daemon's default if it has none of its own).
+    pub sleep: SleepPolicy,
+    pub last_active_at: Option<String>,
 }
 
 /// One page of sprites, with counts over the whole organisation.
@@ -139,20 +143,25 @@ impl<B: Boxes> Control<B> {
     /// The row and its status.
     pub async fn view(&self, row: SpriteRow) -> SpriteView {
         let status = self.status_of(&row.id).await;
-        SpriteView { row, status }
+        let (sleep, last_active_at) = self
+            .sleep_info(&row.id)
+            .await
+            .unwrap_or_else(|_| (self.default_sleep_policy(), None));
+        SpriteView {
+            row,
+            status,
+            sleep,
+            last_active_at,
+        }
     }
 
-    /// `running` or `cold`; a box that does not answer in time counts as cold.
+    /// `running`, `warm` or `cold`; a box that does not answer in time
+    /// counts as cold.
     pub async fn status_of(&self, id: &str) -> SpriteStatus {
-        match bounded(
-            STATUS_TIMEOUT,
-            "status check",
-            self.inner.boxes.is_running(id),
-        )
-        .await
-        {
-            Ok(true) => SpriteStatus::Running,
-            Ok(false) => SpriteStatus::Cold,
+        match bounded(STATUS_TIMEOUT, "status check", self.inner.boxes.power(id)).await {
+            Ok(Power::Running) => SpriteStatus::Running,
+            Ok(Power::Frozen) => SpriteStatus::Warm,
+            Ok(Power::Off) => SpriteStatus::Cold,
             Err(e) => {
                 tracing::warn!(box_id = id, error = %e, "status check failed");
                 SpriteStatus::Cold
@@ -177,11 +186,18 @@ impl<B: Boxes> Control<B> {
         };
         let statuses = self.statuses(org).await?;
         let counts = count(&statuses);
+        let sleep_rows = self.store().sleep_rows().await?;
         let sprites = rows
             .into_iter()
             .map(|row| {
                 let status = statuses.get(&row.id).copied().unwrap_or(SpriteStatus::Cold);
-                SpriteView { row, status }
+                let (sleep, last_active_at) = self.sleep_info_of(&row.id, sleep_rows.get(&row.id));
+                SpriteView {
+                    row,
+                    status,
+                    sleep,
+                    last_active_at,
+                }
             })
             .collect();
         Ok(SpriteListing {
@@ -220,6 +236,10 @@ impl<B: Boxes> Control<B> {
         req: CreateSpriteRequest,
     ) -> ControlResult<SpriteView> {
         let row = validate::new_row(caller.org(), &req, now())?;
+        let lifecycle = match &req.lifecycle {
+            Some(l) => Some(self.default_sleep_policy().patched(l)?),
+            None => None,
+        };
         let fork = match &req.from_checkpoint {
             Some(from) => Some(self.fork_source(caller, from).await?),
             None => None,
@@ -248,11 +268,18 @@ impl<B: Boxes> Control<B> {
         if let Some((_, history)) = fork {
             self.store().set_history(row.id.clone(), history).await?;
         }
+        if let Some(l) = &lifecycle {
+            self.store()
+                .set_sleep_policy(
+                    row.id.clone(),
+                    l.idle_timeout.map(|d| d.as_secs()),
+                    l.cold_after.map(|d| d.as_secs()),
+                    l.cpu_activity,
+                )
+                .await?;
+        }
         let row = self.sprite(caller, &row.name).await?;
-        Ok(SpriteView {
-            row,
-            status: SpriteStatus::Running,
-        })
+        Ok(self.view(row).await)
     }
 
     /// Creates and starts the box of a row already inserted as `creating`; on
@@ -325,6 +352,10 @@ impl<B: Boxes> Control<B> {
         if let Some(l) = &req.labels {
             validate::labels(l)?;
         }
+        if let Some(l) = &req.lifecycle {
+            // Validated before anything changes.
+            self.sleep_info(&row.id).await?.0.patched(l)?;
+        }
         let url = req.url_settings.map(|u| {
             (
                 u.auth.unwrap_or_else(|| row.url_auth.clone()),
@@ -334,6 +365,9 @@ impl<B: Boxes> Control<B> {
         self.store()
             .update_sprite(row.id.clone(), url, req.labels, now())
             .await?;
+        if let Some(l) = &req.lifecycle {
+            self.set_sleep_policy(&row, l).await?;
+        }
         let row = self.sprite(caller, name).await?;
         Ok(self.view(row).await)
     }
@@ -369,13 +403,17 @@ impl<B: Boxes> Control<B> {
         })
         .await?;
         self.inner.locks.forget(&id);
+        self.inner.activity.forget(&id);
         Ok(())
     }
 
-    /// Makes sure the box runs (waking a cold one), or says why it cannot.
-    pub async fn ensure_running(&self, row: &SpriteRow) -> ControlResult<()> {
+    /// Makes sure the box runs (thawing a warm one, booting a cold one), or
+    /// says why it cannot. The box stays awake while the hold lives.
+    pub async fn ensure_running(&self, row: &SpriteRow) -> ControlResult<AwakeHold> {
         self.ensure_ready(row)?;
-        self.wake(row).await
+        let awake = self.hold_awake(&row.id);
+        self.wake(row).await?;
+        Ok(awake)
     }
 
     /// Refuses a sprite that is still being created or destroyed.
@@ -400,8 +438,17 @@ impl<B: Boxes> Control<B> {
         }
         let _guard = self.inner.locks.lock(&row.id, "waking the sprite").await?;
         self.still_ready(row).await?;
-        if self.status_of(&row.id).await == SpriteStatus::Running {
-            return Ok(());
+        match self.status_of(&row.id).await {
+            SpriteStatus::Running => return Ok(()),
+            SpriteStatus::Warm => {
+                return self.thaw_locked(row).await.map_err(|e| {
+                    ControlError::Unavailable(format!(
+                        "sprite {:?} could not be woken: {e}; retry, or restart it",
+                        row.name
+                    ))
+                })
+            }
+            SpriteStatus::Cold => {}
         }
         self.start_locked(row).await.map_err(|reason| {
             ControlError::Unavailable(format!(
@@ -413,7 +460,7 @@ impl<B: Boxes> Control<B> {
 
     /// Under the box's lock: a destroy may have run while the caller waited
     /// for it, and a box whose row is gone is never started.
-    async fn still_ready(&self, row: &SpriteRow) -> ControlResult<()> {
+    pub(crate) async fn still_ready(&self, row: &SpriteRow) -> ControlResult<()> {
         let current = self.store().sprite_by_id(row.id.clone()).await?;
         if current.is_none_or(|c| c.state != RowState::Ready) {
             return Err(ControlError::sprite_not_found(&row.name));
@@ -446,6 +493,7 @@ impl<B: Boxes> Control<B> {
             if let Err(e) = control.store().mark_running(row.id.clone(), now()).await {
                 tracing::warn!(box_id = %row.id, error = %e, "could not record last_running_at");
             }
+            control.record_state(&row, "running").await;
             control.emit(EventKind::Ready, &row);
             tracing::info!(box_id = %row.id, name = %row.name, "sprite restarted");
             Ok(())
@@ -464,6 +512,9 @@ impl<B: Boxes> Control<B> {
             Ok(()) => {
                 if let Err(e) = self.store().mark_running(row.id.clone(), now()).await {
                     tracing::warn!(box_id = %row.id, error = %e, "could not record last_running_at");
+                }
+                if self.status_of(&row.id).await == SpriteStatus::Running {
+                    self.record_state(row, "running").await;
                 }
                 self.emit(EventKind::Ready, row);
                 Ok(())
@@ -520,7 +571,12 @@ impl<B: Boxes> Control<B> {
                     if let Err(e) = self.reconcile_checkpoints(&row).await {
                         tracing::warn!(box_id = %row.id, error = %e, "cannot reconcile checkpoints");
                     }
+                    // A box put to cold sleep stays stopped until it is used.
+                    if self.recorded_cold(&row.id).await {
+                        continue;
+                    }
                     // Failures are recorded and reported on exec; keep going.
+                    // A frozen (warm) box is adopted frozen.
                     let _ = self.start_locked(&row).await;
                 }
             }

@@ -42,6 +42,14 @@ impl BoxLocks {
             })
     }
 
+    /// Box `id`'s lock if nobody holds it.
+    pub(crate) fn try_lock(
+        &self,
+        id: &str,
+    ) -> Result<OwnedMutexGuard<()>, tokio::sync::TryLockError> {
+        self.of(id).try_lock_owned()
+    }
+
     /// Drops box `id`'s lock once the box is gone.
     pub(crate) fn forget(&self, id: &str) {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(id);

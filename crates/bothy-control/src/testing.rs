@@ -8,13 +8,16 @@ use bothy_agent::proto::{Input, Output, SessionInfo, SpawnRequest};
 use bothy_runtime::BoxSpec;
 use tokio::sync::mpsc;
 
-use crate::boxes::{BoxError, Boxes, DiskSource, ExecChannels, InboxSocket, VolumeCheckpoint};
+use crate::boxes::{
+    BoxError, Boxes, DiskSource, ExecChannels, InboxSocket, Power, VolumeCheckpoint,
+};
 
 /// What the fake remembers, shared with the test.
 #[derive(Default)]
 pub struct FakeState {
     pub volumes: HashSet<String>,
     pub running: HashSet<String>,
+    pub frozen: HashSet<String>,
     /// Boxes whose start fails with this reason.
     pub broken: HashMap<String, String>,
     /// Boxes whose status check and agent never answer.
@@ -105,6 +108,7 @@ impl Boxes for FakeBoxes {
     async fn stop(&self, id: &str) -> Result<(), BoxError> {
         let mut s = self.state();
         s.running.remove(id);
+        s.frozen.remove(id);
         s.stops.push(id.to_string());
         Ok(())
     }
@@ -125,11 +129,32 @@ impl Boxes for FakeBoxes {
         s.volumes.remove(id);
         Ok(())
     }
-    async fn is_running(&self, id: &str) -> Result<bool, BoxError> {
+    async fn power(&self, id: &str) -> Result<Power, BoxError> {
         if self.state().wedged.contains(id) {
             std::future::pending::<()>().await;
         }
-        Ok(self.state().running.contains(id))
+        let s = self.state();
+        Ok(if s.frozen.contains(id) {
+            Power::Frozen
+        } else if s.running.contains(id) {
+            Power::Running
+        } else {
+            Power::Off
+        })
+    }
+    async fn freeze(&self, id: &str) -> Result<(), BoxError> {
+        let mut s = self.state();
+        if s.running.contains(id) {
+            s.frozen.insert(id.to_string());
+        }
+        Ok(())
+    }
+    async fn thaw(&self, id: &str) -> Result<(), BoxError> {
+        self.state().frozen.remove(id);
+        Ok(())
+    }
+    fn cpu_used(&self, _id: &str) -> Option<std::time::Duration> {
+        None
     }
     async fn ping(&self, id: &str) -> Result<(), BoxError> {
         let wedged = {
@@ -236,6 +261,7 @@ impl Boxes for FakeBoxes {
             info,
             output: out_rx,
             input: in_tx,
+            awake: None,
         })
     }
     /// Session `s1` is a TTY session that reports the first resize it gets,
@@ -270,6 +296,7 @@ impl Boxes for FakeBoxes {
             },
             output: out_rx,
             input: in_tx,
+            awake: None,
         })
     }
     async fn sessions(&self, _id: &str) -> Result<Vec<SessionInfo>, BoxError> {

@@ -218,6 +218,11 @@ impl Crun {
         Ok(())
     }
 
+    pub async fn pause(&self, id: &str) -> Result<(), RuntimeError> {
+        host::run(self.cmd().arg("pause").arg(id)).await?;
+        Ok(())
+    }
+
     pub async fn resume(&self, id: &str) -> Result<(), RuntimeError> {
         host::run(self.cmd().arg("resume").arg(id)).await?;
         Ok(())

@@ -115,6 +115,18 @@ impl Dns {
     /// Serves box `id`'s resolver in the network namespace of `pid` (its
     /// init); replaces a forwarder it had.
     pub async fn serve(&self, id: &str, pid: i32) -> Result<(), RuntimeError> {
+        // Already serving this init: keep it. (Replacing it would race the
+        // old sockets, which close only once their aborted tasks are polled,
+        // against the new binds.)
+        let serving = self
+            .servers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .is_some_and(|s| s.pid == pid && s.tasks.iter().all(|t| !t.is_finished()));
+        if serving {
+            return Ok(());
+        }
         self.stop(id);
         let upstream = upstream()?;
         add_resolver_address(pid).await?;

@@ -63,6 +63,7 @@ pub mod storage;
 
 mod cgroups;
 pub use cgroups::host_memory;
+pub use power::Power;
 mod crun;
 mod dirs;
 mod dns;
@@ -76,6 +77,7 @@ mod inits;
 mod kernel_limits;
 mod network;
 mod oci;
+mod power;
 mod seccomp;
 mod validate;
 
@@ -198,6 +200,7 @@ pub struct Runtime {
     slots: Mutex<()>,
     /// Every box's resolver and network policy.
     dns: dns::Dns,
+    frozen: power::FrozenSet,
 }
 
 impl Runtime {
@@ -247,6 +250,7 @@ impl Runtime {
             reserved_ids: ids::host_reserved(),
             slots: Mutex::default(),
             dns: dns::Dns::default(),
+            frozen: power::FrozenSet::default(),
         })
     }
 
@@ -394,9 +398,8 @@ impl Runtime {
                     pasta.stop()?;
                     return self.boot(spec).await;
                 }
-                if state.status == "paused" {
-                    self.crun.resume(&cid).await?;
-                }
+                // A warm box stays frozen until it is woken (see power.rs).
+                self.frozen.set(id, state.status == "paused");
                 if self.agent_socket(id).exists() {
                     // Boxes booted by an older build may lack the filter;
                     // loading it again is one idempotent transaction.
@@ -577,6 +580,7 @@ impl Runtime {
 
     async fn stop_unlocked(&self, id: &str, sync: bool) -> Result<(), RuntimeError> {
         self.inits.stopped(id);
+        self.frozen.set(id, false);
         self.dns.stop(id);
         let cid = self.container_id(id);
         if let Some(state) = self.crun.state(&cid).await? {

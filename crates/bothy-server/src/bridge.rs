@@ -198,10 +198,12 @@ pub async fn bridge(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let (mut tx, mut rx) = socket.split();
+    // The hold keeps the box awake until this client goes.
     let ExecChannels {
         info,
         mut output,
         input,
+        awake: _awake,
     } = match started {
         Started::Session(c) => c,
         Started::NotStarted {

@@ -36,7 +36,22 @@ pub fn daemon(args: DaemonArgs) -> i32 {
     if let Some(f) = args.cpu_overcommit {
         admission.cpu_overcommit = f;
     }
-    match runtime.block_on(run_daemon(config, admission, args.listen, args.stop_boxes)) {
+    let patch = bothy_api::Lifecycle {
+        idle_timeout: Some(args.idle_timeout),
+        cold_after: Some(args.cold_after),
+        cpu_activity: None,
+    };
+    let sleep = match bothy_control::sleep::SleepPolicy::default().patched(&patch) {
+        Ok(p) => p,
+        Err(e) => return fail(format!("{e} (--idle-timeout / --cold-after)")),
+    };
+    match runtime.block_on(run_daemon(
+        config,
+        admission,
+        sleep,
+        args.listen,
+        args.stop_boxes,
+    )) {
         Ok(()) => 0,
         Err(e) => fail(e),
     }
@@ -47,6 +62,7 @@ pub fn daemon(args: DaemonArgs) -> i32 {
 async fn run_daemon(
     config: bothy_control::ControlConfig,
     admission: bothy_control::admission::Admission,
+    sleep: bothy_control::sleep::SleepPolicy,
     listen: std::net::SocketAddr,
     stop_boxes: bool,
 ) -> Result<(), String> {
@@ -54,6 +70,7 @@ async fn run_daemon(
         .await
         .map_err(|e| e.to_string())?;
     control.set_admission(admission);
+    control.set_default_sleep_policy(sleep);
     let listener = bothy_server::bind(listen)
         .await
         .map_err(|e| e.to_string())?;

@@ -29,6 +29,7 @@ pub async fn run(ctx: &Context, args: CreateArgs) -> Result<i32> {
         config,
         labels: (!args.labels.is_empty()).then(|| args.labels.clone()),
         from_checkpoint,
+        lifecycle: args.lifecycle.to_api(),
         ..Default::default()
     };
     let sprite = client

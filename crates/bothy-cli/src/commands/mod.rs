@@ -11,6 +11,7 @@ mod org;
 mod policy;
 mod quota;
 mod sessions;
+mod sleep;
 mod sync;
 mod token;
 mod use_;
@@ -38,6 +39,8 @@ pub async fn dispatch(ctx: &Context, command: Command) -> Result<i32> {
         Command::Restore(a) => checkpoint::restore(ctx, a).await,
         Command::Sync(_) => sync::run(ctx).await,
         Command::Drain => sync::drain(ctx).await,
+        Command::Sleep(a) => sleep::sleep(ctx, &a).await,
+        Command::Update(a) => sleep::update(ctx, &a).await,
         Command::Token(TokenCommand::Create(a)) => token::create(ctx, a).await,
         Command::Token(TokenCommand::List(a)) => token::list(ctx, a).await,
         Command::Token(TokenCommand::Revoke(a)) => token::revoke(ctx, a).await,

@@ -14,6 +14,7 @@ mod policies;
 mod quotas;
 pub mod replica;
 mod schema;
+pub mod sleep;
 mod tokens;
 
 pub use checkpoints::CheckpointRow;

@@ -17,8 +17,9 @@ use super::StoreError;
 
 /// Bumped with every schema change. 2: tokens have a public id and an
 /// optional expiry. 3: sprites have `nesting` and `memory_policy_mb`;
-/// organisations have quotas. 4: sprites have network policies.
-pub(super) const SCHEMA_VERSION: i64 = 4;
+/// organisations have quotas. 4: sprites have network policies. 5: sprites
+/// have idle policies and sleep states.
+pub(super) const SCHEMA_VERSION: i64 = 5;
 
 const CREATE_V1: &str = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
      CREATE TABLE IF NOT EXISTS orgs (
@@ -91,7 +92,14 @@ pub(super) fn prepare(conn: &mut Connection) -> Result<(), StoreError> {
 fn migrate(tx: &Transaction<'_>) -> Result<(), StoreError> {
     tokens_have_ids_and_expiry(tx)?;
     sprites_have_settings_and_orgs_quotas(tx)?;
-    sprites_have_network_policies(tx)
+    sprites_have_network_policies(tx)?;
+    sprites_sleep(tx)
+}
+
+/// Version 5: the `sleep` table (no row: the daemon's idle policy, running).
+fn sprites_sleep(tx: &Transaction<'_>) -> Result<(), StoreError> {
+    tx.execute_batch(super::sleep::SCHEMA)?;
+    Ok(())
 }
 
 /// Version 4: the `network_policies` table (no row: no rules, all allowed).

@@ -108,10 +108,12 @@ async fn carry(
     out: Chunks,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // The hold keeps the box awake until the response ends.
     let ExecChannels {
         info,
         mut output,
         input,
+        awake: _awake,
     } = chans;
     let mut out = Paced::new(out);
     let feeding = feed(&input, stdin);

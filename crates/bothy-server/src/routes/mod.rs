@@ -82,6 +82,7 @@ pub fn router<B: Boxes>(control: Control<B>, shutdown: Shutdown) -> Router {
                 .delete(resources::clear::<B>),
         )
         .route("/v1/sprites/{name}/restart", post(machine::restart::<B>))
+        .route("/v1/sprites/{name}/sleep", post(sprites::sleep::<B>))
         .route("/v1/sprites/{name}/check", get(machine::check::<B>))
         .route("/v1/sprites/{name}/upgrade", post(machine::upgrade::<B>))
         .route("/v1/organization", get(org::organization))

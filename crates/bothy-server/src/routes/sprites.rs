@@ -7,7 +7,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use bothy_api::{
-    CreateSpriteRequest, Sprite, SpriteConfig, SpriteList, UpdateSpriteRequest, UrlSettings,
+    CreateSpriteRequest, SleepRequest, Sprite, SpriteConfig, SpriteList, UpdateSpriteRequest,
+    UrlSettings,
 };
 use bothy_control::{Boxes, Control, SpriteRow, SpriteView};
 
@@ -41,6 +42,8 @@ pub fn to_sprite(view: &SpriteView) -> Sprite {
         created_at: row.created_at.clone(),
         updated_at: row.updated_at.clone(),
         last_running_at: row.last_running_at.clone(),
+        last_active_at: view.last_active_at.clone(),
+        lifecycle: Some(view.sleep.to_api()),
         primary_region: Some("local".into()),
     }
 }
@@ -116,6 +119,19 @@ pub async fn update<B: Boxes>(
     let Path(name) = path?;
     let view = control.update(&caller, &name, req).await?;
     Ok(Json(to_sprite(&view)))
+}
+
+/// `POST /v1/sprites/{name}/sleep`: warm now, or cold with `{"cold": true}`.
+pub async fn sleep<B: Boxes>(
+    State(control): State<Control<B>>,
+    Auth(caller): Auth,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let req: SleepRequest = super::optional_json(body)?;
+    let row = sprite_of(&control, &caller, path).await?;
+    let status = control.sleep(&row, req.cold).await?;
+    Ok(Json(serde_json::json!({ "status": status.as_str() })))
 }
 
 pub async fn destroy<B: Boxes>(

@@ -176,6 +176,11 @@ impl Daemon {
         if let Ok(dir) = std::env::var("BOTHY_IMAGE_DIR") {
             cmd.arg("--image-dir").arg(dir);
         }
+        // Boxes of tests about other things must not fall asleep under
+        // them; the sleep tests set their own timeouts.
+        if !self.extra_args.iter().any(|a| a == "--idle-timeout") {
+            cmd.args(["--idle-timeout", "never"]);
+        }
         cmd.args(&self.extra_args);
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         let child = cmd
