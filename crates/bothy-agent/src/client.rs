@@ -12,8 +12,8 @@ use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::UnixStream;
 
 use crate::proto::{
-    ErrorKind, Frame, FrameError, FrameReader, Input, Output, Reply, Request, SessionInfo,
-    SpawnRequest, MAX_PAYLOAD,
+    ErrorKind, Frame, FrameError, FrameReader, Input, Output, Reply, Request, ServiceEvent,
+    ServiceInfo, SessionInfo, SpawnRequest, MAX_PAYLOAD,
 };
 
 /// Longest wait for the agent to accept a connection.
@@ -31,6 +31,11 @@ pub enum AgentError {
     /// The command could not be started (not found, bad dir, ...).
     #[error("{0}")]
     Spawn(String),
+    #[error("{0}")]
+    NoSuchService(String),
+    /// The request clashes with the box's services (port taken, not running).
+    #[error("{0}")]
+    Conflict(String),
     #[error("agent protocol error: {0}")]
     Protocol(String),
     #[error(transparent)]
@@ -98,6 +103,99 @@ impl AgentClient {
         }
     }
 
+    /// A service request answered by `done`.
+    pub async fn service(&self, req: Request) -> Result<(), AgentError> {
+        match self.request(req).await?.0 {
+            Reply::Done => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub async fn services(&self) -> Result<Vec<ServiceInfo>, AgentError> {
+        match self.request(Request::ServiceList).await?.0 {
+            Reply::Services { services } => Ok(services),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The end of a service's log and its path in the box.
+    pub async fn service_log(
+        &self,
+        name: &str,
+        max_bytes: u64,
+    ) -> Result<(String, String), AgentError> {
+        let req = Request::ServiceLogs {
+            name: name.to_string(),
+            max_bytes,
+        };
+        match self.request(req).await?.0 {
+            Reply::Log { text, path } => Ok((text, path)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// What happens to a service for `duration`: events until then.
+    pub async fn watch_service(
+        &self,
+        name: &str,
+        duration: std::time::Duration,
+    ) -> Result<tokio::sync::mpsc::Receiver<ServiceEvent>, AgentError> {
+        self.service_stream(Request::ServiceWatch {
+            name: name.to_string(),
+            duration_ms: duration.as_millis() as u64,
+        })
+        .await
+    }
+
+    /// A request answered by `done` and then service events until the agent
+    /// closes (watch, and put or start with `follow_ms`).
+    pub async fn service_stream(
+        &self,
+        req: Request,
+    ) -> Result<tokio::sync::mpsc::Receiver<ServiceEvent>, AgentError> {
+        let stream = UnixStream::connect(&self.socket)
+            .await
+            .map_err(AgentError::Unreachable)?;
+        let (reader, mut writer) = tokio::io::split(stream);
+        writer.write_all(&Frame::Request(req).encode()?).await?;
+        let mut reader = FrameReader::new(reader);
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        // `done` once the agent has subscribed, or a refusal.
+        let first = tokio::time::timeout(REPLY_TIMEOUT, reader.next())
+            .await
+            .map_err(|_| AgentError::Protocol("the agent did not answer a watch".into()))??;
+        match first {
+            Some(Frame::Reply(Reply::Done)) => {}
+            Some(Frame::Reply(Reply::Error { kind, message })) => {
+                return Err(match kind {
+                    ErrorKind::NoSuchService => AgentError::NoSuchService(message),
+                    ErrorKind::Conflict => AgentError::Conflict(message),
+                    ErrorKind::Spawn => AgentError::Spawn(message),
+                    _ => AgentError::Protocol(message),
+                })
+            }
+            _ => {
+                return Err(AgentError::Protocol(
+                    "unexpected answer to a service request".into(),
+                ))
+            }
+        }
+        tokio::spawn(async move {
+            let _writer = writer;
+            let mut next = reader.next().await.ok().flatten();
+            while let Some(Frame::Reply(Reply::ServiceEvent { event })) = next {
+                if tx.send(event).await.is_err() {
+                    return;
+                }
+                next = match reader.next().await {
+                    Ok(n) => n,
+                    Err(_) => return,
+                };
+            }
+        });
+        Ok(rx)
+    }
+
     async fn session(&self, req: Request) -> Result<AgentSession, AgentError> {
         let (reply, (reader, writer)) = self.request(req).await?;
         match reply {
@@ -155,6 +253,8 @@ impl AgentClient {
         match reply {
             Reply::Error { kind, message } => Err(match kind {
                 ErrorKind::NoSuchSession => AgentError::NoSuchSession(message),
+                ErrorKind::NoSuchService => AgentError::NoSuchService(message),
+                ErrorKind::Conflict => AgentError::Conflict(message),
                 ErrorKind::Spawn => AgentError::Spawn(message),
                 ErrorKind::BadRequest | ErrorKind::Busy => AgentError::Protocol(message),
             }),
@@ -169,6 +269,9 @@ fn unexpected(reply: &Reply) -> AgentError {
         Reply::Session { .. } => "session",
         Reply::Sessions { .. } => "sessions",
         Reply::Done => "done",
+        Reply::Services { .. } => "services",
+        Reply::ServiceEvent { .. } => "service event",
+        Reply::Log { .. } => "log",
         Reply::Error { .. } => "error",
     };
     AgentError::Protocol(format!("unexpected {what} reply from the agent"))

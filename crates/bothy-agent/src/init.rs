@@ -24,8 +24,10 @@ const MAX_CONNECTIONS: usize = 256;
 /// Pause after a failed accept (e.g. out of fds) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct ServeOptions {
+    /// Where services are defined and logged; `None`: no services.
+    pub services: Option<crate::services::Places>,
     /// Become a child subreaper, so orphaned descendants are reparented to
     /// (and reaped by) this process even when it is not pid 1.
     pub subreaper: bool,
@@ -67,6 +69,7 @@ pub fn run() -> io::Result<()> {
         let listener = UnixListener::from_std(listener)?;
         let mut terminate = signal(SignalKind::terminate())?;
         let opts = ServeOptions {
+            services: Some(crate::services::Places::default()),
             subreaper: true,
             whole_namespace: std::process::id() == 1,
         };
@@ -119,7 +122,10 @@ pub async fn serve(
     // SAFETY: restoring the default disposition is always valid.
     unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
     reaper::start()?;
-    let agent = Agent::new();
+    let agent = Agent::new(opts.services.clone().map(crate::services::Supervisor::open));
+    if let Some(services) = agent.services() {
+        services.start_all();
+    }
     let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     tokio::pin!(shutdown);
     loop {
@@ -143,6 +149,10 @@ pub async fn serve(
                 }
             },
         }
+    }
+    // Services first, so none is started again while the box stops.
+    if let Some(services) = agent.services() {
+        services.stop_all();
     }
     agent.shutdown(opts.whole_namespace).await;
     // Attached clients are owed their sessions' exit frames: let the

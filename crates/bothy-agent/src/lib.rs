@@ -34,5 +34,6 @@ pub mod proto;
 mod pty;
 mod reaper;
 mod server;
+pub mod services;
 mod session;
 mod spawn;

@@ -94,9 +94,97 @@ pub enum Output {
 pub enum Request {
     Ping,
     Spawn(SpawnRequest),
-    Attach { id: String },
+    Attach {
+        id: String,
+    },
     List,
-    Kill { id: String, signal: i32 },
+    Kill {
+        id: String,
+        signal: i32,
+    },
+    /// Creates or replaces a service and starts it. With `follow_ms`, the
+    /// `done` reply is followed by `service_event` replies for that long
+    /// (from before the start on).
+    ServicePut {
+        name: String,
+        def: ServiceDef,
+        #[serde(default)]
+        follow_ms: u64,
+    },
+    ServiceDelete {
+        name: String,
+    },
+    ServiceList,
+    ServiceStart {
+        name: String,
+        #[serde(default)]
+        follow_ms: u64,
+    },
+    ServiceStop {
+        name: String,
+        timeout_ms: Option<u64>,
+    },
+    ServiceSignal {
+        name: String,
+        signal: i32,
+    },
+    /// Answered by `service_event` replies as things happen, for
+    /// `duration_ms`, then the connection closes.
+    ServiceWatch {
+        name: String,
+        duration_ms: u64,
+    },
+    /// The end of the service's log (at most `max_bytes`).
+    ServiceLogs {
+        name: String,
+        max_bytes: u64,
+    },
+}
+
+/// A service as it is defined: what the box's init keeps running.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceDef {
+    pub cmd: String,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<String>,
+    /// Services started before this one.
+    #[serde(default)]
+    pub needs: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_port: Option<u16>,
+}
+
+/// What a service is doing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceState {
+    /// `stopped`, `starting`, `running`, `stopping` or `failed`.
+    pub status: String,
+    pub pid: Option<i32>,
+    pub started_ms: Option<u64>,
+    pub error: Option<String>,
+    pub restart_count: u32,
+    pub next_restart_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceInfo {
+    pub name: String,
+    pub def: ServiceDef,
+    pub state: ServiceState,
+}
+
+/// Something that happened to a service: `started`, `stdout`, `stderr`,
+/// `exit`, `stopping`, `stopped`, `error`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceEvent {
+    pub kind: String,
+    pub data: Option<String>,
+    pub exit_code: Option<i32>,
+    pub timestamp_ms: u64,
 }
 
 /// The agent's answer to a [`Request`].
@@ -111,6 +199,16 @@ pub enum Reply {
     Sessions {
         sessions: Vec<SessionInfo>,
     },
+    Services {
+        services: Vec<ServiceInfo>,
+    },
+    ServiceEvent {
+        event: ServiceEvent,
+    },
+    Log {
+        text: String,
+        path: String,
+    },
     /// `kill` succeeded.
     Done,
     Error {
@@ -123,6 +221,10 @@ pub enum Reply {
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
     NoSuchSession,
+    NoSuchService,
+    /// The request clashes with the services there are (the HTTP port is
+    /// taken, the service is not running).
+    Conflict,
     /// The command could not be started.
     Spawn,
     /// The request was malformed or not allowed.

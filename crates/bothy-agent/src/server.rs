@@ -17,6 +17,7 @@ use crate::proto::{
     encode_output, ErrorKind, Frame, FrameError, FrameReader, Input, Output, Reply, Request,
     SpawnRequest,
 };
+use crate::services::{self, Supervisor};
 use crate::session::{Attached, Next, Session, SharedFd, SIGNAL_MAX};
 use crate::spawn::{self, Stdio3};
 
@@ -41,15 +42,94 @@ const STDIN_EOF_MARKER: u8 = 4;
 pub(crate) struct Agent {
     sessions: Mutex<HashMap<String, Arc<Session>>>,
     next_id: AtomicU64,
+    services: Option<Arc<Supervisor>>,
 }
 
 struct Refusal(ErrorKind, String);
 
 impl Agent {
-    pub(crate) fn new() -> Arc<Self> {
+    pub(crate) fn new(services: Option<Arc<Supervisor>>) -> Arc<Self> {
         Arc::new(Self {
             sessions: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
+            services,
+        })
+    }
+
+    pub(crate) fn services(&self) -> Option<&Arc<Supervisor>> {
+        self.services.as_ref()
+    }
+
+    /// Answers a service request; `None` when it was a watch (streamed).
+    async fn service_request(
+        &self,
+        request: Request,
+        wr: &mut OwnedWriteHalf,
+    ) -> Option<Result<Reply, Refusal>> {
+        let Some(sup) = &self.services else {
+            return Some(Err(Refusal(
+                ErrorKind::BadRequest,
+                "this agent runs no services".into(),
+            )));
+        };
+        let refused = |r: services::Refused| Refusal(r.0, r.1);
+        let done = |r: Result<(), services::Refused>| r.map(|()| Reply::Done).map_err(refused);
+        Some(match request {
+            Request::ServiceList => Ok(Reply::Services {
+                services: sup.list(),
+            }),
+            Request::ServicePut {
+                name,
+                def,
+                follow_ms,
+            } => {
+                let events = match sup.put(&name, def) {
+                    Ok(rx) => rx,
+                    Err(r) => return Some(Err(refused(r))),
+                };
+                stream_events(events, follow_ms, wr).await;
+                return None;
+            }
+            Request::ServiceDelete { name } => done(sup.delete(&name)),
+            Request::ServiceStart { name, follow_ms } => {
+                let events = match sup.start(&name) {
+                    Ok(rx) => rx,
+                    Err(r) => return Some(Err(refused(r))),
+                };
+                stream_events(events, follow_ms, wr).await;
+                return None;
+            }
+            Request::ServiceStop { name, timeout_ms } => {
+                done(sup.stop(&name, timeout_ms.map(Duration::from_millis)))
+            }
+            Request::ServiceSignal { name, signal } => {
+                if !(1..=SIGNAL_MAX).contains(&signal) {
+                    Err(Refusal(
+                        ErrorKind::BadRequest,
+                        format!("{signal} is not a signal number"),
+                    ))
+                } else {
+                    done(sup.signal(&name, signal))
+                }
+            }
+            Request::ServiceLogs { name, max_bytes } => sup
+                .log_tail(&name, max_bytes)
+                .map(|(text, path)| Reply::Log { text, path })
+                .map_err(refused),
+            Request::ServiceWatch { name, duration_ms } => {
+                let events = match sup.subscribe(&name) {
+                    Ok(rx) => rx,
+                    Err(r) => return Some(Err(refused(r))),
+                };
+                stream_events(events, duration_ms, wr).await;
+                return None;
+            }
+            _ => {
+                return Some(Err(Refusal(
+                    ErrorKind::BadRequest,
+                    "not a service request".into(),
+                )))
+            }
         })
     }
 
@@ -201,6 +281,18 @@ impl Agent {
                     None => return refuse(&mut wr, ErrorKind::NoSuchSession, id).await,
                 }
             }
+            Request::ServicePut { .. }
+            | Request::ServiceDelete { .. }
+            | Request::ServiceList
+            | Request::ServiceStart { .. }
+            | Request::ServiceStop { .. }
+            | Request::ServiceSignal { .. }
+            | Request::ServiceWatch { .. }
+            | Request::ServiceLogs { .. } => match self.service_request(request, &mut wr).await {
+                None => return,
+                Some(Ok(reply)) => reply,
+                Some(Err(Refusal(kind, message))) => return refuse(&mut wr, kind, message).await,
+            },
             Request::Spawn(req) => {
                 return match self.spawn(&req) {
                     Ok((session, attached)) => {
@@ -412,6 +504,34 @@ async fn send(wr: &mut OwnedWriteHalf, frame: &Frame) -> Result<(), FrameError> 
     let bytes = frame.encode()?;
     wr.write_all(&bytes).await?;
     Ok(())
+}
+
+/// `done` (the client may act now and see what follows), then the events
+/// for `follow_ms`, then the end of the connection.
+async fn stream_events(
+    mut events: tokio::sync::broadcast::Receiver<crate::proto::ServiceEvent>,
+    follow_ms: u64,
+    wr: &mut OwnedWriteHalf,
+) {
+    if send(wr, &Frame::Reply(Reply::Done)).await.is_err() {
+        return;
+    }
+    let until = tokio::time::Instant::now() + Duration::from_millis(follow_ms.min(3_600_000));
+    loop {
+        let event = match tokio::time::timeout_at(until, events.recv()).await {
+            Err(_) => break,
+            Ok(Ok(event)) => event,
+            Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => continue,
+            Ok(Err(_)) => break,
+        };
+        if send(wr, &Frame::Reply(Reply::ServiceEvent { event }))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let _ = wr.shutdown().await;
 }
 
 async fn refuse(wr: &mut OwnedWriteHalf, kind: ErrorKind, message: String) {

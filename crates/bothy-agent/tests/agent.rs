@@ -35,6 +35,7 @@ impl TestAgent {
             rt.block_on(async move {
                 let listener = tokio::net::UnixListener::from_std(listener).unwrap();
                 let opts = ServeOptions {
+                    services: None,
                     subreaper: true,
                     whole_namespace: false,
                 };

@@ -28,6 +28,10 @@ pub enum BoxError {
     /// Something else holds the box or its disk; retry once it is done.
     #[error("{0}")]
     Busy(String),
+    /// The request clashes with the box's state (a service's HTTP port is
+    /// taken, it is not running).
+    #[error("{0}")]
+    Conflict(String),
     /// The host cannot do it now (storage down, host tools missing).
     #[error("{0}")]
     Unavailable(String),
@@ -59,6 +63,8 @@ impl From<AgentError> for BoxError {
             AgentError::Unreachable(io) => Self::NotRunning(io.to_string()),
             AgentError::NoSuchSession(id) => Self::NoSuchSession(id),
             AgentError::Spawn(m) => Self::Spawn(m),
+            AgentError::NoSuchService(m) => Self::NotFound(m),
+            AgentError::Conflict(m) => Self::Conflict(m),
             other => Self::Failed(other.to_string()),
         }
     }
@@ -128,6 +134,30 @@ pub trait Boxes: Send + Sync + 'static {
     fn thaw(&self, id: &str) -> impl Future<Output = Result<(), BoxError>> + Send;
     /// CPU time the box's processes used since it booted, if known.
     fn cpu_used(&self, id: &str) -> Option<std::time::Duration>;
+    /// A service request the box's init answers with `done`.
+    fn service_call(
+        &self,
+        id: &str,
+        req: bothy_agent::proto::Request,
+    ) -> impl Future<Output = Result<(), BoxError>> + Send;
+    fn services(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Vec<bothy_agent::proto::ServiceInfo>, BoxError>> + Send;
+    /// The end of a service's log, and its path in the box.
+    fn service_log(
+        &self,
+        id: &str,
+        name: &str,
+        max_bytes: u64,
+    ) -> impl Future<Output = Result<(String, String), BoxError>> + Send;
+    /// A service request answered by events until the box's init ends the
+    /// stream (a watch; a put or start that follows the service).
+    fn service_stream(
+        &self,
+        id: &str,
+        req: bothy_agent::proto::Request,
+    ) -> impl Future<Output = Result<mpsc::Receiver<bothy_agent::proto::ServiceEvent>, BoxError>> + Send;
     /// Answers once the box's agent does: the box runs and can take commands.
     fn ping(&self, id: &str) -> impl Future<Output = Result<(), BoxError>> + Send;
     fn spawn(
@@ -244,6 +274,31 @@ impl Boxes for RealBoxes {
     }
     fn cpu_used(&self, id: &str) -> Option<std::time::Duration> {
         self.runtime.cpu_used(id)
+    }
+    async fn service_call(
+        &self,
+        id: &str,
+        req: bothy_agent::proto::Request,
+    ) -> Result<(), BoxError> {
+        Ok(self.agent(id).service(req).await?)
+    }
+    async fn services(&self, id: &str) -> Result<Vec<bothy_agent::proto::ServiceInfo>, BoxError> {
+        Ok(self.agent(id).services().await?)
+    }
+    async fn service_log(
+        &self,
+        id: &str,
+        name: &str,
+        max_bytes: u64,
+    ) -> Result<(String, String), BoxError> {
+        Ok(self.agent(id).service_log(name, max_bytes).await?)
+    }
+    async fn service_stream(
+        &self,
+        id: &str,
+        req: bothy_agent::proto::Request,
+    ) -> Result<mpsc::Receiver<bothy_agent::proto::ServiceEvent>, BoxError> {
+        Ok(self.agent(id).service_stream(req).await?)
     }
     async fn ping(&self, id: &str) -> Result<(), BoxError> {
         Ok(self.agent(id).ping().await?)

@@ -91,6 +91,7 @@ impl From<BoxError> for ControlError {
             BoxError::NoSuchSession(id) => Self::session_not_found(&id),
             BoxError::NotFound(m) => Self::NotFound(m),
             BoxError::Busy(m) => Self::Busy(m),
+            BoxError::Conflict(m) => Self::Conflict(m),
             BoxError::Spawn(m) => Self::invalid(m),
             BoxError::Timeout(what) => Self::Timeout(format!(
                 "the box did not answer in time ({what}); it may be overloaded, retry later"

@@ -12,7 +12,7 @@ use crate::error::{ControlError, ControlResult};
 use crate::state::SpriteRow;
 use crate::Control;
 
-async fn agent_call<T>(
+pub(crate) async fn agent_call<T>(
     fut: impl std::future::Future<Output = Result<T, BoxError>>,
 ) -> Result<T, BoxError> {
     tokio::time::timeout(AGENT_TIMEOUT, fut)

@@ -36,6 +36,7 @@ mod locks;
 pub mod policy;
 pub mod quotas;
 mod resources;
+pub mod services;
 pub mod sleep;
 pub mod state;
 pub mod time;

@@ -156,6 +156,31 @@ impl Boxes for FakeBoxes {
     fn cpu_used(&self, _id: &str) -> Option<std::time::Duration> {
         None
     }
+    async fn service_call(
+        &self,
+        _id: &str,
+        _req: bothy_agent::proto::Request,
+    ) -> Result<(), BoxError> {
+        Ok(())
+    }
+    async fn services(&self, _id: &str) -> Result<Vec<bothy_agent::proto::ServiceInfo>, BoxError> {
+        Ok(Vec::new())
+    }
+    async fn service_log(
+        &self,
+        _id: &str,
+        name: &str,
+        _max: u64,
+    ) -> Result<(String, String), BoxError> {
+        Err(BoxError::NotFound(format!("no service named {name:?}")))
+    }
+    async fn service_stream(
+        &self,
+        _id: &str,
+        _req: bothy_agent::proto::Request,
+    ) -> Result<tokio::sync::mpsc::Receiver<bothy_agent::proto::ServiceEvent>, BoxError> {
+        Ok(tokio::sync::mpsc::channel(1).1)
+    }
     async fn ping(&self, id: &str) -> Result<(), BoxError> {
         let wedged = {
             let s = self.state();

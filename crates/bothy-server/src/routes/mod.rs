@@ -11,6 +11,7 @@ mod org;
 mod policy;
 mod quotas;
 mod resources;
+mod services;
 mod sprites;
 mod sync;
 mod tokens;
@@ -83,6 +84,33 @@ pub fn router<B: Boxes>(control: Control<B>, shutdown: Shutdown) -> Router {
         )
         .route("/v1/sprites/{name}/restart", post(machine::restart::<B>))
         .route("/v1/sprites/{name}/sleep", post(sprites::sleep::<B>))
+        .route("/v1/sprites/{name}/services", get(services::list::<B>))
+        .route(
+            "/v1/sprites/{name}/services/signal",
+            post(services::signal::<B>),
+        )
+        .route(
+            "/v1/sprites/{name}/services/{service}",
+            get(services::get_one::<B>)
+                .put(services::put::<B>)
+                .delete(services::delete::<B>),
+        )
+        .route(
+            "/v1/sprites/{name}/services/{service}/start",
+            post(services::start::<B>),
+        )
+        .route(
+            "/v1/sprites/{name}/services/{service}/stop",
+            post(services::stop::<B>),
+        )
+        .route(
+            "/v1/sprites/{name}/services/{service}/restart",
+            post(services::restart::<B>),
+        )
+        .route(
+            "/v1/sprites/{name}/services/{service}/logs",
+            get(services::logs::<B>),
+        )
         .route("/v1/sprites/{name}/check", get(machine::check::<B>))
         .route("/v1/sprites/{name}/upgrade", post(machine::upgrade::<B>))
         .route("/v1/organization", get(org::organization))

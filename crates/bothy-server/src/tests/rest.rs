@@ -161,9 +161,8 @@ async fn unimplemented_routes_say_so_and_unknown_paths_are_404() {
     let h = harness().await;
     h.create("dev").await;
     for (m, uri) in [
-        (Method::GET, "/v1/sprites/dev/services"),
         (Method::GET, "/v1/sprites/dev/fs/read"),
-        (Method::POST, "/v1/sprites/dev/services/web/start"),
+        (Method::POST, "/v1/sprites/dev/tasks"),
         (Method::PATCH, "/v1/sprites/dev"),
         (Method::GET, "/v1/whatever"),
     ] {

@@ -1,0 +1,310 @@
+//! `/v1/sprites/{name}/services`: what the box's init keeps running, as
+//! `sprites-py` (`services.py`) calls it. PUT, start, restart and stop answer
+//! with NDJSON `{type, data?, exit_code?, timestamp, log_files?}` lines
+//! while they follow the service (`?duration=5s`; stop: `?timeout=`), then
+//! `{"type": "complete"}`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::Json;
+use bothy_control::services::{parse_follow, ServiceDef, ServiceEvent, ServiceInfo, ServiceStream};
+use bothy_control::time::{now_ms, rfc3339_ms};
+use bothy_control::{Boxes, Control};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::sprites::sprite_of;
+use super::ApiJson;
+use crate::auth::Auth;
+use crate::error::{ApiError, ApiResult};
+use crate::params::parse_signal;
+use crate::stream::{streamed, NDJSON};
+
+/// A service's definition as the SDKs send it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceBody {
+    cmd: String,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    dir: Option<String>,
+    #[serde(default)]
+    needs: Vec<String>,
+    #[serde(default)]
+    http_port: Option<u16>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignalBody {
+    name: String,
+    signal: Value,
+}
+
+#[derive(Serialize)]
+struct Line {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exit_code: Option<i32>,
+    timestamp: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log_files: Option<BTreeMap<String, String>>,
+}
+
+fn to_json(s: &ServiceInfo) -> Value {
+    let st = &s.state;
+    json!({
+        "name": s.name,
+        "cmd": s.def.cmd,
+        "args": s.def.args,
+        "env": s.def.env,
+        "dir": s.def.dir,
+        "needs": s.def.needs,
+        "http_port": s.def.http_port,
+        "state": {
+            "name": s.name,
+            "status": st.status,
+            "pid": st.pid,
+            "started_at": st.started_ms.map(rfc3339_ms),
+            "error": st.error,
+            "restart_count": st.restart_count,
+            "next_restart_at": st.next_restart_ms.map(rfc3339_ms),
+        },
+    })
+}
+
+/// One query parameter (`duration`, `timeout`) as a duration.
+fn query_duration(raw: Option<&str>, key: &str) -> ApiResult<Option<Duration>> {
+    let Some(raw) = raw else { return Ok(None) };
+    for pair in raw.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if k == key {
+            let v = percent_decode(v);
+            return Ok(Some(parse_follow(&v)?));
+        }
+    }
+    Ok(None)
+}
+
+fn percent_decode(s: &str) -> String {
+    url::form_urlencoded::parse(format!("x={s}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+/// The streamed answer of an operation that follows a service.
+fn answer(stream: ServiceStream) -> Response {
+    let (out, response) = streamed(NDJSON);
+    tokio::spawn(async move {
+        let ServiceStream {
+            mut events,
+            log_path,
+            awake,
+        } = stream;
+        let line = |e: ServiceEvent| Line {
+            kind: e.kind,
+            data: e.data,
+            exit_code: e.exit_code,
+            timestamp: e.timestamp_ms,
+            log_files: None,
+        };
+        loop {
+            tokio::select! {
+                next = events.recv() => match next {
+                    Some(e) => if !out.line(&line(e)).await { return },
+                    None => break,
+                },
+                () = out.closed() => return,
+            }
+        }
+        let mut files = BTreeMap::new();
+        files.insert("output".to_string(), log_path);
+        let _ = out
+            .line(&Line {
+                kind: "complete".into(),
+                data: None,
+                exit_code: None,
+                timestamp: now_ms(),
+                log_files: Some(files),
+            })
+            .await;
+        drop(awake);
+    });
+    response
+}
+
+pub async fn list<B: Boxes>(
+    State(control): State<Control<B>>,
+    Auth(caller): Auth,
+    path: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<Value>> {
+    let row = sprite_of(&control, &caller, path).await?;
+    let services = control.services(&row).await?;
+    Ok(Json(Value::Array(services.iter().map(to_json).collect())))
+}
+
+fn names(path: Result<Path<(String, String)>, PathRejection>) -> ApiResult<(String, String)> {
+    let Path(p) = path?;
+    Ok(p)
+}
+
+pub async fn get_one<B: Boxes>(
+    State(control): State<Control<B>>,
+    Auth(caller): Auth,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> ApiResult<Json<Value>> {
+    let (sprite, name) = names(path)?;
+    let row = control.sprite(&caller, &sprite).await?;
+    Ok(Json(to_json(&control.service(&row, &name).await?)))
+}
+
+pub async fn put<B: Boxes>(
+    State(control): State<Control<B>>,
+    Auth(caller): Auth,
+    path: Result<Path<(String, String)>, PathRejection>,
+    RawQuery(raw): RawQuery,
+    ApiJson(body): ApiJson<ServiceBody>,
+) -> ApiResult<Response> {
+    let (sprite, name) = names(path)?;
+    let follow = query_duration(raw.as_deref(), "duration")?.unwrap_or_default();
+    let row = control.sprite(&caller, &sprite).await?;
+    let def = ServiceDef {
+        cmd: body.cmd,
+        args: body.args,
+        env: body.env,
+        dir: body.dir,
+        needs: body.needs,
+        http_port: body.http_port,
+    };
+    Ok(answer(control.put_service(&row, &name, def, follow).await?))
+}
+
+pub async fn delete<B: Boxes>(
+    State(control): State<Control<B>>,
+    Auth(caller): Auth,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> ApiResult<StatusCode> {
+    let (sprite, name) = names(path)?;
+    let row = control.sprite(&caller, &sprite).await?;
+    control.delete_service(&row, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn start<B: Boxes>(
+    State(control): State<Control<B>>,
+    Auth(caller): Auth,
+    path: Result<Path<(String, String)>, PathRejection>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    let (sprite, name) = names(path)?;
+    let follow = query_duration(raw.as_deref(), "duration")?.unwrap_or_default();
+    let row = control.sprite(&caller, &sprite).await?;
+    Ok(answer(
+        control.start_service(&row, &name, false, follow).await?,
+    ))
+}
+
+pub async fn restart<B: Boxes>(
+    State(control): State<Control<B>>,
+    Auth(caller): Auth,
+    path: Result<Path<(String, String)>, PathRejection>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    let (sprite, name) = names(path)?;
+    let follow = query_duration(raw.as_deref(), "duration")?.unwrap_or_default();
+    let row = control.sprite(&caller, &sprite).await?;
+    Ok(answer(
+        control.start_service(&row, &name, true, follow).await?,
+    ))
+}
+
+pub async fn stop<B: Boxes>(
+    State(control): State<Control<B>>,
+    Auth(caller): Auth,
+    path: Result<Path<(String, String)>, PathRejection>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    let (sprite, name) = names(path)?;
+    let timeout = query_duration(raw.as_deref(), "timeout")?;
+    let row = control.sprite(&caller, &sprite).await?;
+    Ok(answer(control.stop_service(&row, &name, timeout).await?))
+}
+
+pub async fn signal<B: Boxes>(
+    State(control): State<Control<B>>,
+    Auth(caller): Auth,
+    path: Result<Path<String>, PathRejection>,
+    ApiJson(body): ApiJson<SignalBody>,
+) -> ApiResult<StatusCode> {
+    let row = sprite_of(&control, &caller, path).await?;
+    let signal = match &body.signal {
+        Value::String(s) => parse_signal(s),
+        Value::Number(n) => n
+            .as_i64()
+            .and_then(|n| i32::try_from(n).ok())
+            .filter(|n| (1..=64).contains(n)),
+        _ => None,
+    }
+    .ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "invalid signal {}: use a name like SIGTERM or a number 1-64",
+            body.signal
+        ))
+    })?;
+    control.signal_service(&row, &body.name, signal).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The end of the service's log: one NDJSON `{type: "stdout", data}` line
+/// per log line, then `complete` with the log's path.
+pub async fn logs<B: Boxes>(
+    State(control): State<Control<B>>,
+    Auth(caller): Auth,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> ApiResult<Response> {
+    let (sprite, name) = names(path)?;
+    let row = control.sprite(&caller, &sprite).await?;
+    let (text, log_path) = control
+        .service_logs(&row, &name, bothy_control::services::MAX_LOG_BYTES)
+        .await?;
+    let (out, response) = streamed(NDJSON);
+    tokio::spawn(async move {
+        let at = now_ms();
+        for l in text.lines() {
+            let line = Line {
+                kind: "stdout".into(),
+                data: Some(format!("{l}\n")),
+                exit_code: None,
+                timestamp: at,
+                log_files: None,
+            };
+            if !out.line(&line).await {
+                return;
+            }
+        }
+        let mut files = BTreeMap::new();
+        files.insert("output".to_string(), log_path);
+        let _ = out
+            .line(&Line {
+                kind: "complete".into(),
+                data: None,
+                exit_code: None,
+                timestamp: at,
+                log_files: Some(files),
+            })
+            .await;
+    });
+    Ok(response)
+}
