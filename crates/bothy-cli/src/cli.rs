@@ -121,6 +121,14 @@ pub enum Command {
     /// Wait until everything written and checkpointed so far is in the object
     /// store: of one bothy with -s NAME, else of every bothy you can see
     Sync(SyncArgs),
+    /// Services the bothy's init keeps running: create, list, get, start,
+    /// stop, restart, signal, delete, logs
+    #[command(subcommand)]
+    Services(ServicesCommand),
+    /// Tasks: holds that keep a bothy running (no idle sleep) until released
+    /// or expired
+    #[command(subcommand)]
+    Task(TaskCommand),
     /// Put a bothy to sleep now: warm (processes frozen) or, with --cold,
     /// stopped; the next exec or API call wakes it
     Sleep(SleepArgs),
@@ -229,6 +237,115 @@ pub struct UpdateArgs {
     pub name: String,
     #[command(flatten)]
     pub lifecycle: LifecycleArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServicesCommand {
+    /// Create or replace a service and start it (it starts again on every
+    /// boot and wake, and after it exits)
+    Create(ServiceCreateArgs),
+    /// List services and their state
+    #[command(visible_alias = "ls")]
+    List,
+    /// Show one service
+    Get(ServiceNameArgs),
+    /// Start a stopped service
+    Start(ServiceFollowArgs),
+    /// Stop a service (it stays stopped until started)
+    Stop(ServiceStopArgs),
+    /// Stop and start a service
+    Restart(ServiceFollowArgs),
+    /// Send a signal to a service's processes
+    Signal(ServiceSignalArgs),
+    /// Stop and delete a service
+    #[command(visible_alias = "rm")]
+    Delete(ServiceNameArgs),
+    /// Print the end of a service's log
+    Logs(ServiceNameArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TaskCommand {
+    /// Take a hold; prints its id
+    Hold(TaskHoldArgs),
+    /// List the holds
+    #[command(visible_alias = "ls")]
+    List,
+    /// Release a hold
+    #[command(visible_alias = "rm")]
+    Release(TaskReleaseArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TaskHoldArgs {
+    /// How long it holds unless extended: e.g. 10m (at most 1h)
+    #[arg(long, value_name = "DURATION")]
+    pub ttl: String,
+    /// A name to tell holds apart
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TaskReleaseArgs {
+    /// The hold's id (task_…)
+    pub id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ServiceNameArgs {
+    /// Service name
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ServiceCreateArgs {
+    /// Service name: a-z 0-9 - _ .
+    pub name: String,
+    /// The program to run
+    #[arg(long)]
+    pub cmd: String,
+    /// Its arguments, comma-separated (repeat --args for ones with commas)
+    #[arg(long, value_delimiter = ',')]
+    pub args: Vec<String>,
+    /// Environment, KEY=VALUE, comma-separated
+    #[arg(long, value_delimiter = ',')]
+    pub env: Vec<String>,
+    /// Working directory in the bothy [default: /]
+    #[arg(long)]
+    pub dir: Option<String>,
+    /// Services to start before this one, comma-separated
+    #[arg(long, value_delimiter = ',')]
+    pub needs: Vec<String>,
+    /// The port it serves HTTP on (one service per bothy)
+    #[arg(long, value_name = "PORT")]
+    pub http_port: Option<u16>,
+    /// Follow its output for this many seconds
+    #[arg(long, value_name = "SECONDS", default_value = "2")]
+    pub follow: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct ServiceFollowArgs {
+    pub name: String,
+    /// Follow its output for this many seconds
+    #[arg(long, value_name = "SECONDS", default_value = "2")]
+    pub follow: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct ServiceStopArgs {
+    pub name: String,
+    /// Seconds between SIGTERM and SIGKILL
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<f64>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServiceSignalArgs {
+    pub name: String,
+    /// Signal name or number: TERM, SIGHUP, 9
+    pub signal: String,
 }
 
 #[derive(Debug, Args)]

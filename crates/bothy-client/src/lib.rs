@@ -23,6 +23,7 @@ mod exec;
 pub mod frame;
 mod inbox;
 mod policy;
+mod services;
 mod tokens;
 mod unix_http;
 

@@ -39,6 +39,7 @@ mod resources;
 pub mod services;
 pub mod sleep;
 pub mod state;
+pub mod tasks;
 pub mod time;
 mod tokens;
 pub mod validate;
@@ -93,6 +94,7 @@ struct Inner<B> {
     /// Attached clients and CPU use of every box (see sleep.rs).
     activity: Arc<sleep::Activity>,
     default_sleep: std::sync::Mutex<sleep::SleepPolicy>,
+    tasks: tasks::Tasks,
     /// The data dir's daemon lock, held as long as this control layer.
     _lock: Option<nix::fcntl::Flock<std::fs::File>>,
 }
@@ -120,6 +122,7 @@ impl<B: Boxes> Control<B> {
                 admitting: tokio::sync::Mutex::new(()),
                 activity: Arc::default(),
                 default_sleep: std::sync::Mutex::default(),
+                tasks: tasks::Tasks::default(),
             }),
         }
     }

@@ -404,6 +404,7 @@ impl<B: Boxes> Control<B> {
         .await?;
         self.inner.locks.forget(&id);
         self.inner.activity.forget(&id);
+        self.inner.tasks.forget(&id);
         Ok(())
     }
 

@@ -404,6 +404,11 @@ impl<B: Boxes> Control<B> {
             }
             (s.holds == 0).then(|| s.last_active.elapsed())
         });
+        // A live task keeps the box awake like an attached client.
+        if self.inner.tasks.live(&row.id) > 0 {
+            self.inner.activity.with(&row.id, Seen::touch);
+            return;
+        }
         let (Some(idle_for), Some(timeout)) = (idle_for, policy.idle_timeout) else {
             return;
         };
@@ -435,6 +440,9 @@ impl<B: Boxes> Control<B> {
         let Some(after) = policy.cold_after else {
             return;
         };
+        if self.inner.tasks.live(&row.id) > 0 {
+            return;
+        }
         if warm_for < after {
             return;
         }

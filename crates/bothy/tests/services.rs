@@ -139,3 +139,36 @@ fn bad_service_requests_are_refused_and_a_scribbled_file_costs_only_the_services
     );
     running_since(&d, "hostile", "again");
 }
+
+#[test]
+fn the_cli_manages_services() {
+    let d = Daemon::start();
+    d.create("clisvc");
+    let run = |args: &[&str]| {
+        let mut all = vec!["services"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["-s", "clisvc"]);
+        d.cli(&all).run().assert_success(&all.join(" "))
+    };
+    let made = run(&[
+        "create",
+        "echo",
+        "--cmd",
+        "sh",
+        "--args=-c,echo up; exec sleep 1000",
+        "--follow",
+        "1",
+    ]);
+    assert!(made.stdout_str().contains("up"), "{}", made.stdout_str());
+    let listed = run(&["list"]).stdout_str();
+    assert!(
+        listed.contains("echo") && listed.contains("running"),
+        "{listed}"
+    );
+    assert!(run(&["logs", "echo"]).stdout_str().contains("up"));
+    run(&["stop", "echo", "--timeout", "2"]);
+    assert_eq!(service(&d, "clisvc", "echo")["state"]["status"], "stopped");
+    run(&["delete", "echo"]);
+    let gone = d.cli(&["services", "get", "echo", "-s", "clisvc"]).run();
+    assert_ne!(gone.code, 0, "a deleted service is gone");
+}

@@ -252,3 +252,54 @@ fn bad_idle_policies_are_refused_and_change_nothing() {
     assert_eq!(r.status, 400, "{}", r.text());
     assert_eq!(status(&d, "good"), "running");
 }
+
+#[test]
+fn a_task_holds_a_box_awake_until_released() {
+    let d = Daemon::start();
+    d.cli(&["create", "held", "--skip-console", "--idle-timeout", "2s"])
+        .run()
+        .assert_success("create");
+    let id = d
+        .cli(&[
+            "task", "hold", "-s", "held", "--ttl", "10m", "--name", "build",
+        ])
+        .run()
+        .assert_success("task hold")
+        .stdout_str()
+        .trim()
+        .to_string();
+    assert!(id.starts_with("task_"), "{id}");
+    stays_running(
+        &d,
+        "held",
+        Duration::from_secs(4),
+        "a task keeps the box awake",
+    );
+    let listed = d.api("GET", "/v1/sprites/held/tasks").json();
+    assert_eq!(listed["tasks"][0]["id"], id.as_str(), "{listed}");
+    assert_eq!(listed["tasks"][0]["name"], "build");
+    let r = d.api_json(
+        "PUT",
+        &format!("/v1/sprites/held/tasks/{id}"),
+        &json!({"ttl": "5m"}),
+    );
+    assert_eq!(r.status, 200, "a heartbeat extends it: {}", r.text());
+    for (body, code) in [
+        (json!({"ttl": "2h"}), 400),
+        (json!({"ttl": "soon"}), 400),
+        (json!({}), 400),
+    ] {
+        let r = d.api_json("POST", "/v1/sprites/held/tasks", &body);
+        assert_eq!(r.status, code, "{body}: {}", r.text());
+    }
+    let r = d.api_json(
+        "PUT",
+        "/v1/sprites/held/tasks/task_nope",
+        &json!({"ttl": "1m"}),
+    );
+    assert_eq!(r.status, 404, "{}", r.text());
+    d.cli(&["task", "release", "-s", "held", &id])
+        .run()
+        .assert_success("task release");
+    wait_status(&d, "held", "warm");
+}

@@ -10,6 +10,7 @@ mod list;
 mod org;
 mod policy;
 mod quota;
+mod services;
 mod sessions;
 mod sleep;
 mod sync;
@@ -40,6 +41,8 @@ pub async fn dispatch(ctx: &Context, command: Command) -> Result<i32> {
         Command::Sync(_) => sync::run(ctx).await,
         Command::Drain => sync::drain(ctx).await,
         Command::Sleep(a) => sleep::sleep(ctx, &a).await,
+        Command::Services(c) => services::run(ctx, c).await,
+        Command::Task(c) => services::task(ctx, c).await,
         Command::Update(a) => sleep::update(ctx, &a).await,
         Command::Token(TokenCommand::Create(a)) => token::create(ctx, a).await,
         Command::Token(TokenCommand::List(a)) => token::list(ctx, a).await,

@@ -14,6 +14,7 @@ mod resources;
 mod services;
 mod sprites;
 mod sync;
+mod tasks;
 mod tokens;
 pub(crate) mod watch;
 
@@ -24,7 +25,7 @@ use axum::handler::Handler;
 use axum::http::Uri;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 
 use bothy_control::{Boxes, Control};
@@ -84,6 +85,14 @@ pub fn router<B: Boxes>(control: Control<B>, shutdown: Shutdown) -> Router {
         )
         .route("/v1/sprites/{name}/restart", post(machine::restart::<B>))
         .route("/v1/sprites/{name}/sleep", post(sprites::sleep::<B>))
+        .route(
+            "/v1/sprites/{name}/tasks",
+            post(tasks::hold::<B>).get(tasks::list::<B>),
+        )
+        .route(
+            "/v1/sprites/{name}/tasks/{id}",
+            put(tasks::extend::<B>).delete(tasks::release::<B>),
+        )
         .route("/v1/sprites/{name}/services", get(services::list::<B>))
         .route(
             "/v1/sprites/{name}/services/signal",

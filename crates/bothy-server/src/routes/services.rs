@@ -104,8 +104,9 @@ fn percent_decode(s: &str) -> String {
         .unwrap_or_default()
 }
 
-/// The streamed answer of an operation that follows a service.
-fn answer(stream: ServiceStream) -> Response {
+/// The streamed answer of an operation that follows a service; a stop's
+/// ends once the service has stopped.
+fn answer(stream: ServiceStream, until_stopped: bool) -> Response {
     let (out, response) = streamed(NDJSON);
     tokio::spawn(async move {
         let ServiceStream {
@@ -123,7 +124,15 @@ fn answer(stream: ServiceStream) -> Response {
         loop {
             tokio::select! {
                 next = events.recv() => match next {
-                    Some(e) => if !out.line(&line(e)).await { return },
+                    Some(e) => {
+                        let stopped = e.kind == "stopped";
+                        if !out.line(&line(e)).await {
+                            return;
+                        }
+                        if stopped && until_stopped {
+                            break;
+                        }
+                    }
                     None => break,
                 },
                 () = out.closed() => return,
@@ -188,7 +197,10 @@ pub async fn put<B: Boxes>(
         needs: body.needs,
         http_port: body.http_port,
     };
-    Ok(answer(control.put_service(&row, &name, def, follow).await?))
+    Ok(answer(
+        control.put_service(&row, &name, def, follow).await?,
+        false,
+    ))
 }
 
 pub async fn delete<B: Boxes>(
@@ -213,6 +225,7 @@ pub async fn start<B: Boxes>(
     let row = control.sprite(&caller, &sprite).await?;
     Ok(answer(
         control.start_service(&row, &name, false, follow).await?,
+        false,
     ))
 }
 
@@ -227,6 +240,7 @@ pub async fn restart<B: Boxes>(
     let row = control.sprite(&caller, &sprite).await?;
     Ok(answer(
         control.start_service(&row, &name, true, follow).await?,
+        false,
     ))
 }
 
@@ -239,7 +253,10 @@ pub async fn stop<B: Boxes>(
     let (sprite, name) = names(path)?;
     let timeout = query_duration(raw.as_deref(), "timeout")?;
     let row = control.sprite(&caller, &sprite).await?;
-    Ok(answer(control.stop_service(&row, &name, timeout).await?))
+    Ok(answer(
+        control.stop_service(&row, &name, timeout).await?,
+        true,
+    ))
 }
 
 pub async fn signal<B: Boxes>(

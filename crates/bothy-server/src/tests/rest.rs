@@ -162,7 +162,7 @@ async fn unimplemented_routes_say_so_and_unknown_paths_are_404() {
     h.create("dev").await;
     for (m, uri) in [
         (Method::GET, "/v1/sprites/dev/fs/read"),
-        (Method::POST, "/v1/sprites/dev/tasks"),
+        (Method::GET, "/v1/sprites/dev/fs/list"),
         (Method::PATCH, "/v1/sprites/dev"),
         (Method::GET, "/v1/whatever"),
     ] {
