@@ -32,6 +32,9 @@ pub enum BenchCommand {
     /// (checkpoints, synced writes of an idle and of a busy box), and what
     /// the barriers cost
     Durability(BenchDurabilityArgs),
+    /// Put one bothy to sleep (warm: frozen; cold: stopped) and time the exec
+    /// of `true` that wakes it, beside `true` while it runs
+    Wake(BenchWakeArgs),
     /// Run one storage workload in DIR and print one JSON line (what
     /// `bench storage` runs in a bothy and on the host)
     #[command(hide = true)]
@@ -146,6 +149,38 @@ pub struct BenchDurabilityArgs {
     /// Samples of each measurement
     #[arg(long, default_value_t = 10, value_parser = parse_runs)]
     pub runs: usize,
+}
+
+/// Which sleep `bench wake` wakes the bothy from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WakeFrom {
+    /// Frozen in its cgroup: the exec thaws it
+    Warm,
+    /// Stopped, its disk synced and detached: the exec boots it
+    Cold,
+    /// Warm, then cold
+    Both,
+}
+
+impl WakeFrom {
+    /// The sleeps to time, in order, as the `cold` flag of the sleep request.
+    pub fn colds(self) -> &'static [bool] {
+        match self {
+            Self::Warm => &[false],
+            Self::Cold => &[true],
+            Self::Both => &[false, true],
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct BenchWakeArgs {
+    /// Wakes timed from each sleep, and execs timed on the running bothy
+    #[arg(long, default_value_t = 20, value_parser = parse_runs)]
+    pub runs: usize,
+    /// Which sleep to wake from
+    #[arg(long, value_enum, default_value_t = WakeFrom::Both)]
+    pub state: WakeFrom,
 }
 
 #[derive(Debug, Args)]
@@ -267,5 +302,24 @@ mod tests {
             (20, 2048, 5, 10)
         );
         assert!(bench_err(&["storage", "--size-mb", "0"]));
+    }
+
+    #[test]
+    fn wake_defaults_states_and_bounds() {
+        let BenchCommand::Wake(w) = bench(&["wake"]) else {
+            panic!("expected wake");
+        };
+        assert_eq!((w.runs, w.state), (20, WakeFrom::Both));
+        assert_eq!(w.state.colds(), [false, true]);
+        let BenchCommand::Wake(w) = bench(&["wake", "--runs", "3", "--state", "cold"]) else {
+            panic!("expected wake");
+        };
+        assert_eq!((w.runs, w.state.colds()), (3, &[true][..]));
+        let BenchCommand::Wake(w) = bench(&["wake", "--state", "warm"]) else {
+            panic!("expected wake");
+        };
+        assert_eq!(w.state.colds(), [false]);
+        assert!(bench_err(&["wake", "--state", "running"]));
+        assert!(bench_err(&["wake", "--runs", "0"]));
     }
 }

@@ -17,10 +17,15 @@ pub async fn create_box(client: &Client, name: &str) -> Result<()> {
         name: name.to_string(),
         ..Default::default()
     };
+    create_box_from(client, &request).await
+}
+
+/// Creates the box `request` describes and waits until it runs.
+pub async fn create_box_from(client: &Client, request: &CreateSpriteRequest) -> Result<()> {
     client
-        .create_sprite(&request)
+        .create_sprite(request)
         .await
-        .map_err(|e| anyhow::Error::new(e).context(format!("creating {name}")))?;
+        .map_err(|e| anyhow::Error::new(e).context(format!("creating {}", request.name)))?;
     Ok(())
 }
 

@@ -1,5 +1,6 @@
 //! `bothy bench`: latency (create, exec, unshare), storage (box disk beside
-//! ext4 on a plain loop device and JuiceFS), checkpoints, durability. Every bench prints
+//! ext4 on a plain loop device and JuiceFS), checkpoints, durability, wake
+//! from sleep. Every bench prints
 //! JSON lines on stdout; progress and warnings go to stderr.
 //!
 //! Benches reach the daemon only through `bothy-client`. The binary adds
@@ -15,6 +16,7 @@ mod reference;
 mod settle;
 mod stats;
 mod storage;
+mod wake;
 mod workload;
 
 use std::path::PathBuf;
@@ -24,7 +26,7 @@ use bothy_client::Client;
 
 pub use args::{
     BenchCheckpointArgs, BenchCommand, BenchCreateArgs, BenchDurabilityArgs, BenchExecArgs,
-    BenchIoWorkerArgs, BenchStorageArgs, BenchTarget, BenchWorkload, Verb,
+    BenchIoWorkerArgs, BenchStorageArgs, BenchTarget, BenchWakeArgs, BenchWorkload, Verb, WakeFrom,
 };
 
 /// The daemon under test, as the command line around the benches names it.
@@ -52,6 +54,7 @@ pub async fn run(command: BenchCommand, daemon: &Daemon<'_>) -> Result<i32> {
         BenchCommand::Storage(a) => storage::storage(daemon, a).await,
         BenchCommand::Checkpoint(a) => checkpoint::checkpoint(daemon, a).await,
         BenchCommand::Durability(a) => durability::durability(daemon, a).await,
+        BenchCommand::Wake(a) => wake::wake(daemon, a).await,
         BenchCommand::IoWorker(a) => workload::io_worker(
             a.workload,
             &workload::WorkerArgs {

@@ -19,8 +19,7 @@ pub struct BenchReport {
 impl BenchReport {
     /// Summarises `samples`; `None` when there are none.
     pub fn from_samples(bench: &str, samples: &[Duration]) -> Option<Self> {
-        let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
-        ms.sort_by(f64::total_cmp);
+        let ms = sorted_ms(samples);
         Some(Self {
             bench: bench.to_string(),
             runs: ms.len(),
@@ -38,6 +37,13 @@ pub fn report(bench: &str, samples: &[Duration]) -> Result<()> {
         .ok_or_else(|| anyhow::anyhow!("no {bench} run finished"))?;
     println!("{}", serde_json::to_string(&report)?);
     Ok(())
+}
+
+/// The samples in milliseconds, smallest first: what [`percentile`] takes.
+pub fn sorted_ms(samples: &[Duration]) -> Vec<f64> {
+    let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+    ms.sort_by(f64::total_cmp);
+    ms
 }
 
 /// Nearest-rank percentile of sorted values: the smallest value with at least
