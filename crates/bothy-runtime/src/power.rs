@@ -63,11 +63,17 @@ impl Runtime {
         Ok(())
     }
 
-    /// Lets a frozen box's processes go on.
+    /// Lets a frozen box's processes go on: by the cgroup's freezer file
+    /// when there is one (a wake is on the path of the caller's first
+    /// command; two runs of crun cost more than the thaw), else by crun.
     pub async fn thaw(&self, id: &str) -> Result<(), RuntimeError> {
         check_name("box id", id, 32)?;
         let lock = self.lock(id);
         let _guard = lock.lock().await;
+        if self.frozen.contains(id) && self.thaw_by_cgroup(id) {
+            self.frozen.set(id, false);
+            return Ok(());
+        }
         let cid = self.container_id(id);
         if let Some(s) = self.crun.state(&cid).await? {
             if s.status == "paused" {
@@ -76,6 +82,17 @@ impl Runtime {
         }
         self.frozen.set(id, false);
         Ok(())
+    }
+
+    /// Writes the cgroup's freezer file; whether it could.
+    fn thaw_by_cgroup(&self, id: &str) -> bool {
+        let path = self.cgroup_path(id);
+        let v1 = format!("/sys/fs/cgroup/freezer{path}/freezer.state");
+        if std::path::Path::new(&v1).exists() {
+            return std::fs::write(v1, "THAWED").is_ok();
+        }
+        let v2 = format!("/sys/fs/cgroup{path}/cgroup.freeze");
+        std::path::Path::new(&v2).exists() && std::fs::write(v2, "0").is_ok()
     }
 
     /// Whether the box runs, is frozen, or is off.

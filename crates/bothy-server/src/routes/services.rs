@@ -214,19 +214,48 @@ pub async fn delete<B: Boxes>(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The operation a POST on a service names.
+#[derive(Clone, Copy)]
+enum Op {
+    Start,
+    Restart,
+    Stop,
+}
+
+async fn op<B: Boxes>(
+    control: Control<B>,
+    caller: bothy_control::Caller,
+    path: Result<Path<(String, String)>, PathRejection>,
+    raw: Option<String>,
+    op: Op,
+) -> ApiResult<Response> {
+    let (sprite, name) = names(path)?;
+    let key = if matches!(op, Op::Stop) {
+        "timeout"
+    } else {
+        "duration"
+    };
+    let secs = query_duration(raw.as_deref(), key)?;
+    let row = control.sprite(&caller, &sprite).await?;
+    let stream = match op {
+        Op::Start | Op::Restart => {
+            let restart = matches!(op, Op::Restart);
+            control
+                .start_service(&row, &name, restart, secs.unwrap_or_default())
+                .await?
+        }
+        Op::Stop => control.stop_service(&row, &name, secs).await?,
+    };
+    Ok(answer(stream, matches!(op, Op::Stop)))
+}
+
 pub async fn start<B: Boxes>(
     State(control): State<Control<B>>,
     Auth(caller): Auth,
     path: Result<Path<(String, String)>, PathRejection>,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
-    let (sprite, name) = names(path)?;
-    let follow = query_duration(raw.as_deref(), "duration")?.unwrap_or_default();
-    let row = control.sprite(&caller, &sprite).await?;
-    Ok(answer(
-        control.start_service(&row, &name, false, follow).await?,
-        false,
-    ))
+    op(control, caller, path, raw, Op::Start).await
 }
 
 pub async fn restart<B: Boxes>(
@@ -235,13 +264,7 @@ pub async fn restart<B: Boxes>(
     path: Result<Path<(String, String)>, PathRejection>,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
-    let (sprite, name) = names(path)?;
-    let follow = query_duration(raw.as_deref(), "duration")?.unwrap_or_default();
-    let row = control.sprite(&caller, &sprite).await?;
-    Ok(answer(
-        control.start_service(&row, &name, true, follow).await?,
-        false,
-    ))
+    op(control, caller, path, raw, Op::Restart).await
 }
 
 pub async fn stop<B: Boxes>(
@@ -250,13 +273,7 @@ pub async fn stop<B: Boxes>(
     path: Result<Path<(String, String)>, PathRejection>,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
-    let (sprite, name) = names(path)?;
-    let timeout = query_duration(raw.as_deref(), "timeout")?;
-    let row = control.sprite(&caller, &sprite).await?;
-    Ok(answer(
-        control.stop_service(&row, &name, timeout).await?,
-        true,
-    ))
+    op(control, caller, path, raw, Op::Stop).await
 }
 
 pub async fn signal<B: Boxes>(
