@@ -631,9 +631,7 @@ mod tests {
             pos("db") < pos("cache") && pos("cache") < pos("web"),
             "{order:?}"
         );
-        let err = check("db", &def(&["web"], None), &defs)
-            .err()
-            .expect("a cycle");
+        let err = check("db", &def(&["web"], None), &defs).expect_err("a cycle");
         assert!(err.1.contains("cycle"), "{}", err.1);
     }
 
@@ -641,17 +639,13 @@ mod tests {
     fn one_service_owns_the_http_port_and_needs_must_exist() {
         let mut defs = BTreeMap::new();
         defs.insert("web".to_string(), def(&[], Some(8080)));
-        let err = check("api", &def(&[], Some(8080)), &defs)
-            .err()
-            .expect("taken");
+        let err = check("api", &def(&[], Some(8080)), &defs).expect_err("taken");
         assert_eq!(err.0, ErrorKind::Conflict);
         assert!(
             check("web", &def(&[], Some(8080)), &defs).is_ok(),
             "its own port"
         );
-        let err = check("api", &def(&["nope"], None), &defs)
-            .err()
-            .expect("unknown need");
+        let err = check("api", &def(&["nope"], None), &defs).expect_err("unknown need");
         assert!(err.1.contains("nope"));
     }
 }

@@ -284,6 +284,9 @@ pub struct TaskHoldArgs {
     /// A name to tell holds apart
     #[arg(long)]
     pub name: Option<String>,
+    /// Hold while this command runs (here), then release; exits with its code
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -25,6 +25,13 @@ enum EnvCommand {
     /// Checkpoints of this bothy's disk
     #[command(subcommand)]
     Checkpoints(CheckpointsCommand),
+    /// Services this bothy's init keeps running
+    #[command(subcommand)]
+    Services(crate::cli::ServicesCommand),
+    /// Holds that keep this bothy awake; `tasks hold --ttl 10m -- CMD...`
+    /// holds while CMD runs
+    #[command(subcommand)]
+    Tasks(crate::cli::TaskCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -84,7 +91,15 @@ pub fn main(args: Vec<OsString>) -> i32 {
 }
 
 async fn run(cli: EnvCli, client: &InBoxClient) -> Result<i32> {
-    let EnvCommand::Checkpoints(cmd) = cli.command;
+    let cmd = match cli.command {
+        EnvCommand::Checkpoints(cmd) => cmd,
+        EnvCommand::Services(cmd) => {
+            return crate::commands::services::services(client, cmd, cli.json).await
+        }
+        EnvCommand::Tasks(cmd) => {
+            return crate::commands::services::tasks(client, cmd, cli.json).await
+        }
+    };
     match cmd {
         CheckpointsCommand::Create(a) => {
             let id = client

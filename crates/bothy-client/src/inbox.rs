@@ -73,6 +73,116 @@ impl InBoxClient {
         outcome(answer).await
     }
 
+    /// A request to the box's own services or tasks; the answer's body.
+    async fn call(
+        &self,
+        method: Method,
+        segments: &[&str],
+        query: Option<(&str, String)>,
+        body: Option<&serde_json::Value>,
+    ) -> Result<Vec<u8>> {
+        let mut url = target(segments);
+        if let Some((k, v)) = query {
+            url.query_pairs_mut().append_pair(k, &v);
+        }
+        let body = body
+            .map(serde_json::to_vec)
+            .transpose()
+            .map_err(|e| ClientError::Protocol(format!("cannot encode the request: {e}")))?;
+        self.send(method, &url, body).await?.read_all().await
+    }
+
+    pub async fn list_services(&self) -> Result<Vec<serde_json::Value>> {
+        decode(&self.call(Method::GET, &["services"], None, None).await?)
+    }
+
+    pub async fn get_service(&self, name: &str) -> Result<serde_json::Value> {
+        decode(
+            &self
+                .call(Method::GET, &["services", name], None, None)
+                .await?,
+        )
+    }
+
+    pub async fn put_service(
+        &self,
+        name: &str,
+        def: &serde_json::Value,
+        follow_secs: Option<f64>,
+    ) -> Result<Vec<serde_json::Value>> {
+        let q = follow_secs.map(|s| ("duration", format!("{s}s")));
+        crate::services::lines(
+            &self
+                .call(Method::PUT, &["services", name], q, Some(def))
+                .await?,
+        )
+    }
+
+    pub async fn delete_service(&self, name: &str) -> Result<()> {
+        self.call(Method::DELETE, &["services", name], None, None)
+            .await
+            .map(drop)
+    }
+
+    /// `start`, `stop` or `restart` (see [`crate::Client::service_op`]).
+    pub async fn service_op(
+        &self,
+        name: &str,
+        op: &str,
+        secs: Option<f64>,
+    ) -> Result<Vec<serde_json::Value>> {
+        let key = if op == "stop" { "timeout" } else { "duration" };
+        let q = secs.map(|s| (key, format!("{s}s")));
+        crate::services::lines(
+            &self
+                .call(Method::POST, &["services", name, op], q, None)
+                .await?,
+        )
+    }
+
+    pub async fn signal_service(&self, name: &str, signal: &str) -> Result<()> {
+        let body = serde_json::json!({ "name": name, "signal": signal });
+        self.call(Method::POST, &["services", "signal"], None, Some(&body))
+            .await
+            .map(drop)
+    }
+
+    pub async fn service_logs(&self, name: &str) -> Result<Vec<serde_json::Value>> {
+        crate::services::lines(
+            &self
+                .call(Method::GET, &["services", name, "logs"], None, None)
+                .await?,
+        )
+    }
+
+    pub async fn hold_task(&self, name: Option<&str>, ttl: &str) -> Result<serde_json::Value> {
+        let body = serde_json::json!({ "name": name, "ttl": ttl });
+        decode(
+            &self
+                .call(Method::POST, &["tasks"], None, Some(&body))
+                .await?,
+        )
+    }
+
+    pub async fn extend_task(&self, id: &str, ttl: &str) -> Result<serde_json::Value> {
+        let body = serde_json::json!({ "ttl": ttl });
+        decode(
+            &self
+                .call(Method::PUT, &["tasks", id], None, Some(&body))
+                .await?,
+        )
+    }
+
+    pub async fn list_tasks(&self) -> Result<serde_json::Value> {
+        decode(&self.call(Method::GET, &["tasks"], None, None).await?)
+    }
+
+    pub async fn release_task(&self, id: &str) -> Result<()> {
+        self.call(Method::DELETE, &["tasks", id], None, None)
+            .await
+            .map(drop)
+    }
+
     /// Sends the request; an error status becomes the matching error.
     async fn send(&self, method: Method, url: &Url, body: Option<Vec<u8>>) -> Result<Answer> {
         let target = match url.query() {

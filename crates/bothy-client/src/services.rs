@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use crate::{Client, ClientError, Result};
 
-fn lines(body: &[u8]) -> Result<Vec<Value>> {
+pub(crate) fn lines(body: &[u8]) -> Result<Vec<Value>> {
     body.split(|b| *b == b'\n')
         .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
         .map(|l| {
@@ -87,6 +87,13 @@ impl Client {
         let url = self.url(&["v1", "sprites", sprite, "tasks"]);
         let body = serde_json::json!({ "name": name, "ttl": ttl });
         self.json(self.http.post(url).json(&body)).await
+    }
+
+    /// `PUT /v1/sprites/{name}/tasks/{id}`: the heartbeat that extends it.
+    pub async fn extend_task(&self, sprite: &str, id: &str, ttl: &str) -> Result<Value> {
+        let url = self.url(&["v1", "sprites", sprite, "tasks", id]);
+        let body = serde_json::json!({ "ttl": ttl });
+        self.json(self.http.put(url).json(&body)).await
     }
 
     pub async fn list_tasks(&self, sprite: &str) -> Result<Value> {

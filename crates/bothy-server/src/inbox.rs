@@ -48,7 +48,8 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
 use crate::error::{ApiError, ApiResult};
-use crate::routes::{checkpoint_lines, checkpoint_listing, optional_json, restore_lines};
+use crate::routes::services as svc;
+use crate::routes::{checkpoint_lines, checkpoint_listing, optional_json, restore_lines, ApiJson};
 
 /// Largest request body a box may send.
 const MAX_BODY: usize = 64 * 1024;
@@ -286,6 +287,23 @@ fn router<B: Boxes>(control: Control<B>, id: &str, limit: RateLimit, limits: Lim
         .route("/checkpoints", get(list::<B>))
         .route("/checkpoint", post(create::<B>))
         .route("/checkpoints/{id}/restore", post(restore::<B>))
+        .route("/services", get(services_list::<B>))
+        .route("/services/signal", post(services_signal::<B>))
+        .route(
+            "/services/{name}",
+            get(services_get::<B>)
+                .put(services_put::<B>)
+                .delete(services_delete::<B>),
+        )
+        .route("/services/{name}/start", post(services_start::<B>))
+        .route("/services/{name}/stop", post(services_stop::<B>))
+        .route("/services/{name}/restart", post(services_restart::<B>))
+        .route("/services/{name}/logs", get(services_logs::<B>))
+        .route("/tasks", post(tasks_hold::<B>).get(tasks_list::<B>))
+        .route(
+            "/tasks/{id}",
+            axum::routing::put(tasks_extend::<B>).delete(tasks_release::<B>),
+        )
         .layer(axum::middleware::from_fn(
             move |req: Request, next: Next| whole_body_in_time(limits.idle_timeout, req, next),
         ))
@@ -472,6 +490,133 @@ async fn restore<B: Boxes>(
     s.limit.take("the restore")?;
     let row = this_box(&s).await?;
     restore_lines(&s.control, &row, &id).await
+}
+
+// The box's own services and tasks: the same calls as the API's, on this
+// box only.
+
+async fn services_list<B: Boxes>(State(s): State<BoxState<B>>) -> ApiResult<Response> {
+    svc::call(&s.control, &this_box(&s).await?, svc::Call::List).await
+}
+
+async fn services_get<B: Boxes>(
+    State(s): State<BoxState<B>>,
+    path: Result<Path<String>, PathRejection>,
+) -> ApiResult<Response> {
+    let Path(name) = path?;
+    svc::call(&s.control, &this_box(&s).await?, svc::Call::Get(name)).await
+}
+
+async fn services_put<B: Boxes>(
+    State(s): State<BoxState<B>>,
+    path: Result<Path<String>, PathRejection>,
+    RawQuery(raw): RawQuery,
+    ApiJson(body): ApiJson<svc::ServiceBody>,
+) -> ApiResult<Response> {
+    let Path(name) = path?;
+    svc::call(
+        &s.control,
+        &this_box(&s).await?,
+        svc::Call::Put(name, body, raw),
+    )
+    .await
+}
+
+async fn services_delete<B: Boxes>(
+    State(s): State<BoxState<B>>,
+    path: Result<Path<String>, PathRejection>,
+) -> ApiResult<Response> {
+    let Path(name) = path?;
+    svc::call(&s.control, &this_box(&s).await?, svc::Call::Delete(name)).await
+}
+
+async fn service_op<B: Boxes>(
+    s: BoxState<B>,
+    path: Result<Path<String>, PathRejection>,
+    raw: Option<String>,
+    op: svc::Op,
+) -> ApiResult<Response> {
+    let Path(name) = path?;
+    svc::call(
+        &s.control,
+        &this_box(&s).await?,
+        svc::Call::Op(name, op, raw),
+    )
+    .await
+}
+
+async fn services_start<B: Boxes>(
+    State(s): State<BoxState<B>>,
+    path: Result<Path<String>, PathRejection>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    service_op(s, path, raw, svc::Op::Start).await
+}
+
+async fn services_stop<B: Boxes>(
+    State(s): State<BoxState<B>>,
+    path: Result<Path<String>, PathRejection>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    service_op(s, path, raw, svc::Op::Stop).await
+}
+
+async fn services_restart<B: Boxes>(
+    State(s): State<BoxState<B>>,
+    path: Result<Path<String>, PathRejection>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    service_op(s, path, raw, svc::Op::Restart).await
+}
+
+async fn services_signal<B: Boxes>(
+    State(s): State<BoxState<B>>,
+    ApiJson(body): ApiJson<svc::SignalBody>,
+) -> ApiResult<Response> {
+    svc::call(&s.control, &this_box(&s).await?, svc::Call::Signal(body)).await
+}
+
+async fn services_logs<B: Boxes>(
+    State(s): State<BoxState<B>>,
+    path: Result<Path<String>, PathRejection>,
+) -> ApiResult<Response> {
+    let Path(name) = path?;
+    svc::call(&s.control, &this_box(&s).await?, svc::Call::Logs(name)).await
+}
+
+async fn tasks_hold<B: Boxes>(
+    State(s): State<BoxState<B>>,
+    ApiJson(body): ApiJson<crate::routes::HoldBody>,
+) -> ApiResult<Response> {
+    let row = this_box(&s).await?;
+    let (name, ttl) = body.parts()?;
+    let task = s.control.hold_task(&row, name, ttl).await?;
+    Ok((axum::http::StatusCode::CREATED, Json(task)).into_response())
+}
+
+async fn tasks_list<B: Boxes>(State(s): State<BoxState<B>>) -> ApiResult<Response> {
+    let row = this_box(&s).await?;
+    Ok(Json(serde_json::json!({ "tasks": s.control.tasks(&row) })).into_response())
+}
+
+async fn tasks_extend<B: Boxes>(
+    State(s): State<BoxState<B>>,
+    path: Result<Path<String>, PathRejection>,
+    ApiJson(body): ApiJson<crate::routes::ExtendBody>,
+) -> ApiResult<Response> {
+    let Path(id) = path?;
+    let row = this_box(&s).await?;
+    Ok(Json(s.control.extend_task(&row, &id, body.ttl()?)?).into_response())
+}
+
+async fn tasks_release<B: Boxes>(
+    State(s): State<BoxState<B>>,
+    path: Result<Path<String>, PathRejection>,
+) -> ApiResult<Response> {
+    let Path(id) = path?;
+    let row = this_box(&s).await?;
+    s.control.release_task(&row, &id)?;
+    Ok(axum::http::StatusCode::NO_CONTENT.into_response())
 }
 
 #[cfg(test)]

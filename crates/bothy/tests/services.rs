@@ -172,3 +172,53 @@ fn the_cli_manages_services() {
     let gone = d.cli(&["services", "get", "echo", "-s", "clisvc"]).run();
     assert_ne!(gone.code, 0, "a deleted service is gone");
 }
+
+#[test]
+fn a_box_manages_its_own_services_and_tasks_from_inside_and_only_its_own() {
+    let d = Daemon::start();
+    d.create("inner");
+    d.create("other");
+    d.sh(
+        "inner",
+        "bothy-env services create inside --cmd sleep --args 1000 --follow 0.5",
+    );
+    let listed = d.sh("inner", "bothy-env services list");
+    assert!(
+        listed.contains("inside") && listed.contains("running"),
+        "{listed}"
+    );
+    assert!(!running_since(&d, "inner", "inside").is_empty());
+    let r = d.api("GET", "/v1/sprites/other/services");
+    assert_eq!(r.json(), json!([]), "another box's services are its own");
+    assert!(d
+        .sh("other", "bothy-env services list")
+        .contains("no services"));
+    let refused = d.exec("other", &["bothy-env", "services", "stop", "inside"]);
+    assert_ne!(refused.code, 0, "a box cannot reach another box's service");
+
+    // A hold while a command runs, released after it.
+    let held = d.sh(
+        "inner",
+        "bothy-env tasks hold --ttl 1m --name build -- sh -c 'bothy-env tasks list'",
+    );
+    assert!(held.contains("build"), "{held}");
+    let after = d.api("GET", "/v1/sprites/inner/tasks").json();
+    assert_eq!(after["tasks"], json!([]), "released when the command ended");
+    let code = d.exec(
+        "inner",
+        &[
+            "bothy-env",
+            "tasks",
+            "hold",
+            "--ttl",
+            "1m",
+            "--",
+            "sh",
+            "-c",
+            "exit 7",
+        ],
+    );
+    assert_eq!(code.code, 7, "the command's exit code comes back");
+    d.sh("inner", "bothy-env services delete inside");
+    assert_eq!(d.api("GET", "/v1/sprites/inner/services").json(), json!([]));
+}

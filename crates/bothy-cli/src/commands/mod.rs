@@ -10,7 +10,7 @@ mod list;
 mod org;
 mod policy;
 mod quota;
-mod services;
+pub(crate) mod services;
 mod sessions;
 mod sleep;
 mod sync;

@@ -11,10 +11,11 @@ mod org;
 mod policy;
 mod quotas;
 mod resources;
-mod services;
+pub(crate) mod services;
 mod sprites;
 mod sync;
 mod tasks;
+pub(crate) use tasks::{ExtendBody, HoldBody};
 mod tokens;
 pub(crate) mod watch;
 

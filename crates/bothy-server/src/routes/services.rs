@@ -10,11 +10,11 @@ use std::time::Duration;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bothy_control::services::{parse_follow, ServiceDef, ServiceEvent, ServiceInfo, ServiceStream};
 use bothy_control::time::{now_ms, rfc3339_ms};
-use bothy_control::{Boxes, Control};
+use bothy_control::{Boxes, Control, SpriteRow};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -28,7 +28,7 @@ use crate::stream::{streamed, NDJSON};
 /// A service's definition as the SDKs send it.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ServiceBody {
+pub(crate) struct ServiceBody {
     cmd: String,
     #[serde(default)]
     args: Vec<String>,
@@ -44,7 +44,7 @@ pub struct ServiceBody {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SignalBody {
+pub(crate) struct SignalBody {
     name: String,
     signal: Value,
 }
@@ -154,165 +154,104 @@ fn answer(stream: ServiceStream, until_stopped: bool) -> Response {
     response
 }
 
-pub async fn list<B: Boxes>(
-    State(control): State<Control<B>>,
-    Auth(caller): Auth,
-    path: Result<Path<String>, PathRejection>,
-) -> ApiResult<Json<Value>> {
-    let row = sprite_of(&control, &caller, path).await?;
-    let services = control.services(&row).await?;
-    Ok(Json(Value::Array(services.iter().map(to_json).collect())))
-}
-
-fn names(path: Result<Path<(String, String)>, PathRejection>) -> ApiResult<(String, String)> {
-    let Path(p) = path?;
-    Ok(p)
-}
-
-pub async fn get_one<B: Boxes>(
-    State(control): State<Control<B>>,
-    Auth(caller): Auth,
-    path: Result<Path<(String, String)>, PathRejection>,
-) -> ApiResult<Json<Value>> {
-    let (sprite, name) = names(path)?;
-    let row = control.sprite(&caller, &sprite).await?;
-    Ok(Json(to_json(&control.service(&row, &name).await?)))
-}
-
-pub async fn put<B: Boxes>(
-    State(control): State<Control<B>>,
-    Auth(caller): Auth,
-    path: Result<Path<(String, String)>, PathRejection>,
-    RawQuery(raw): RawQuery,
-    ApiJson(body): ApiJson<ServiceBody>,
-) -> ApiResult<Response> {
-    let (sprite, name) = names(path)?;
-    let follow = query_duration(raw.as_deref(), "duration")?.unwrap_or_default();
-    let row = control.sprite(&caller, &sprite).await?;
-    let def = ServiceDef {
-        cmd: body.cmd,
-        args: body.args,
-        env: body.env,
-        dir: body.dir,
-        needs: body.needs,
-        http_port: body.http_port,
-    };
-    Ok(answer(
-        control.put_service(&row, &name, def, follow).await?,
-        false,
-    ))
-}
-
-pub async fn delete<B: Boxes>(
-    State(control): State<Control<B>>,
-    Auth(caller): Auth,
-    path: Result<Path<(String, String)>, PathRejection>,
-) -> ApiResult<StatusCode> {
-    let (sprite, name) = names(path)?;
-    let row = control.sprite(&caller, &sprite).await?;
-    control.delete_service(&row, &name).await?;
-    Ok(StatusCode::NO_CONTENT)
+/// One services call, whoever makes it (the API with a token, or the box
+/// itself on its own socket).
+pub(crate) enum Call {
+    List,
+    Get(String),
+    /// Name, definition, the raw query (`duration`).
+    Put(String, ServiceBody, Option<String>),
+    Delete(String),
+    /// Name, operation, the raw query (`duration`, stop: `timeout`).
+    Op(String, Op, Option<String>),
+    Signal(SignalBody),
+    Logs(String),
 }
 
 /// The operation a POST on a service names.
 #[derive(Clone, Copy)]
-enum Op {
+pub(crate) enum Op {
     Start,
     Restart,
     Stop,
 }
 
-async fn op<B: Boxes>(
-    control: Control<B>,
-    caller: bothy_control::Caller,
-    path: Result<Path<(String, String)>, PathRejection>,
-    raw: Option<String>,
-    op: Op,
+/// Answers `call` on `row`'s box.
+pub(crate) async fn call<B: Boxes>(
+    control: &Control<B>,
+    row: &SpriteRow,
+    call: Call,
 ) -> ApiResult<Response> {
-    let (sprite, name) = names(path)?;
-    let key = if matches!(op, Op::Stop) {
-        "timeout"
-    } else {
-        "duration"
-    };
-    let secs = query_duration(raw.as_deref(), key)?;
-    let row = control.sprite(&caller, &sprite).await?;
-    let stream = match op {
-        Op::Start | Op::Restart => {
-            let restart = matches!(op, Op::Restart);
-            control
-                .start_service(&row, &name, restart, secs.unwrap_or_default())
-                .await?
+    Ok(match call {
+        Call::List => {
+            let services = control.services(row).await?;
+            Json(Value::Array(services.iter().map(to_json).collect())).into_response()
         }
-        Op::Stop => control.stop_service(&row, &name, secs).await?,
-    };
-    Ok(answer(stream, matches!(op, Op::Stop)))
+        Call::Get(name) => Json(to_json(&control.service(row, &name).await?)).into_response(),
+        Call::Put(name, body, raw) => {
+            let follow = query_duration(raw.as_deref(), "duration")?.unwrap_or_default();
+            let def = ServiceDef {
+                cmd: body.cmd,
+                args: body.args,
+                env: body.env,
+                dir: body.dir,
+                needs: body.needs,
+                http_port: body.http_port,
+            };
+            answer(control.put_service(row, &name, def, follow).await?, false)
+        }
+        Call::Delete(name) => {
+            control.delete_service(row, &name).await?;
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Call::Op(name, op, raw) => {
+            let key = if matches!(op, Op::Stop) {
+                "timeout"
+            } else {
+                "duration"
+            };
+            let secs = query_duration(raw.as_deref(), key)?;
+            let stream = match op {
+                Op::Start | Op::Restart => {
+                    let restart = matches!(op, Op::Restart);
+                    control
+                        .start_service(row, &name, restart, secs.unwrap_or_default())
+                        .await?
+                }
+                Op::Stop => control.stop_service(row, &name, secs).await?,
+            };
+            answer(stream, matches!(op, Op::Stop))
+        }
+        Call::Signal(body) => {
+            let signal = match &body.signal {
+                Value::String(s) => parse_signal(s),
+                Value::Number(n) => n
+                    .as_i64()
+                    .and_then(|n| i32::try_from(n).ok())
+                    .filter(|n| (1..=64).contains(n)),
+                _ => None,
+            }
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "invalid signal {}: use a name like SIGTERM or a number 1-64",
+                    body.signal
+                ))
+            })?;
+            control.signal_service(row, &body.name, signal).await?;
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Call::Logs(name) => {
+            let (text, log_path) = control
+                .service_logs(row, &name, bothy_control::services::MAX_LOG_BYTES)
+                .await?;
+            log_lines(text, log_path)
+        }
+    })
 }
 
-pub async fn start<B: Boxes>(
-    State(control): State<Control<B>>,
-    Auth(caller): Auth,
-    path: Result<Path<(String, String)>, PathRejection>,
-    RawQuery(raw): RawQuery,
-) -> ApiResult<Response> {
-    op(control, caller, path, raw, Op::Start).await
-}
-
-pub async fn restart<B: Boxes>(
-    State(control): State<Control<B>>,
-    Auth(caller): Auth,
-    path: Result<Path<(String, String)>, PathRejection>,
-    RawQuery(raw): RawQuery,
-) -> ApiResult<Response> {
-    op(control, caller, path, raw, Op::Restart).await
-}
-
-pub async fn stop<B: Boxes>(
-    State(control): State<Control<B>>,
-    Auth(caller): Auth,
-    path: Result<Path<(String, String)>, PathRejection>,
-    RawQuery(raw): RawQuery,
-) -> ApiResult<Response> {
-    op(control, caller, path, raw, Op::Stop).await
-}
-
-pub async fn signal<B: Boxes>(
-    State(control): State<Control<B>>,
-    Auth(caller): Auth,
-    path: Result<Path<String>, PathRejection>,
-    ApiJson(body): ApiJson<SignalBody>,
-) -> ApiResult<StatusCode> {
-    let row = sprite_of(&control, &caller, path).await?;
-    let signal = match &body.signal {
-        Value::String(s) => parse_signal(s),
-        Value::Number(n) => n
-            .as_i64()
-            .and_then(|n| i32::try_from(n).ok())
-            .filter(|n| (1..=64).contains(n)),
-        _ => None,
-    }
-    .ok_or_else(|| {
-        ApiError::bad_request(format!(
-            "invalid signal {}: use a name like SIGTERM or a number 1-64",
-            body.signal
-        ))
-    })?;
-    control.signal_service(&row, &body.name, signal).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-/// The end of the service's log: one NDJSON `{type: "stdout", data}` line
-/// per log line, then `complete` with the log's path.
-pub async fn logs<B: Boxes>(
-    State(control): State<Control<B>>,
-    Auth(caller): Auth,
-    path: Result<Path<(String, String)>, PathRejection>,
-) -> ApiResult<Response> {
-    let (sprite, name) = names(path)?;
-    let row = control.sprite(&caller, &sprite).await?;
-    let (text, log_path) = control
-        .service_logs(&row, &name, bothy_control::services::MAX_LOG_BYTES)
-        .await?;
+/// The end of a service's log: one NDJSON `{type: "stdout", data}` line per
+/// log line, then `complete` with the log's path.
+fn log_lines(text: String, log_path: String) -> Response {
     let (out, response) = streamed(NDJSON);
     tokio::spawn(async move {
         let at = now_ms();
@@ -340,5 +279,104 @@ pub async fn logs<B: Boxes>(
             })
             .await;
     });
-    Ok(response)
+    response
+}
+
+type Named = Result<Path<(String, String)>, PathRejection>;
+
+/// The sprite and service a path names, and the sprite's row.
+async fn named<B: Boxes>(
+    control: &Control<B>,
+    caller: &bothy_control::Caller,
+    path: Named,
+) -> ApiResult<(SpriteRow, String)> {
+    let Path((sprite, name)) = path?;
+    Ok((control.sprite(caller, &sprite).await?, name))
+}
+
+pub async fn list<B: Boxes>(
+    State(control): State<Control<B>>,
+    Auth(caller): Auth,
+    path: Result<Path<String>, PathRejection>,
+) -> ApiResult<Response> {
+    let row = sprite_of(&control, &caller, path).await?;
+    call(&control, &row, Call::List).await
+}
+
+pub async fn get_one<B: Boxes>(
+    State(control): State<Control<B>>,
+    Auth(caller): Auth,
+    path: Named,
+) -> ApiResult<Response> {
+    let (row, name) = named(&control, &caller, path).await?;
+    call(&control, &row, Call::Get(name)).await
+}
+
+pub async fn put<B: Boxes>(
+    State(control): State<Control<B>>,
+    Auth(caller): Auth,
+    path: Named,
+    RawQuery(raw): RawQuery,
+    ApiJson(body): ApiJson<ServiceBody>,
+) -> ApiResult<Response> {
+    let (row, name) = named(&control, &caller, path).await?;
+    call(&control, &row, Call::Put(name, body, raw)).await
+}
+
+pub async fn delete<B: Boxes>(
+    State(control): State<Control<B>>,
+    Auth(caller): Auth,
+    path: Named,
+) -> ApiResult<Response> {
+    let (row, name) = named(&control, &caller, path).await?;
+    call(&control, &row, Call::Delete(name)).await
+}
+
+pub async fn start<B: Boxes>(
+    State(control): State<Control<B>>,
+    Auth(caller): Auth,
+    path: Named,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    let (row, name) = named(&control, &caller, path).await?;
+    call(&control, &row, Call::Op(name, Op::Start, raw)).await
+}
+
+pub async fn restart<B: Boxes>(
+    State(control): State<Control<B>>,
+    Auth(caller): Auth,
+    path: Named,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    let (row, name) = named(&control, &caller, path).await?;
+    call(&control, &row, Call::Op(name, Op::Restart, raw)).await
+}
+
+pub async fn stop<B: Boxes>(
+    State(control): State<Control<B>>,
+    Auth(caller): Auth,
+    path: Named,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    let (row, name) = named(&control, &caller, path).await?;
+    call(&control, &row, Call::Op(name, Op::Stop, raw)).await
+}
+
+pub async fn signal<B: Boxes>(
+    State(control): State<Control<B>>,
+    Auth(caller): Auth,
+    path: Result<Path<String>, PathRejection>,
+    ApiJson(body): ApiJson<SignalBody>,
+) -> ApiResult<Response> {
+    let row = sprite_of(&control, &caller, path).await?;
+    call(&control, &row, Call::Signal(body)).await
+}
+
+pub async fn logs<B: Boxes>(
+    State(control): State<Control<B>>,
+    Auth(caller): Auth,
+    path: Named,
+) -> ApiResult<Response> {
+    let (row, name) = named(&control, &caller, path).await?;
+    call(&control, &row, Call::Logs(name)).await
 }

@@ -24,10 +24,23 @@ pub struct HoldBody {
     ttl: String,
 }
 
+impl HoldBody {
+    pub(crate) fn parts(self) -> ApiResult<(Option<String>, std::time::Duration)> {
+        let ttl = parse_ttl(&self.ttl)?;
+        Ok((self.name, ttl))
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExtendBody {
     ttl: String,
+}
+
+impl ExtendBody {
+    pub(crate) fn ttl(&self) -> ApiResult<std::time::Duration> {
+        Ok(parse_ttl(&self.ttl)?)
+    }
 }
 
 pub async fn hold<B: Boxes>(
@@ -36,11 +49,11 @@ pub async fn hold<B: Boxes>(
     path: Result<Path<String>, PathRejection>,
     ApiJson(body): ApiJson<HoldBody>,
 ) -> ApiResult<(StatusCode, Json<TaskView>)> {
-    let ttl = parse_ttl(&body.ttl)?;
+    let (name, ttl) = body.parts()?;
     let row = sprite_of(&control, &caller, path).await?;
     Ok((
         StatusCode::CREATED,
-        Json(control.hold_task(&row, body.name, ttl).await?),
+        Json(control.hold_task(&row, name, ttl).await?),
     ))
 }
 
@@ -60,7 +73,7 @@ pub async fn extend<B: Boxes>(
     ApiJson(body): ApiJson<ExtendBody>,
 ) -> ApiResult<Json<TaskView>> {
     let Path((sprite, id)) = path?;
-    let ttl = parse_ttl(&body.ttl)?;
+    let ttl = body.ttl()?;
     let row = control.sprite(&caller, &sprite).await?;
     Ok(Json(control.extend_task(&row, &id, ttl)?))
 }
