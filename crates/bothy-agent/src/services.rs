@@ -37,6 +37,29 @@ const HEALTHY_RUN: Duration = Duration::from_secs(60);
 const STOP_GRACE: Duration = Duration::from_secs(10);
 /// Most services per box.
 const MAX_SERVICES: usize = 64;
+/// Largest service file read.
+const DEFS_LIMIT: u64 = 1 << 20;
+
+/// The bytes of `path` if it is a regular file of at most `limit` bytes.
+/// The box's root owns these paths: a FIFO or a device there must not hang
+/// or flood the box's init.
+fn read_regular(path: &std::path::Path, limit: u64) -> Option<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(path)
+        .ok()?;
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() || meta.len() > limit {
+        tracing::warn!(path = %path.display(), "not a regular file of at most {limit} bytes; ignored");
+        return None;
+    }
+    let mut bytes = Vec::new();
+    file.take(limit).read_to_end(&mut bytes).ok()?;
+    Some(bytes)
+}
 
 /// Where a supervisor keeps its definitions and logs.
 #[derive(Debug, Clone)]
@@ -169,8 +192,7 @@ fn start_order(defs: &BTreeMap<String, ServiceDef>) -> Result<Vec<String>, Refus
 impl Supervisor {
     /// Loads the definitions (a missing or unreadable file: none).
     pub(crate) fn open(places: Places) -> Arc<Self> {
-        let defs: BTreeMap<String, ServiceDef> = std::fs::read(&places.file)
-            .ok()
+        let defs: BTreeMap<String, ServiceDef> = read_regular(&places.file, DEFS_LIMIT)
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
         let services = defs
@@ -367,7 +389,7 @@ impl Supervisor {
             return Err(no_such(name));
         }
         let path = self.log_path(name);
-        let bytes = std::fs::read(&path).unwrap_or_default();
+        let bytes = read_regular(&path, LOG_LIMIT * 2).unwrap_or_default();
         let from = bytes.len().saturating_sub(max_bytes as usize);
         Ok((
             String::from_utf8_lossy(&bytes[from..]).into_owned(),
@@ -595,10 +617,21 @@ impl LogFile {
         if std::fs::metadata(&self.path).is_ok_and(|m| m.len() + data.len() as u64 > LOG_LIMIT) {
             let _ = std::fs::rename(&self.path, self.path.with_extension("log.1"));
         }
+        use std::os::unix::fs::OpenOptionsExt;
+        // Not a FIFO, device or symlink the box put there: those could
+        // block or redirect the init's writes.
         let written = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
             .open(&self.path)
+            .and_then(|f| {
+                if f.metadata()?.is_file() {
+                    Ok(f)
+                } else {
+                    Err(std::io::Error::other("not a regular file"))
+                }
+            })
             .and_then(|mut f| f.write_all(data));
         if let Err(e) = written {
             tracing::debug!(path = %self.path.display(), error = %e, "service log not written");

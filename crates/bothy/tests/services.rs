@@ -138,6 +138,36 @@ fn bad_service_requests_are_refused_and_a_scribbled_file_costs_only_the_services
         json!({"cmd": "sleep", "args": ["1000"]}),
     );
     running_since(&d, "hostile", "again");
+
+    // FIFOs where the init reads its definitions and writes a log must not
+    // hang it.
+    d.sh(
+        "hostile",
+        "mkdir -p /var/log/bothy/services && mkfifo /var/log/bothy/services/piped.log",
+    );
+    put(
+        &d,
+        "hostile",
+        "piped",
+        json!({"cmd": "sh", "args": ["-c", "echo to-the-log; exec sleep 1000"]}),
+    );
+    running_since(&d, "hostile", "piped");
+    d.sh(
+        "hostile",
+        "rm /etc/bothy/services.json && mkfifo /etc/bothy/services.json",
+    );
+    let r = d.api("POST", "/v1/sprites/hostile/restart");
+    assert!(r.status < 300, "{}", r.text());
+    d.wait_running("hostile");
+    assert_eq!(
+        d.sh("hostile", "echo alive").trim(),
+        "alive",
+        "the init did not hang"
+    );
+    assert_eq!(
+        d.api("GET", "/v1/sprites/hostile/services").json(),
+        json!([])
+    );
 }
 
 #[test]
