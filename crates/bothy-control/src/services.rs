@@ -208,6 +208,23 @@ impl<B: Boxes> Control<B> {
         Ok(agent_call(self.boxes().service_call(&row.id, req)).await?)
     }
 
+    /// Follows a service for `follow` (what it prints, exits, restarts).
+    pub async fn watch_service(
+        &self,
+        row: &SpriteRow,
+        name: &str,
+        follow: Duration,
+    ) -> ControlResult<ServiceStream> {
+        check_name(name)?;
+        let awake = self.ensure_running(row).await?;
+        let watch = Request::ServiceWatch {
+            name: name.to_string(),
+            duration_ms: follow.as_millis() as u64,
+        };
+        let events = agent_call(self.boxes().service_stream(&row.id, watch)).await?;
+        self.streaming(row, name, events, awake).await
+    }
+
     /// The end of the service's log and its path in the box.
     pub async fn service_logs(
         &self,

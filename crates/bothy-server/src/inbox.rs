@@ -579,9 +579,10 @@ async fn services_signal<B: Boxes>(
 async fn services_logs<B: Boxes>(
     State(s): State<BoxState<B>>,
     path: Result<Path<String>, PathRejection>,
+    RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
     let Path(name) = path?;
-    svc::call(&s.control, &this_box(&s).await?, svc::Call::Logs(name)).await
+    svc::call(&s.control, &this_box(&s).await?, svc::Call::Logs(name, raw)).await
 }
 
 async fn tasks_hold<B: Boxes>(

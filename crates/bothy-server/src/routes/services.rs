@@ -86,15 +86,17 @@ fn to_json(s: &ServiceInfo) -> Value {
 
 /// One query parameter (`duration`, `timeout`) as a duration.
 fn query_duration(raw: Option<&str>, key: &str) -> ApiResult<Option<Duration>> {
-    let Some(raw) = raw else { return Ok(None) };
-    for pair in raw.split('&') {
+    query_value(raw, key)
+        .map(|v| parse_follow(&v).map_err(ApiError::from))
+        .transpose()
+}
+
+/// The decoded value of query parameter `key`, if given.
+fn query_value(raw: Option<&str>, key: &str) -> Option<String> {
+    raw?.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        if k == key {
-            let v = percent_decode(v);
-            return Ok(Some(parse_follow(&v)?));
-        }
-    }
-    Ok(None)
+        (k == key).then(|| percent_decode(v))
+    })
 }
 
 fn percent_decode(s: &str) -> String {
@@ -165,7 +167,8 @@ pub(crate) enum Call {
     /// Name, operation, the raw query (`duration`, stop: `timeout`).
     Op(String, Op, Option<String>),
     Signal(SignalBody),
-    Logs(String),
+    /// Name, the raw query (`lines`, `duration` to follow).
+    Logs(String, Option<String>),
 }
 
 /// The operation a POST on a service names.
@@ -240,22 +243,42 @@ pub(crate) async fn call<B: Boxes>(
             control.signal_service(row, &body.name, signal).await?;
             StatusCode::NO_CONTENT.into_response()
         }
-        Call::Logs(name) => {
+        Call::Logs(name, raw) => {
+            let lines = query_value(raw.as_deref(), "lines")
+                .map(|v| {
+                    v.parse::<usize>().map_err(|_| {
+                        ApiError::bad_request(format!("lines={v:?}: give a number of lines"))
+                    })
+                })
+                .transpose()?;
+            let follow = query_duration(raw.as_deref(), "duration")?;
             let (text, log_path) = control
                 .service_logs(row, &name, bothy_control::services::MAX_LOG_BYTES)
                 .await?;
-            log_lines(text, log_path)
+            let followed = match follow {
+                Some(d) if !d.is_zero() => Some(control.watch_service(row, &name, d).await?),
+                _ => None,
+            };
+            log_lines(text, lines, log_path, followed)
         }
     })
 }
 
-/// The end of a service's log: one NDJSON `{type: "stdout", data}` line per
-/// log line, then `complete` with the log's path.
-fn log_lines(text: String, log_path: String) -> Response {
+/// The end of a service's log (its last `lines`, if given): one NDJSON
+/// `{type: "stdout", data}` line per log line, then what the service does
+/// while `followed` lasts, then `complete` with the log's path.
+fn log_lines(
+    text: String,
+    lines: Option<usize>,
+    log_path: String,
+    followed: Option<ServiceStream>,
+) -> Response {
     let (out, response) = streamed(NDJSON);
     tokio::spawn(async move {
         let at = now_ms();
-        for l in text.lines() {
+        let all: Vec<&str> = text.lines().collect();
+        let from = lines.map_or(0, |n| all.len().saturating_sub(n));
+        for l in &all[from..] {
             let line = Line {
                 kind: "stdout".into(),
                 data: Some(format!("{l}\n")),
@@ -267,6 +290,28 @@ fn log_lines(text: String, log_path: String) -> Response {
                 return;
             }
         }
+        if let Some(mut f) = followed {
+            loop {
+                tokio::select! {
+                    next = f.events.recv() => match next {
+                        Some(e) => {
+                            let line = Line {
+                                kind: e.kind,
+                                data: e.data,
+                                exit_code: e.exit_code,
+                                timestamp: e.timestamp_ms,
+                                log_files: None,
+                            };
+                            if !out.line(&line).await {
+                                return;
+                            }
+                        }
+                        None => break,
+                    },
+                    () = out.closed() => return,
+                }
+            }
+        }
         let mut files = BTreeMap::new();
         files.insert("output".to_string(), log_path);
         let _ = out
@@ -274,7 +319,7 @@ fn log_lines(text: String, log_path: String) -> Response {
                 kind: "complete".into(),
                 data: None,
                 exit_code: None,
-                timestamp: at,
+                timestamp: now_ms(),
                 log_files: Some(files),
             })
             .await;
@@ -376,7 +421,8 @@ pub async fn logs<B: Boxes>(
     State(control): State<Control<B>>,
     Auth(caller): Auth,
     path: Named,
+    RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
     let (row, name) = named(&control, &caller, path).await?;
-    call(&control, &row, Call::Logs(name)).await
+    call(&control, &row, Call::Logs(name, raw)).await
 }
