@@ -372,11 +372,10 @@ impl<B: Boxes> Control<B> {
                 return;
             }
         };
+        // One read of every box's policy per pass, not one per box.
+        let policies = self.store().sleep_rows().await.unwrap_or_default();
         for row in rows.into_iter().filter(|r| r.state == RowState::Ready) {
-            let (policy, _) = match self.sleep_info(&row.id).await {
-                Ok(info) => info,
-                Err(_) => continue,
-            };
+            let (policy, _) = self.sleep_info_of(&row.id, policies.get(&row.id));
             match self.status_of(&row.id).await {
                 SpriteStatus::Running => self.maybe_warm(&row, policy).await,
                 SpriteStatus::Warm => self.maybe_cold(&row, policy).await,
