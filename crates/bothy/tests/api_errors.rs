@@ -196,7 +196,7 @@ fn oversized_json_is_413() {
 fn unimplemented_routes_are_501() {
     let d = daemon();
     for (method, path) in [
-        ("GET", format!("/v1/sprites/{BOX}/services")),
+        ("GET", format!("/v1/sprites/{BOX}/fs/list")),
         ("GET", format!("/v1/sprites/{BOX}/fs/read")),
     ] {
         let r = changes_nothing(d, || d.api(method, &path));
