@@ -63,15 +63,23 @@ def test_one_owner_of_the_http_port_and_no_cycles(box: Sprite) -> None:
 
 
 def test_stop_start_signal_and_delete(box: Sprite) -> None:
-    box.create_service("ticker", "sh", args=["-c", "trap 'echo got HUP' HUP; while :; do sleep 0.1; done"])
-    wait_for("ticker to run", lambda: True if state(box, "ticker") == "running" else None)
-    box.signal_service("ticker", "SIGHUP")
-    wait_for(
-        "the HUP in the log",
-        lambda: True
-        if "got HUP" in box.command("cat", "/var/log/bothy/services/ticker.log").output().decode()
-        else None,
+    box.create_service(
+        "ticker",
+        "sh",
+        args=["-c", "trap 'echo got HUP' HUP; echo ready; while :; do sleep 0.1; done"],
     )
+
+    def log() -> str:
+        return (
+            box.command("sh", "-c", "cat /var/log/bothy/services/ticker.log 2>/dev/null || true")
+            .output()
+            .decode()
+        )
+
+    # The signal goes once the trap is set, or it would end the shell.
+    wait_for("ticker to set its trap", lambda: True if "ready" in log() else None)
+    box.signal_service("ticker", "SIGHUP")
+    wait_for("the HUP in the log", lambda: True if "got HUP" in log() else None)
     with pytest.raises(APIError) as bad:
         box.signal_service("ticker", "SIGNOPE")
     assert bad.value.status_code == 400
