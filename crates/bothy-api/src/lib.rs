@@ -430,6 +430,40 @@ pub struct SpriteCheck {
 pub struct Organization {
     pub name: String,
     pub slug: String,
+    /// bothy extension: how many of the organisation's sprites are in each
+    /// state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sprites: Option<StateCounts>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateCounts {
+    pub running: u64,
+    pub warm: u64,
+    pub cold: u64,
+    pub total: u64,
+}
+
+/// `GET /v1/sprites/{name}/usage` (bothy extension): what a sprite has used
+/// since it was created.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpriteUsage {
+    pub name: String,
+    pub id: String,
+    pub status: String,
+    /// RFC 3339: when the sprite was created. Sprites made by a bothy that
+    /// did not count time yet count from its upgrade.
+    pub since: String,
+    pub running_seconds: f64,
+    pub warm_seconds: f64,
+    pub cold_seconds: f64,
+    /// Distinct chunks the current disk refers to, in bytes (uncompressed;
+    /// chunks shared with other sprites count for each). `null` when the
+    /// storage cannot tell.
+    pub disk_bytes: Option<u64>,
+    /// Distinct chunks only its checkpoints keep, in bytes.
+    pub checkpoint_bytes: Option<u64>,
+    pub checkpoints: u64,
 }
 
 /// Longest lifetime a token may be given: 10 years, in seconds.

@@ -141,8 +141,12 @@ pub enum Command {
     /// API tokens: create (optionally expiring), list, revoke
     #[command(subcommand)]
     Token(TokenCommand),
-    /// Show the organisation of the current token
+    /// Show the organisation of the current token and how many of its
+    /// bothies are running, warm and cold
     Org,
+    /// Time each bothy spent running, warm and cold, and the bytes its disk
+    /// and checkpoints store: of one bothy with -s NAME, else of every bothy
+    Usage,
     /// Show or set an organisation's quotas (setting needs an admin token)
     #[command(subcommand)]
     Quota(QuotaCommand),

@@ -86,6 +86,11 @@ impl Context {
         selection::resolve_sprite(self.global.sprite.as_deref(), &cwd).map_err(anyhow::Error::msg)
     }
 
+    /// The bothy named with `-s`, if one was (no directory default).
+    pub fn explicit_sprite(&self) -> Option<&str> {
+        self.global.sprite.as_deref()
+    }
+
     pub fn json(&self) -> bool {
         self.global.json
     }

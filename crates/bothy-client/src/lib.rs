@@ -203,6 +203,12 @@ impl Client {
             .await
     }
 
+    /// `GET /v1/sprites/{name}/usage`.
+    pub async fn sprite_usage(&self, name: &str) -> Result<bothy_api::SpriteUsage> {
+        let url = self.url(&["v1", "sprites", name, "usage"]);
+        self.json(self.http.get(url)).await
+    }
+
     /// `POST /v1/sync`: the barrier for every sprite the token sees.
     pub async fn sync_all(&self) -> Result<SyncResult> {
         let url = self.url(&["v1", "sync"]);

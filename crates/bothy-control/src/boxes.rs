@@ -9,6 +9,7 @@ use bothy_agent::client::{AgentClient, AgentError, SessionReader, SessionWriter}
 use bothy_agent::proto::{Input, Output, SessionInfo, SpawnRequest};
 pub use bothy_runtime::disk::DiskSource;
 use bothy_runtime::netpolicy::NetPolicy;
+pub use bothy_runtime::DiskUsage;
 use bothy_runtime::{BoxSpec, Runtime, RuntimeError};
 use tokio::sync::mpsc;
 
@@ -205,6 +206,12 @@ pub trait Boxes: Send + Sync + 'static {
     fn recover_disk(&self, id: &str) -> impl Future<Output = Result<bool, BoxError>> + Send;
     /// Makes the box's disk and checkpoints durable in the object store.
     fn sync(&self, id: &str) -> impl Future<Output = Result<(), BoxError>> + Send;
+    /// What the box's disk and checkpoints store. Boxes without a disk of
+    /// their own store nothing.
+    fn disk_usage(&self, id: &str) -> impl Future<Output = Result<DiskUsage, BoxError>> + Send {
+        let _ = id;
+        async { Ok(DiskUsage::default()) }
+    }
     /// Where to serve the box's own control socket, if boxes have one.
     fn env_socket(&self, id: &str) -> Option<InboxSocket>;
     /// Sets the box's network policy, at once if it runs and at its next
@@ -337,6 +344,9 @@ impl Boxes for RealBoxes {
     }
     async fn delete_checkpoint(&self, id: &str, checkpoint: u64) -> Result<(), BoxError> {
         Ok(self.runtime.delete_checkpoint(id, checkpoint).await?)
+    }
+    async fn disk_usage(&self, id: &str) -> Result<DiskUsage, BoxError> {
+        Ok(self.runtime.disk_usage(id).await?)
     }
     async fn collect_garbage(&self) -> Result<(), BoxError> {
         let (objects, cached) = self.runtime.collect_garbage().await?;

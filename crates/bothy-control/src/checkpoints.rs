@@ -9,7 +9,7 @@ use bothy_api::CheckpointRef;
 use crate::boxes::{Boxes, DiskSource};
 use crate::error::{ControlError, ControlResult};
 use crate::events::EventKind;
-use crate::lifecycle::{bounded, spec_of};
+use crate::lifecycle::{bounded, spec_of, SpriteStatus};
 use crate::state::{CheckpointRow, SpriteRow};
 use crate::time::now;
 use crate::tokens::Caller;
@@ -197,7 +197,7 @@ impl<B: Boxes> Control<B> {
                 tracing::warn!(box_id = %row.id, error = %e, "could not record last_running_at");
             }
             tracing::info!(box_id = %row.id, to = %target.id(), kept = %kept.id(), "box restored");
-            control.record_state(&row, "running").await;
+            control.record_state(&row, SpriteStatus::Running).await;
             control.emit(EventKind::Restored, &row);
             Ok(kept)
         })

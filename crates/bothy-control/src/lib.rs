@@ -42,6 +42,8 @@ pub mod state;
 pub mod tasks;
 pub mod time;
 mod tokens;
+mod usage;
+pub use usage::{Metrics, SpriteMetrics};
 pub mod validate;
 
 #[cfg(feature = "testing")]

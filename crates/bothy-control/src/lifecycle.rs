@@ -310,6 +310,7 @@ impl<B: Boxes> Control<B> {
                         .set_state(row.id.clone(), RowState::Ready, t.clone())
                         .await?;
                     control.store().mark_running(row.id.clone(), t).await?;
+                    control.count_state(&row.id, SpriteStatus::Running).await;
                     tracing::info!(box_id = %row.id, name = %row.name, org = %row.org, "sprite created");
                     control.emit(EventKind::Created, &row);
                     Ok(())
@@ -494,7 +495,7 @@ impl<B: Boxes> Control<B> {
             if let Err(e) = control.store().mark_running(row.id.clone(), now()).await {
                 tracing::warn!(box_id = %row.id, error = %e, "could not record last_running_at");
             }
-            control.record_state(&row, "running").await;
+            control.record_state(&row, SpriteStatus::Running).await;
             control.emit(EventKind::Ready, &row);
             tracing::info!(box_id = %row.id, name = %row.name, "sprite restarted");
             Ok(())
@@ -515,7 +516,7 @@ impl<B: Boxes> Control<B> {
                     tracing::warn!(box_id = %row.id, error = %e, "could not record last_running_at");
                 }
                 if self.status_of(&row.id).await == SpriteStatus::Running {
-                    self.record_state(row, "running").await;
+                    self.record_state(row, SpriteStatus::Running).await;
                 }
                 self.emit(EventKind::Ready, row);
                 Ok(())

@@ -28,7 +28,7 @@ use crate::error::{ControlError, ControlResult};
 use crate::lifecycle::{bounded, SpriteStatus, STOP_TIMEOUT};
 use crate::state::sleep::{Secs, SleepRow};
 use crate::state::{RowState, SpriteRow};
-use crate::time::now;
+use crate::time::{now, now_ms};
 use crate::Control;
 
 /// How often the idle pass looks at every box.
@@ -309,7 +309,7 @@ impl<B: Boxes> Control<B> {
         self.inner
             .activity
             .with(&row.id, |s| s.warm_since = Some(Instant::now()));
-        self.record_state(row, "warm").await;
+        self.record_state(row, SpriteStatus::Warm).await;
         tracing::info!(box_id = %row.id, name = %row.name, "sprite went warm");
         Ok(())
     }
@@ -323,7 +323,7 @@ impl<B: Boxes> Control<B> {
         )
         .await?;
         self.inner.activity.with(&row.id, |s| s.warm_since = None);
-        self.record_state(row, "cold").await;
+        self.record_state(row, SpriteStatus::Cold).await;
         self.emit(crate::EventKind::Stopped, row);
         tracing::info!(box_id = %row.id, name = %row.name, "sprite went cold");
         Ok(())
@@ -341,18 +341,33 @@ impl<B: Boxes> Control<B> {
             s.warm_since = None;
             s.touch();
         });
-        self.record_state(row, "running").await;
+        self.record_state(row, SpriteStatus::Running).await;
         Ok(())
     }
 
-    pub(crate) async fn record_state(&self, row: &SpriteRow, state: &'static str) {
+    pub(crate) async fn record_state(&self, row: &SpriteRow, status: SpriteStatus) {
         let last = self.sleep_info_of(&row.id, None).1.unwrap_or_else(now);
         let store = self.store();
-        if let Err(e) = store.set_sleep_state(row.id.clone(), state, now()).await {
+        self.count_state(&row.id, status).await;
+        if let Err(e) = store
+            .set_sleep_state(row.id.clone(), status.as_str(), now())
+            .await
+        {
             tracing::warn!(box_id = %row.id, error = %e, "could not record the sleep state");
         }
         if let Err(e) = store.set_last_active(row.id.clone(), last).await {
             tracing::warn!(box_id = %row.id, error = %e, "could not record the last activity");
+        }
+    }
+
+    /// Counts box `id`'s time in `status` from now on (see [`Control::usage`]).
+    pub(crate) async fn count_state(&self, id: &str, status: SpriteStatus) {
+        if let Err(e) = self
+            .store()
+            .count_state(id.to_string(), status.as_str(), now_ms())
+            .await
+        {
+            tracing::warn!(box_id = %id, error = %e, "could not count the time in a state");
         }
     }
 
@@ -375,8 +390,15 @@ impl<B: Boxes> Control<B> {
         // One read of every box's policy per pass, not one per box.
         let policies = self.store().sleep_rows().await.unwrap_or_default();
         for row in rows.into_iter().filter(|r| r.state == RowState::Ready) {
-            let (policy, _) = self.sleep_info_of(&row.id, policies.get(&row.id));
-            match self.status_of(&row.id).await {
+            let stored = policies.get(&row.id);
+            let (policy, _) = self.sleep_info_of(&row.id, stored);
+            let status = self.status_of(&row.id).await;
+            // Whatever stopped or froze it (a crash, a restart, another
+            // daemon's run), its time is counted in the state it is in.
+            if stored.and_then(|s| s.seen_state.as_deref()) != Some(status.as_str()) {
+                self.count_state(&row.id, status).await;
+            }
+            match status {
                 SpriteStatus::Running => self.maybe_warm(&row, policy).await,
                 SpriteStatus::Warm => self.maybe_cold(&row, policy).await,
                 SpriteStatus::Cold => {}

@@ -449,5 +449,5 @@ async fn a_first_schema_database_is_migrated_in_place_on_start() {
         .expect("open")
         .query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))
         .expect("version");
-    assert_eq!(version, 5, "migrated to the current schema");
+    assert_eq!(version, 6, "migrated to the current schema");
 }

@@ -147,6 +147,12 @@ impl Disks {
             .collect())
     }
 
+    pub(crate) async fn usage(&self, id: &str) -> Result<proto::DiskUsage, RuntimeError> {
+        self.client
+            .call(&Request::Usage { volume: id.into() })
+            .await
+    }
+
     /// Keeps the detached disk's state as a new checkpoint (returned) and
     /// brings it back to `checkpoint`.
     pub(crate) async fn restore(&self, id: &str, checkpoint: u64) -> Result<u64, RuntimeError> {

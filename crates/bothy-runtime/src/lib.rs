@@ -64,6 +64,7 @@ pub mod storage;
 mod cgroups;
 pub use cgroups::host_memory;
 pub use power::Power;
+pub use storage::proto::DiskUsage;
 mod crun;
 mod dirs;
 mod dns;
@@ -314,6 +315,12 @@ impl Runtime {
     pub async fn checkpoints(&self, id: &str) -> Result<Vec<DiskCheckpoint>, RuntimeError> {
         check_name("box id", id, 32)?;
         self.disks.checkpoints(id).await
+    }
+
+    /// What box `id`'s disk and checkpoints store.
+    pub async fn disk_usage(&self, id: &str) -> Result<DiskUsage, RuntimeError> {
+        check_name("box id", id, 32)?;
+        self.disks.usage(id).await
     }
 
     /// Stops the box, keeps its current disk as a new checkpoint (returned),

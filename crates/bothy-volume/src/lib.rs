@@ -72,6 +72,7 @@ pub mod snapshot;
 mod space;
 mod storage;
 mod upload;
+mod usage;
 mod volume;
 
 use std::time::Duration;
@@ -81,6 +82,7 @@ use bothy_store::StoreError;
 pub use space::SpaceUse;
 pub use storage::Storage;
 pub use upload::UploadPause;
+pub use usage::VolumeUsage;
 pub use volume::{Volume, MAX_PENDING_BYTES};
 
 /// Measured on the whole stack (ext4 on a loop device on this crate's FUSE

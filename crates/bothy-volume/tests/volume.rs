@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bothy_store::{ChunkStore, FaultPlan, FaultyBlobs, ObjectBlobs, RetryPolicy};
-use bothy_volume::{CheckpointId, Storage, StorageConfig, VolumeError};
+use bothy_volume::{CheckpointId, Storage, StorageConfig, VolumeError, VolumeUsage};
 use common::*;
 use proptest::prelude::*;
 
@@ -857,4 +857,43 @@ fn space_use_follows_writes_and_shedding_keeps_data() {
     v.write(CS, &[3u8; 10]).unwrap();
     drop(v);
     assert_eq!(used().pending_bytes, 0, "a dropped volume counts nothing");
+}
+
+/// Usage counts the disk's distinct chunks and what only checkpoints keep,
+/// whether or not the volume is open.
+#[test]
+fn usage_counts_distinct_chunks_of_the_disk_and_of_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = storage(dir.path(), mem_blobs());
+    let mut v = s.create_volume("u", 8 * CS, CS).unwrap();
+    let usage = |s: &Storage| s.volume_usage("u").unwrap();
+    assert_eq!(
+        usage(&s),
+        VolumeUsage::default(),
+        "an empty disk stores nothing"
+    );
+    v.write(0, &[1u8; 10]).unwrap();
+    v.write(CS, &[1u8; 10]).unwrap();
+    v.write(2 * CS, &[2u8; 10]).unwrap();
+    v.flush().unwrap();
+    assert_eq!(usage(&s).disk_bytes, 2 * CS, "equal chunks are stored once");
+    let first = v.checkpoint().unwrap();
+    assert_eq!(
+        (usage(&s).checkpoint_bytes, usage(&s).checkpoints),
+        (0, 1),
+        "a checkpoint of the disk as it is keeps nothing more"
+    );
+    v.write(2 * CS, &[3u8; 10]).unwrap();
+    v.flush().unwrap();
+    let u = usage(&s);
+    assert_eq!((u.disk_bytes, u.checkpoint_bytes), (2 * CS, CS));
+    drop(v);
+    assert_eq!(usage(&s), u, "a closed volume reports the same");
+    let mut v = s.open_volume("u").unwrap();
+    v.delete_checkpoint(first).unwrap();
+    assert_eq!(usage(&s).checkpoint_bytes, 0);
+    assert!(matches!(
+        s.volume_usage("nope"),
+        Err(VolumeError::NoSuchVolume(_))
+    ));
 }

@@ -15,6 +15,7 @@ mod sessions;
 mod sleep;
 mod sync;
 mod token;
+mod usage;
 mod use_;
 
 use anyhow::Result;
@@ -48,6 +49,7 @@ pub async fn dispatch(ctx: &Context, command: Command) -> Result<i32> {
         Command::Token(TokenCommand::List(a)) => token::list(ctx, a).await,
         Command::Token(TokenCommand::Revoke(a)) => token::revoke(ctx, a).await,
         Command::Org => org::run(ctx).await,
+        Command::Usage => usage::run(ctx).await,
         Command::Quota(QuotaCommand::Get(a)) => quota::get(ctx, a).await,
         Command::Quota(QuotaCommand::Set(a)) => quota::set(ctx, a).await,
         Command::Policy(PolicyCommand::Get) => policy::get(ctx).await,

@@ -172,11 +172,11 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::state::{RowState, SpriteRow};
 
-    async fn store_with_sprite() -> Store {
+    pub(crate) async fn store_with_sprite() -> Store {
         let s = Store::open_in_memory().expect("store");
         s.bootstrap("h".into(), "t".into())
             .await

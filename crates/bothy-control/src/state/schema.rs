@@ -18,8 +18,9 @@ use super::StoreError;
 /// Bumped with every schema change. 2: tokens have a public id and an
 /// optional expiry. 3: sprites have `nesting` and `memory_policy_mb`;
 /// organisations have quotas. 4: sprites have network policies. 5: sprites
-/// have idle policies and sleep states.
-pub(super) const SCHEMA_VERSION: i64 = 5;
+/// have idle policies and sleep states. 6: the time each sprite spent
+/// running, warm and cold.
+pub(super) const SCHEMA_VERSION: i64 = 6;
 
 const CREATE_V1: &str = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
      CREATE TABLE IF NOT EXISTS orgs (
@@ -93,7 +94,20 @@ fn migrate(tx: &Transaction<'_>) -> Result<(), StoreError> {
     tokens_have_ids_and_expiry(tx)?;
     sprites_have_settings_and_orgs_quotas(tx)?;
     sprites_have_network_policies(tx)?;
-    sprites_sleep(tx)
+    sprites_sleep(tx)?;
+    sprites_count_time_in_states(tx)
+}
+
+/// Version 6: `sleep` counts milliseconds spent running, warm and cold, from
+/// the state last seen and since when (no row: nothing counted yet).
+fn sprites_count_time_in_states(tx: &Transaction<'_>) -> Result<(), StoreError> {
+    let sleep = columns(tx, "sleep")?;
+    for (column, kind) in super::sleep::TIME_COLUMNS {
+        if !sleep.contains(*column) {
+            tx.execute(&format!("ALTER TABLE sleep ADD COLUMN {column} {kind}"), [])?;
+        }
+    }
+    Ok(())
 }
 
 /// Version 5: the `sleep` table (no row: the daemon's idle policy, running).

@@ -81,6 +81,10 @@ pub enum Request {
     Recover {
         volume: String,
     },
+    /// What the volume stores: [`DiskUsage`].
+    Usage {
+        volume: String,
+    },
     /// Frees chunks nothing refers to: [`Collected`].
     CollectGarbage,
     /// Exits once nothing is served (fails with `busy` otherwise).
@@ -117,6 +121,15 @@ pub struct CheckpointList {
     /// Those of `checkpoints` that are in the object store (map and chunks).
     #[serde(default)]
     pub in_object_store: Vec<u64>,
+}
+
+/// Bytes in whole chunks: distinct chunks the disk refers to, and those only
+/// its checkpoints keep.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskUsage {
+    pub disk_bytes: u64,
+    pub checkpoint_bytes: u64,
+    pub checkpoints: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

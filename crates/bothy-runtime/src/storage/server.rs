@@ -331,6 +331,7 @@ impl Server {
                     in_object_store: all.iter().filter(|(_, s)| *s).map(|(n, _)| *n).collect(),
                 })
             }
+            Request::Usage { volume } => ok(stack.usage(&volume).await?),
             Request::Restore { volume, checkpoint } => {
                 let _g = self.lock(&volume).await;
                 ok(proto::Made {

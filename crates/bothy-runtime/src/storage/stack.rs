@@ -35,6 +35,7 @@ use bothy_volume::{CheckpointId, Storage, Volume, VolumeError};
 
 use crate::fsutil;
 use crate::host;
+use crate::storage::proto;
 use crate::RuntimeError;
 
 struct Attached {
@@ -421,6 +422,21 @@ impl Stack {
             "checkpointed a disk"
         );
         Ok(made.0)
+    }
+
+    /// What the volume stores (read from the database, served or not).
+    pub async fn usage(self: &Arc<Self>, id: &str) -> Result<proto::DiskUsage, RuntimeError> {
+        let me = Arc::clone(self);
+        let id = id.to_string();
+        blocking(move || {
+            let u = me.storage.volume_usage(&id).map_err(volume_err)?;
+            Ok(proto::DiskUsage {
+                disk_bytes: u.disk_bytes,
+                checkpoint_bytes: u.checkpoint_bytes,
+                checkpoints: u.checkpoints,
+            })
+        })
+        .await
     }
 
     /// The volume's checkpoints, and whether each is in the object store.

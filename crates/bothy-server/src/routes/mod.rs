@@ -5,6 +5,7 @@ mod exec;
 mod exec_http;
 mod kill;
 mod machine;
+mod metrics;
 
 pub use checkpoints::{checkpoint_lines, listing as checkpoint_listing, restore_lines};
 mod org;
@@ -86,6 +87,7 @@ pub fn router<B: Boxes>(control: Control<B>, shutdown: Shutdown) -> Router {
         )
         .route("/v1/sprites/{name}/restart", post(machine::restart::<B>))
         .route("/v1/sprites/{name}/sleep", post(sprites::sleep::<B>))
+        .route("/v1/sprites/{name}/usage", get(sprites::usage::<B>))
         .route(
             "/v1/sprites/{name}/tasks",
             post(tasks::hold::<B>).get(tasks::list::<B>),
@@ -123,7 +125,7 @@ pub fn router<B: Boxes>(control: Control<B>, shutdown: Shutdown) -> Router {
         )
         .route("/v1/sprites/{name}/check", get(machine::check::<B>))
         .route("/v1/sprites/{name}/upgrade", post(machine::upgrade::<B>))
-        .route("/v1/organization", get(org::organization))
+        .route("/v1/organization", get(org::organization::<B>))
         .route(
             "/v1/organizations/{org}/tokens",
             post(org::create_token::<B>),
@@ -133,6 +135,7 @@ pub fn router<B: Boxes>(control: Control<B>, shutdown: Shutdown) -> Router {
             get(quotas::get::<B>).put(quotas::put::<B>),
         )
         .route("/v1/tokens", get(tokens::list::<B>))
+        .route("/metrics", get(metrics::metrics::<B>))
         .route("/v1/tokens/{id}", delete(tokens::revoke::<B>))
         .fallback(not_implemented)
         .method_not_allowed_fallback(not_implemented)

@@ -6,18 +6,30 @@ use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use bothy_api::{CreateTokenRequest, CreateTokenResponse, Organization};
+use bothy_api::{CreateTokenRequest, CreateTokenResponse, Organization, StateCounts};
 use bothy_control::{Boxes, Control};
 
 use super::optional_json;
 use crate::auth::Auth;
 use crate::error::ApiResult;
 
-pub async fn organization(Auth(caller): Auth) -> Json<Organization> {
-    Json(Organization {
+/// The caller's organisation, with how many of its sprites are in each
+/// state.
+pub async fn organization<B: Boxes>(
+    State(control): State<Control<B>>,
+    Auth(caller): Auth,
+) -> ApiResult<Json<Organization>> {
+    let c = control.counts(&caller).await?;
+    Ok(Json(Organization {
         name: caller.org().to_string(),
         slug: caller.org().to_string(),
-    })
+        sprites: Some(StateCounts {
+            running: c.running,
+            warm: c.warm,
+            cold: c.cold,
+            total: c.running + c.warm + c.cold,
+        }),
+    }))
 }
 
 /// An admin token may mint a token for any org (creating it); others only for

@@ -134,6 +134,16 @@ pub async fn sleep<B: Boxes>(
     Ok(Json(serde_json::json!({ "status": status.as_str() })))
 }
 
+/// `GET /v1/sprites/{name}/usage`: time in each state, bytes stored.
+pub async fn usage<B: Boxes>(
+    State(control): State<Control<B>>,
+    Auth(caller): Auth,
+    path: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<bothy_api::SpriteUsage>> {
+    let row = sprite_of(&control, &caller, path).await?;
+    Ok(Json(control.usage(&row).await?))
+}
+
 pub async fn destroy<B: Boxes>(
     State(control): State<Control<B>>,
     Auth(caller): Auth,

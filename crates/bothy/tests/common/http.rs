@@ -37,6 +37,17 @@ impl Response {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Asserts a 2xx answer.
+    pub fn assert_ok(&self, context: &str) -> &Self {
+        assert!(
+            (200..300).contains(&self.status),
+            "{context}: HTTP {} with body {:?}",
+            self.status,
+            self.text()
+        );
+        self
+    }
+
     /// Asserts the status and that the body is the API's error shape
     /// `{"error": code, "message": text}` with a non-empty message; returns the code.
     pub fn assert_error(&self, status: u16, context: &str) -> String {
