@@ -35,6 +35,9 @@ pub enum BenchCommand {
     /// Put one bothy to sleep (warm: frozen; cold: stopped) and time the exec
     /// of `true` that wakes it, beside `true` while it runs
     Wake(BenchWakeArgs),
+    /// Put N bothies to cold sleep: the daemon's memory per cold bothy, and
+    /// the exec of `true` that wakes one of them
+    Density(BenchDensityArgs),
     /// Run one storage workload in DIR and print one JSON line (what
     /// `bench storage` runs in a bothy and on the host)
     #[command(hide = true)]
@@ -184,6 +187,18 @@ pub struct BenchWakeArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct BenchDensityArgs {
+    /// How many cold bothies to make (the daemon must admit them all: see
+    /// `bothy daemon --ram-overcommit` and `--cpu-overcommit`)
+    #[arg(long, default_value_t = 100, value_parser = parse_boxes)]
+    pub boxes: usize,
+    /// The daemon's pid, whose memory is read (default: the local process
+    /// listening on the API port)
+    #[arg(long, value_name = "PID")]
+    pub daemon_pid: Option<i32>,
+}
+
+#[derive(Debug, Args)]
 pub struct BenchIoWorkerArgs {
     #[arg(value_enum)]
     pub workload: BenchWorkload,
@@ -203,6 +218,16 @@ fn parse_count(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
         _ => Err(format!("{s:?} is not a number between 1 and 1000000")),
+    }
+}
+
+/// A number of bothies to keep at once: 1 to 10 000.
+fn parse_boxes(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=10_000).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{s:?} is not a number of bothies between 1 and 10000"
+        )),
     }
 }
 
@@ -321,5 +346,20 @@ mod tests {
         assert_eq!(w.state.colds(), [false]);
         assert!(bench_err(&["wake", "--state", "running"]));
         assert!(bench_err(&["wake", "--runs", "0"]));
+    }
+
+    #[test]
+    fn density_defaults_and_bounds() {
+        let BenchCommand::Density(d) = bench(&["density"]) else {
+            panic!("expected density");
+        };
+        assert_eq!((d.boxes, d.daemon_pid), (100, None));
+        let BenchCommand::Density(d) = bench(&["density", "--boxes", "500", "--daemon-pid", "42"])
+        else {
+            panic!("expected density");
+        };
+        assert_eq!((d.boxes, d.daemon_pid), (500, Some(42)));
+        assert!(bench_err(&["density", "--boxes", "0"]));
+        assert!(bench_err(&["density", "--boxes", "10001"]));
     }
 }

@@ -32,7 +32,7 @@ pub async fn checkpoint(daemon: &Daemon<'_>, args: BenchCheckpointArgs) -> Resul
     let client = daemon.client()?;
     // New boxes first: destroying the checkpointed box below starts a garbage
     // collection of its chunks, and creates during it measure that instead.
-    let (samples, cleanup) = create_samples(&client, args.create_runs).await?;
+    let (samples, cleanup) = create_samples(&client, args.create_runs, false).await?;
     report("create", &samples)?;
     cleanup?;
     let name = format!("{}-ckpt", bench_prefix());

@@ -1,6 +1,6 @@
 //! `bothy bench`: latency (create, exec, unshare), storage (box disk beside
 //! ext4 on a plain loop device and JuiceFS), checkpoints, durability, wake
-//! from sleep. Every bench prints
+//! from sleep, density (memory per cold box). Every bench prints
 //! JSON lines on stdout; progress and warnings go to stderr.
 //!
 //! Benches reach the daemon only through `bothy-client`. The binary adds
@@ -10,8 +10,10 @@
 mod args;
 mod boxes;
 mod checkpoint;
+mod density;
 mod durability;
 mod latency;
+mod procs;
 mod reference;
 mod settle;
 mod stats;
@@ -25,8 +27,9 @@ use anyhow::Result;
 use bothy_client::Client;
 
 pub use args::{
-    BenchCheckpointArgs, BenchCommand, BenchCreateArgs, BenchDurabilityArgs, BenchExecArgs,
-    BenchIoWorkerArgs, BenchStorageArgs, BenchTarget, BenchWakeArgs, BenchWorkload, Verb, WakeFrom,
+    BenchCheckpointArgs, BenchCommand, BenchCreateArgs, BenchDensityArgs, BenchDurabilityArgs,
+    BenchExecArgs, BenchIoWorkerArgs, BenchStorageArgs, BenchTarget, BenchWakeArgs, BenchWorkload,
+    Verb, WakeFrom,
 };
 
 /// The daemon under test, as the command line around the benches names it.
@@ -55,6 +58,7 @@ pub async fn run(command: BenchCommand, daemon: &Daemon<'_>) -> Result<i32> {
         BenchCommand::Checkpoint(a) => checkpoint::checkpoint(daemon, a).await,
         BenchCommand::Durability(a) => durability::durability(daemon, a).await,
         BenchCommand::Wake(a) => wake::wake(daemon, a).await,
+        BenchCommand::Density(a) => density::density(daemon, a).await,
         BenchCommand::IoWorker(a) => workload::io_worker(
             a.workload,
             &workload::WorkerArgs {

@@ -56,6 +56,11 @@ pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     sorted.get(rank.clamp(1, sorted.len()) - 1).copied()
 }
 
+/// One decimal: how the JSON lines show MiB and KiB.
+pub fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
 /// Three decimals: how the JSON lines show milliseconds and seconds.
 pub fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0

@@ -10,7 +10,9 @@ use serde::Serialize;
 
 use crate::args::{BenchStorageArgs, BenchTarget, BenchWorkload};
 use crate::boxes::{bench_prefix, create_box, destroy_all, run_checked};
+use crate::procs::{find_daemon_pid, rss_mib};
 use crate::reference::{self, JuiceFs, LoopExt4};
+use crate::stats::round1;
 use crate::workload::WorkloadResult;
 use crate::Daemon;
 
@@ -279,101 +281,9 @@ async fn bothy_run(
     Ok(())
 }
 
-fn round1(x: f64) -> f64 {
-    (x * 10.0).round() / 10.0
-}
-
-/// VmRSS of a process in MiB.
-fn rss_mib(pid: i32) -> Result<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .with_context(|| format!("cannot read the status of process {pid}"))?;
-    parse_vm_rss_kib(&status)
-        .map(|kib| kib as f64 / 1024.0)
-        .ok_or_else(|| anyhow::anyhow!("no VmRSS for process {pid}"))
-}
-
-fn parse_vm_rss_kib(status: &str) -> Option<u64> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-}
-
-/// The process listening on the API's loopback port: its socket inode from
-/// /proc/net/tcp{,6}, then the process holding that inode.
-fn find_daemon_pid(port: u16) -> Option<i32> {
-    let mut inodes = Vec::new();
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        if let Ok(text) = std::fs::read_to_string(table) {
-            inodes.extend(listening_inodes(&text, port));
-        }
-    }
-    let wanted: Vec<String> = inodes.iter().map(|i| format!("socket:[{i}]")).collect();
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
-            continue;
-        };
-        for fd in fds.flatten() {
-            if let Ok(target) = std::fs::read_link(fd.path()) {
-                if wanted.iter().any(|w| target.as_os_str() == w.as_str()) {
-                    return Some(pid);
-                }
-            }
-        }
-    }
-    None
-}
-
-/// Inodes of sockets in state LISTEN (0A) on `port` in a /proc/net/tcp table.
-fn listening_inodes(table: &str, port: u16) -> Vec<u64> {
-    table
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            let local = cols.get(1)?;
-            let local_port = u16::from_str_radix(local.rsplit(':').next()?, 16).ok()?;
-            (local_port == port && *cols.get(3)? == "0A")
-                .then(|| cols.get(9)?.parse().ok())
-                .flatten()
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn listening_sockets_are_found_by_port() {
-        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
-   0: 0100007F:1D2E 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 12345 1 0\n\
-   1: 0100007F:1D2E 0100007F:9C40 01 00000000:00000000 00:00000000 00000000     0        0 777 1 0\n\
-   2: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 999 1 0\n";
-        assert_eq!(listening_inodes(table, 7470), vec![12345]);
-        assert_eq!(listening_inodes(table, 8080), vec![999]);
-        assert!(listening_inodes(table, 1).is_empty());
-    }
-
-    #[test]
-    fn our_own_listener_is_found() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        assert_eq!(find_daemon_pid(port), Some(std::process::id() as i32));
-    }
-
-    #[test]
-    fn rss_of_this_process() {
-        assert_eq!(
-            parse_vm_rss_kib("Name:\tx\nVmRSS:\t  2048 kB\n"),
-            Some(2048)
-        );
-        assert!(rss_mib(std::process::id() as i32).expect("own rss") > 0.0);
-    }
 
     #[test]
     fn worker_lines_parse_with_the_last_line_winning() {

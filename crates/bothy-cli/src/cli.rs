@@ -657,6 +657,11 @@ pub struct DaemonArgs {
     /// Time warm before such a bothy goes cold (stopped): e.g. 10m, or never
     #[arg(long, value_name = "DURATION", default_value = "10m")]
     pub cold_after: String,
+    /// Keep N booted bothies ready, so a create of the default size is a
+    /// rename (at most 64; 0: none). They use memory like any bothy but
+    /// are invisible to users and quotas
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=64))]
+    pub warm_pool: u16,
 }
 
 fn parse_overcommit(s: &str) -> Result<f64, String> {

@@ -209,6 +209,23 @@ impl Client {
         self.json(self.http.get(url)).await
     }
 
+    /// `GET /metrics`: Prometheus text.
+    pub async fn metrics(&self) -> Result<String> {
+        let url = self.url(&["metrics"]);
+        let body = self.bytes(self.http.get(url)).await?;
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// One value of `GET /metrics` without labels (`bothy_warm_pool_ready`).
+    pub async fn metric(&self, name: &str) -> Result<Option<f64>> {
+        let text = self.metrics().await?;
+        Ok(text.lines().find_map(|l| {
+            l.strip_prefix(name)
+                .and_then(|rest| rest.strip_prefix(' '))
+                .and_then(|v| v.trim().parse().ok())
+        }))
+    }
+
     /// `POST /v1/sync`: the barrier for every sprite the token sees.
     pub async fn sync_all(&self) -> Result<SyncResult> {
         let url = self.url(&["v1", "sync"]);

@@ -4,9 +4,14 @@
 //! few MiB and no CPU), so the sum of the limits of all boxes may exceed the
 //! host by a configurable factor, the overcommit. One box may never ask for
 //! more than the host has: that box could never get what it was promised.
+//!
+//! Only boxes that hold memory count: running and warm ones. A cold box
+//! holds nothing, so hundreds may sleep on a small host; it is admitted
+//! again when it wakes, and a host too full for it says so then.
 
 use crate::error::{ControlError, ControlResult};
-use crate::state::SpriteRow;
+use crate::state::{SpriteRow, StoreError};
+use crate::{Boxes, Control};
 
 /// Default overcommit of memory limits: four times the host's RAM.
 pub const DEFAULT_RAM_OVERCOMMIT: f64 = 4.0;
@@ -96,7 +101,7 @@ impl Admission {
         if ram.saturating_add(new.memory_mb()) > self.ram_budget_mb() {
             return Err(ControlError::Unavailable(format!(
                 "this host is full: its bothies' memory limits add up to {ram} MiB of {} admitted \
-                 ({} MiB × overcommit {}); destroy a bothy, ask for less ram_mb, or raise \
+                 ({} MiB × overcommit {}); destroy a bothy or put one to cold sleep, ask for less ram_mb, or raise \
                  `bothy daemon --ram-overcommit`",
                 self.ram_budget_mb(),
                 self.host.ram_mb,
@@ -106,7 +111,7 @@ impl Admission {
         if cpus.saturating_add(u64::from(new.cpus)) > self.cpu_budget() {
             return Err(ControlError::Unavailable(format!(
                 "this host is full: its bothies' CPU limits add up to {cpus} of {} admitted \
-                 ({} CPUs × overcommit {}); destroy a bothy, ask for fewer cpus, or raise \
+                 ({} CPUs × overcommit {}); destroy a bothy or put one to cold sleep, ask for fewer cpus, or raise \
                  `bothy daemon --cpu-overcommit`",
                 self.cpu_budget(),
                 self.host.cpus,
@@ -114,6 +119,37 @@ impl Admission {
             )));
         }
         Ok(())
+    }
+}
+
+impl<B: Boxes> Control<B> {
+    /// The boxes admission counts: every box but those last seen cold.
+    pub(crate) async fn awake_rows(&self) -> Result<Vec<SpriteRow>, StoreError> {
+        let sleep = self.store().sleep_rows().await?;
+        let cold = |r: &SpriteRow| {
+            sleep
+                .get(&r.id)
+                .is_some_and(|s| s.seen_state.as_deref() == Some("cold"))
+        };
+        Ok(self
+            .store()
+            .all_sprites()
+            .await?
+            .into_iter()
+            .filter(|r| !cold(r))
+            .collect())
+    }
+
+    /// Whether cold box `row` may wake: the host must have room for it.
+    pub(crate) async fn admit_wake(&self, row: &SpriteRow) -> ControlResult<()> {
+        let _admitting = self.inner.admitting.lock().await;
+        let awake = self.awake_rows().await?;
+        self.admission().check(row, &awake).map_err(|e| match e {
+            ControlError::Unavailable(m) => {
+                ControlError::Unavailable(format!("sprite {:?} cannot wake: {m}", row.name))
+            }
+            other => other,
+        })
     }
 }
 

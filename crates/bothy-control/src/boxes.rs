@@ -206,6 +206,12 @@ pub trait Boxes: Send + Sync + 'static {
     fn recover_disk(&self, id: &str) -> impl Future<Output = Result<bool, BoxError>> + Send;
     /// Makes the box's disk and checkpoints durable in the object store.
     fn sync(&self, id: &str) -> impl Future<Output = Result<(), BoxError>> + Send;
+    /// Gives the running box `spec`'s hostname (a box taken from the warm
+    /// pool becomes its user's).
+    fn rename(&self, spec: &BoxSpec) -> impl Future<Output = Result<(), BoxError>> + Send {
+        let _ = spec;
+        async { Ok(()) }
+    }
     /// What the box's disk and checkpoints store. Boxes without a disk of
     /// their own store nothing.
     fn disk_usage(&self, id: &str) -> impl Future<Output = Result<DiskUsage, BoxError>> + Send {
@@ -344,6 +350,9 @@ impl Boxes for RealBoxes {
     }
     async fn delete_checkpoint(&self, id: &str, checkpoint: u64) -> Result<(), BoxError> {
         Ok(self.runtime.delete_checkpoint(id, checkpoint).await?)
+    }
+    async fn rename(&self, spec: &BoxSpec) -> Result<(), BoxError> {
+        Ok(self.runtime.rename(spec).await?)
     }
     async fn disk_usage(&self, id: &str) -> Result<DiskUsage, BoxError> {
         Ok(self.runtime.disk_usage(id).await?)

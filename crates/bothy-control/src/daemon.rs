@@ -128,6 +128,9 @@ pub async fn open_with<B: Boxes>(
         if let Err(e) = recovering.recover().await {
             tracing::error!(error = %e, "recovery after restart failed");
         }
+        // After recovery, which adopts or rolls back the pooled boxes a
+        // previous run left, so the pool is counted once they are settled.
+        recovering.pool_job().await;
     });
     Ok(control)
 }

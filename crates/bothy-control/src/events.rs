@@ -80,6 +80,9 @@ impl<B: crate::Boxes> crate::Control<B> {
     }
 
     pub(crate) fn emit(&self, kind: EventKind, row: &crate::SpriteRow) {
-        self.inner.events.emit(kind, row);
+        // The warm pool's boxes are nobody's until taken.
+        if !crate::pool::is_pooled(row) {
+            self.inner.events.emit(kind, row);
+        }
     }
 }

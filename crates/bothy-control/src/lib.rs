@@ -34,6 +34,7 @@ pub mod jobs;
 mod lifecycle;
 mod locks;
 pub mod policy;
+pub mod pool;
 pub mod quotas;
 mod resources;
 pub mod services;
@@ -97,6 +98,9 @@ struct Inner<B> {
     activity: Arc<sleep::Activity>,
     default_sleep: std::sync::Mutex<sleep::SleepPolicy>,
     tasks: tasks::Tasks,
+    /// How many ready boxes the warm pool keeps, and what wakes its refill.
+    pool_size: std::sync::atomic::AtomicUsize,
+    pool_wake: tokio::sync::Notify,
     /// The data dir's daemon lock, held as long as this control layer.
     _lock: Option<nix::fcntl::Flock<std::fs::File>>,
 }
@@ -125,6 +129,8 @@ impl<B: Boxes> Control<B> {
                 activity: Arc::default(),
                 default_sleep: std::sync::Mutex::default(),
                 tasks: tasks::Tasks::default(),
+                pool_size: std::sync::atomic::AtomicUsize::new(0),
+                pool_wake: tokio::sync::Notify::new(),
             }),
         }
     }

@@ -244,30 +244,18 @@ impl<B: Boxes> Control<B> {
             Some(from) => Some(self.fork_source(caller, from).await?),
             None => None,
         };
-        let admitting = self.inner.admitting.lock().await;
-        let existing = self.store().all_sprites().await?;
-        self.admission().check(&row, &existing)?;
-        self.admit_by_quota(&row).await?;
-        let inserted = self.store().insert_sprite(row.clone()).await;
-        drop(admitting);
-        match inserted {
-            Ok(()) => {}
-            Err(StoreError::Conflict) => {
-                return Err(ControlError::Conflict(format!(
-                    "a sprite named {:?} already exists in your organization; pick another name or destroy it first",
-                    row.name
-                )))
-            }
-            Err(e) => return Err(e.into()),
-        }
-        let source = match &fork {
-            Some((source, _)) => source.clone(),
-            None => DiskSource::Base,
+        let pooled = if fork.is_none() {
+            self.take_from_pool(&row).await?
+        } else {
+            None
         };
-        self.finish_create(row.clone(), source).await?;
-        if let Some((_, history)) = fork {
-            self.store().set_history(row.id.clone(), history).await?;
-        }
+        let row = match pooled {
+            Some(taken) => taken,
+            None => {
+                self.create_anew(row.clone(), fork).await?;
+                row
+            }
+        };
         if let Some(l) = &lifecycle {
             self.store()
                 .set_sleep_policy(
@@ -282,9 +270,42 @@ impl<B: Boxes> Control<B> {
         Ok(self.view(row).await)
     }
 
+    /// Admits `row`, inserts it and makes its box: from the base image, or a
+    /// fork of a checkpoint (its history goes with it).
+    async fn create_anew(
+        &self,
+        row: SpriteRow,
+        fork: Option<(DiskSource, Vec<String>)>,
+    ) -> ControlResult<()> {
+        let admitting = self.inner.admitting.lock().await;
+        let existing = self.awake_rows().await?;
+        self.admission().check(&row, &existing)?;
+        self.admit_by_quota(&row).await?;
+        let inserted = self.store().insert_sprite(row.clone()).await;
+        drop(admitting);
+        match inserted {
+            Ok(()) => {}
+            Err(StoreError::Conflict) => return Err(name_taken(&row.name)),
+            Err(e) => return Err(e.into()),
+        }
+        let source = match &fork {
+            Some((source, _)) => source.clone(),
+            None => DiskSource::Base,
+        };
+        self.finish_create(row.clone(), source).await?;
+        if let Some((_, history)) = fork {
+            self.store().set_history(row.id, history).await?;
+        }
+        Ok(())
+    }
+
     /// Creates and starts the box of a row already inserted as `creating`; on
     /// failure removes what was made and the row.
-    async fn finish_create(&self, row: SpriteRow, source: DiskSource) -> ControlResult<()> {
+    pub(crate) async fn finish_create(
+        &self,
+        row: SpriteRow,
+        source: DiskSource,
+    ) -> ControlResult<()> {
         self.to_completion(&row.id.clone(), "create", move |control| async move {
             let spec = spec_of(&row);
             let made = async {
@@ -452,6 +473,7 @@ impl<B: Boxes> Control<B> {
             }
             SpriteStatus::Cold => {}
         }
+        self.admit_wake(row).await?;
         self.start_locked(row).await.map_err(|reason| {
             ControlError::Unavailable(format!(
                 "sprite {:?} could not be started: {reason}; check the daemon's log, or destroy and recreate it",
@@ -534,8 +556,12 @@ impl<B: Boxes> Control<B> {
     /// adopted as it is.
     pub async fn recover(&self) -> ControlResult<()> {
         let rows = self.store().all_sprites().await?;
-        for row in rows {
-            let _guard = self.inner.locks.lock(&row.id, "recovery").await?;
+        for listed in rows {
+            let _guard = self.inner.locks.lock(&listed.id, "recovery").await?;
+            // A destroy may have run while recovery reached this box.
+            let Some(row) = self.store().sprite_by_id(listed.id.clone()).await? else {
+                continue;
+            };
             match row.state {
                 RowState::Creating | RowState::Destroying => {
                     let what = if row.state == RowState::Creating {
@@ -645,4 +671,11 @@ impl<B: Boxes> Control<B> {
         task.await
             .map_err(|e| ControlError::Internal(format!("{what} task failed: {e}")))?
     }
+}
+
+/// The answer to a create whose name the organisation already has.
+pub(crate) fn name_taken(name: &str) -> ControlError {
+    ControlError::Conflict(format!(
+        "a sprite named {name:?} already exists in your organization; pick another name or destroy it first"
+    ))
 }

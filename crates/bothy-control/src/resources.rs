@@ -41,8 +41,8 @@ impl<B: Boxes> Control<B> {
             changed.memory_policy_mb = mb;
             {
                 let _admitting = control.inner.admitting.lock().await;
-                let all = control.store().all_sprites().await?;
-                control.admission().check(&changed, &all)?;
+                let awake = control.awake_rows().await?;
+                control.admission().check(&changed, &awake)?;
                 control
                     .store()
                     .set_memory_policy(row.id.clone(), mb, now())

@@ -458,7 +458,8 @@ impl<B: Boxes> Control<B> {
         let warm_for = self.inner.activity.with(&row.id, |s| {
             s.warm_since.get_or_insert_with(Instant::now).elapsed()
         });
-        let Some(after) = policy.cold_after else {
+        // A pooled box stays booted: taking it must not wait for a boot.
+        let (Some(after), false) = (policy.cold_after, crate::pool::is_pooled(row)) else {
             return;
         };
         if self.inner.tasks.live(&row.id) > 0 {

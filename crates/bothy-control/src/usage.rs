@@ -72,6 +72,9 @@ pub struct SpriteMetrics {
 pub struct Metrics {
     /// The daemon's resident memory, if it can be read.
     pub daemon_rss_bytes: Option<u64>,
+    /// Ready boxes in the warm pool, and how many it keeps.
+    pub pool_ready: u64,
+    pub pool_size: u64,
     pub sprites: Vec<SpriteMetrics>,
 }
 
@@ -85,6 +88,7 @@ impl<B: Boxes> Control<B> {
             .await?
             .into_iter()
             .filter(|r| r.state == crate::RowState::Ready)
+            .filter(|r| !crate::pool::is_pooled(r))
             .filter(|r| caller.is_admin() || r.org == caller.org())
             .collect();
         let mut sprites = Vec::with_capacity(rows.len());
@@ -99,6 +103,8 @@ impl<B: Boxes> Control<B> {
         }
         Ok(Metrics {
             daemon_rss_bytes: own_rss_bytes(),
+            pool_ready: self.pool_ready().await? as u64,
+            pool_size: self.pool_size() as u64,
             sprites,
         })
     }

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 #[derive(Default)]
-pub(crate) struct Inits(Mutex<HashMap<String, OwnedFd>>);
+pub(crate) struct Inits(Mutex<HashMap<String, (i32, OwnedFd)>>);
 
 impl Inits {
     /// Remembers box `id`'s init `pid`. Best effort: without a pidfd the
@@ -28,18 +28,27 @@ impl Inits {
             return;
         }
         // SAFETY: a fresh descriptor that nothing else owns.
-        map.insert(id.to_string(), unsafe { OwnedFd::from_raw_fd(fd as i32) });
+        map.insert(
+            id.to_string(),
+            (pid, unsafe { OwnedFd::from_raw_fd(fd as i32) }),
+        );
     }
 
     pub(crate) fn stopped(&self, id: &str) {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
     }
 
+    /// The pid of box `id`'s init if this runtime knows it alive.
+    pub(crate) fn live_pid(&self, id: &str) -> Option<i32> {
+        let pid = self.0.lock().unwrap_or_else(|p| p.into_inner()).get(id)?.0;
+        (self.alive(id) == Some(true)).then_some(pid)
+    }
+
     /// `Some(alive)` when this runtime started the init; `None` when it
     /// cannot tell.
     pub(crate) fn alive(&self, id: &str) -> Option<bool> {
         let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let fd = map.get(id)?;
+        let (_, fd) = map.get(id)?;
         let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
         match poll(&mut fds, PollTimeout::ZERO) {
             Ok(0) => Some(true),

@@ -570,6 +570,29 @@ impl Runtime {
         }
     }
 
+    /// Gives a running box the hostname of `spec`: its UTS name now, and
+    /// /etc/hostname and /etc/hosts (which every boot writes again anyway).
+    /// What a box taken from the warm pool needs to become its user's.
+    pub async fn rename(&self, spec: &BoxSpec) -> Result<(), RuntimeError> {
+        check_spec(spec)?;
+        let id = spec.id.as_str();
+        let lock = self.lock(id);
+        let _guard = lock.lock().await;
+        let pid = match self.inits.live_pid(id) {
+            Some(pid) => pid,
+            None => match self.crun.state(&self.container_id(id)).await? {
+                Some(state) if state.is_alive() => state.pid,
+                _ => return Err(RuntimeError::NotFound(format!("box {id} is not running"))),
+            },
+        };
+        let disk_root = self.disks.attach(id).await?;
+        etc::write_identity(&disk_root, &spec.hostname, network::DNS_ADDR)?;
+        let hostname = spec.hostname.clone();
+        tokio::task::spawn_blocking(move || set_uts_hostname(pid, &hostname))
+            .await
+            .map_err(|e| RuntimeError::Failed(format!("renaming the box: {e}")))?
+    }
+
     pub async fn stop(&self, id: &str) -> Result<(), RuntimeError> {
         check_name("box id", id, 32)?;
         let lock = self.lock(id);
@@ -873,4 +896,22 @@ pub fn object_store_url(data_dir: &Path, flag: Option<&str>) -> String {
         Some(u) => u.to_string(),
         None => format!("file://{}", data_dir.join("objects").display()),
     }
+}
+
+/// Sets the hostname of the UTS namespace `pid` is in, from a thread of
+/// its own that enters the namespace and ends (the daemon's own namespace
+/// never changes).
+fn set_uts_hostname(pid: i32, hostname: &str) -> Result<(), RuntimeError> {
+    use std::os::fd::AsFd;
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/uts"))?;
+    let hostname = hostname.to_string();
+    std::thread::spawn(move || {
+        nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWUTS).map_err(|e| {
+            RuntimeError::Failed(format!("cannot enter box pid {pid}'s UTS namespace: {e}"))
+        })?;
+        nix::unistd::sethostname(&hostname)
+            .map_err(|e| RuntimeError::Failed(format!("cannot set the box's hostname: {e}")))
+    })
+    .join()
+    .map_err(|_| RuntimeError::Failed("setting the box's hostname panicked".into()))?
 }

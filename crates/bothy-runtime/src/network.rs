@@ -24,6 +24,16 @@
 //!
 //! pasta does not exit when the namespace's processes die; its pid file lets
 //! stop() end it.
+//!
+//! Memory: pasta (Debian 12's passt) costs a box about 29 MiB, nearly all of
+//! it private anonymous memory (Pss ≈ Private_Dirty ≈ RSS; the shared,
+//! file-backed part is under 0.5 MiB). At start it zero-fills static packet
+//! buffers whatever the traffic: TCP frames 2 × 8 MiB (IPv4, IPv6), UDP
+//! frames 2 × 2 MiB, tap packet pools 4.5 MiB, the ICMP id map 2 MiB, port
+//! tables 1 MiB; traffic adds under 1 MiB. No option sizes those buffers: `-4`
+//! would save 9.4 MiB and `--no-icmp` 2.0 MiB, at the price of the box's IPv6
+//! egress and ping, and the `--no-dhcp`/`--no-ndp`/`--no-ra` switches save
+//! nothing, so the arguments below stay as they are.
 
 use std::path::{Path, PathBuf};
 

@@ -49,6 +49,7 @@ pub fn daemon(args: DaemonArgs) -> i32 {
         config,
         admission,
         sleep,
+        usize::from(args.warm_pool),
         args.listen,
         args.stop_boxes,
     )) {
@@ -63,6 +64,7 @@ async fn run_daemon(
     config: bothy_control::ControlConfig,
     admission: bothy_control::admission::Admission,
     sleep: bothy_control::sleep::SleepPolicy,
+    warm_pool: usize,
     listen: std::net::SocketAddr,
     stop_boxes: bool,
 ) -> Result<(), String> {
@@ -71,6 +73,7 @@ async fn run_daemon(
         .map_err(|e| e.to_string())?;
     control.set_admission(admission);
     control.set_default_sleep_policy(sleep);
+    control.set_warm_pool(warm_pool);
     let listener = bothy_server::bind(listen)
         .await
         .map_err(|e| e.to_string())?;

@@ -83,6 +83,34 @@ fn boxes_are_admitted_against_the_host() {
     assert_eq!(d.names(), ["first"], "the refused box was not made");
     assert_eq!(d.box_dirs(), dirs, "nothing was left behind");
 
+    // A cold box holds no memory: it makes room, and its wake waits for
+    // room in turn.
+    d.api_json("POST", "/v1/sprites/first/sleep", &json!({"cold": true}))
+        .assert_ok("first to cold sleep");
+    let r = d.api_json(
+        "POST",
+        "/v1/sprites",
+        &json!({"name": "second", "config": config}),
+    );
+    assert_eq!(r.status, 201, "a cold box makes room: {}", r.text());
+    let woke = d.cli(&["exec", "-s", "first", "--", "true"]).run();
+    assert_ne!(woke.code, 0, "a wake beyond the host's capacity must fail");
+    assert!(
+        woke.stderr_str().contains("cannot wake"),
+        "the error says why: {}",
+        woke.stderr_str()
+    );
+    assert_eq!(
+        d.get("first")["status"],
+        "cold",
+        "the refused wake changed nothing"
+    );
+    let gone = d.api("DELETE", "/v1/sprites/second");
+    assert!(gone.status < 300, "destroy: {}", gone.text());
+    d.cli(&["exec", "-s", "first", "--", "true"])
+        .run()
+        .assert_success("first wakes once there is room");
+
     let gone = d.api("DELETE", "/v1/sprites/first");
     assert!(
         gone.status == 204 || gone.status == 200,

@@ -11,6 +11,7 @@ use rusqlite::{params, Connection, Row};
 
 mod checkpoints;
 mod policies;
+pub mod pool;
 mod quotas;
 pub mod replica;
 mod schema;

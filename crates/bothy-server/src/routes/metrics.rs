@@ -48,6 +48,12 @@ fn render(m: &Metrics) -> Result<String, std::fmt::Error> {
             .set(n as i64);
     }
     reg.register("sprites", "Sprites by state", sprites);
+    let pool = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
+    pool.set(m.pool_ready as i64);
+    reg.register("warm_pool_ready", "Ready boxes in the warm pool", pool);
+    let size = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
+    size.set(m.pool_size as i64);
+    reg.register("warm_pool_size", "Boxes the warm pool keeps ready", size);
 
     let state_seconds = FloatFamily::default();
     let disk = FloatFamily::default();

@@ -150,6 +150,11 @@ impl Daemon {
         self.token = self.read_token();
     }
 
+    /// The daemon arguments the next [`Daemon::spawn`] passes.
+    pub fn set_extra_args(&mut self, args: Vec<String>) {
+        self.extra_args = args;
+    }
+
     /// Starts the daemon process on this data dir and port; waits for the port.
     pub fn spawn(&self) {
         let mut child_slot = self.child_slot();
