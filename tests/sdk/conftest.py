@@ -61,7 +61,8 @@ def free_port() -> int:
 class Daemon:
     """One `bothy daemon` process and its data dir."""
 
-    def __init__(self) -> None:
+    def __init__(self, extra_args: Optional[list[str]] = None) -> None:
+        self.extra_args = extra_args or []
         self.work = Path(tempfile.mkdtemp(prefix="bothy-sdk-")).resolve()
         self.data_dir = self.work / "data"
         self.log_path = self.work / "daemon.log"
@@ -82,6 +83,7 @@ class Daemon:
         ]
         if os.environ.get("BOTHY_IMAGE_DIR"):
             cmd += ["--image-dir", os.environ["BOTHY_IMAGE_DIR"]]
+        cmd += self.extra_args
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         log.close()

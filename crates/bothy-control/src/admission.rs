@@ -143,6 +143,7 @@ impl<B: Boxes> Control<B> {
     /// Whether cold box `row` may wake: the host must have room for it.
     pub(crate) async fn admit_wake(&self, row: &SpriteRow) -> ControlResult<()> {
         let _admitting = self.inner.admitting.lock().await;
+        self.admit_wake_by_quota(row).await?;
         let awake = self.awake_rows().await?;
         self.admission().check(row, &awake).map_err(|e| match e {
             ControlError::Unavailable(m) => {

@@ -3,8 +3,9 @@
 //! organisation may have. An admin sets them; a create or a checkpoint that
 //! would pass one is refused (`QuotaExceeded`) and changes nothing.
 //!
-//! Every box runs until it is destroyed, so running boxes are all boxes;
-//! once boxes sleep, the running count is checked on wake too.
+//! Running boxes are those not cold (running or warm: they hold memory); a
+//! cold box's wake is refused while its organisation is at
+//! `max_running_boxes`.
 
 use crate::error::{ControlError, ControlResult};
 use crate::state::{Quota, SpriteRow, Usage};
@@ -18,6 +19,8 @@ pub const MAX_QUOTA: u64 = 1_000_000;
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Adding {
     pub boxes: u64,
+    /// Boxes that start running (a create, a cold wake).
+    pub running: u64,
     pub storage_gb: u64,
     pub checkpoints: u64,
 }
@@ -33,10 +36,10 @@ pub(crate) fn exceeded(org: &str, quota: &Quota, usage: &Usage, adding: Adding) 
             usage.boxes
         ));
     }
-    if let Some(l) = over(quota.max_running_boxes, usage.boxes, adding.boxes) {
+    if let Some(l) = over(quota.max_running_boxes, usage.running_boxes, adding.running) {
         return Some(format!(
-            "organization {org:?} may run {l} bothies at once and runs {}; destroy one or ask an admin to raise max_running_boxes",
-            usage.boxes
+            "organization {org:?} may run {l} bothies at once and runs {}; put one to cold sleep (`bothy sleep --cold`), destroy one, or ask an admin to raise max_running_boxes",
+            usage.running_boxes
         ));
     }
     if let Some(l) = over(quota.max_storage_gb, usage.storage_gb, adding.storage_gb) {
@@ -119,8 +122,22 @@ impl<B: Boxes> Control<B> {
             &row.org,
             Adding {
                 boxes: 1,
+                running: 1,
                 storage_gb: row.storage_gb,
                 checkpoints: 0,
+            },
+        )
+        .await
+    }
+
+    /// Refuses the wake of cold box `row` if its organisation runs as many
+    /// boxes as it may.
+    pub(crate) async fn admit_wake_by_quota(&self, row: &SpriteRow) -> ControlResult<()> {
+        self.check_quota(
+            &row.org,
+            Adding {
+                running: 1,
+                ..Adding::default()
             },
         )
         .await
@@ -146,6 +163,7 @@ mod tests {
     fn usage(boxes: u64, storage_gb: u64, checkpoints: u64) -> Usage {
         Usage {
             boxes,
+            running_boxes: boxes,
             storage_gb,
             checkpoints,
         }
@@ -155,6 +173,7 @@ mod tests {
     fn no_quota_refuses_nothing() {
         let adding = Adding {
             boxes: 1,
+            running: 1,
             storage_gb: 1000,
             checkpoints: 1,
         };
@@ -177,6 +196,7 @@ mod tests {
         };
         let one_box = Adding {
             boxes: 1,
+            running: 1,
             storage_gb: 10,
             checkpoints: 0,
         };
@@ -185,6 +205,7 @@ mod tests {
         assert!(m.contains("max_boxes"), "{m}");
         let big = Adding {
             boxes: 1,
+            running: 1,
             storage_gb: 90,
             checkpoints: 0,
         };
@@ -221,5 +242,29 @@ mod tests {
         };
         assert!(check_values(&q).is_err());
         assert!(check_values(&Quota::default()).is_ok());
+    }
+
+    #[test]
+    fn running_boxes_count_only_what_runs() {
+        let q = Quota {
+            max_running_boxes: Some(2),
+            ..Quota::default()
+        };
+        let asleep = Usage {
+            boxes: 5,
+            running_boxes: 1,
+            ..Usage::default()
+        };
+        let wake = Adding {
+            running: 1,
+            ..Adding::default()
+        };
+        assert!(exceeded("o", &q, &asleep, wake).is_none(), "1 of 2 runs");
+        let busy = Usage {
+            running_boxes: 2,
+            ..asleep
+        };
+        let m = exceeded("o", &q, &busy, wake).expect("a third running box");
+        assert!(m.contains("max_running_boxes"), "{m}");
     }
 }

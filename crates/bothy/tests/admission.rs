@@ -208,3 +208,50 @@ fn organisation_quotas_refuse_with_403() {
     );
     r.assert_error(400, "a misspelt limit");
 }
+
+/// `max_running_boxes` counts running and warm boxes: a cold one makes room
+/// for another, and its own wake is refused while the organisation is at the
+/// limit (and leaves it cold).
+#[test]
+fn running_box_quota_counts_what_runs_and_is_checked_on_wake() {
+    let d = Daemon::start();
+    d.api_json(
+        "PUT",
+        "/v1/organizations/default/quota",
+        &json!({"max_running_boxes": 1}),
+    )
+    .assert_ok("quota set");
+    let create = |name: &str| {
+        d.api_json(
+            "POST",
+            "/v1/sprites",
+            &json!({"name": name, "config": {"ram_mb": 256, "cpus": 1}}),
+        )
+    };
+    assert_eq!(create("one").status, 201);
+    let r = create("two");
+    let code = r.assert_error(403, "a second running box");
+    assert_eq!(code, "quota_exceeded");
+    assert!(r.text().contains("max_running_boxes"), "{}", r.text());
+
+    d.api_json("POST", "/v1/sprites/one/sleep", &json!({"cold": true}))
+        .assert_ok("one to cold sleep");
+    assert_eq!(create("two").status, 201, "a cold box runs nothing");
+    let quota = d.api("GET", "/v1/organizations/default/quota").json();
+    assert_eq!(quota["usage"]["boxes"], 2, "{quota}");
+    assert_eq!(quota["usage"]["running_boxes"], 1, "{quota}");
+
+    let woke = d.cli(&["exec", "-s", "one", "--", "true"]).run();
+    assert_ne!(woke.code, 0, "a wake past max_running_boxes must fail");
+    assert!(
+        woke.stderr_str().contains("max_running_boxes"),
+        "the error says why: {}",
+        woke.stderr_str()
+    );
+    assert_eq!(d.get("one")["status"], "cold");
+    d.api_json("POST", "/v1/sprites/two/sleep", &json!({"cold": true}))
+        .assert_ok("two to cold sleep");
+    d.cli(&["exec", "-s", "one", "--", "true"])
+        .run()
+        .assert_success("one wakes once two sleeps");
+}

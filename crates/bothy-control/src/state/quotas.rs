@@ -25,6 +25,8 @@ pub struct Quota {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
     pub boxes: u64,
+    /// Boxes not last seen cold: running or warm (they hold memory).
+    pub running_boxes: u64,
     pub storage_gb: u64,
     pub checkpoints: u64,
 }
@@ -95,6 +97,12 @@ impl Store {
                 [&org],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )?;
+            let running_boxes: u64 = c.query_row(
+                "SELECT COUNT(*) FROM sprites s LEFT JOIN sleep z ON z.sprite_id = s.id
+                 WHERE s.org = ?1 AND COALESCE(z.seen_state, 'running') != 'cold'",
+                [&org],
+                |r| r.get(0),
+            )?;
             let checkpoints: u64 = c.query_row(
                 "SELECT COUNT(*) FROM checkpoints k JOIN sprites s ON k.sprite_id = s.id
                  WHERE s.org = ?1 AND k.auto = 0",
@@ -103,6 +111,7 @@ impl Store {
             )?;
             Ok(Usage {
                 boxes,
+                running_boxes,
                 storage_gb,
                 checkpoints,
             })

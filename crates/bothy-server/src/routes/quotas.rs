@@ -22,7 +22,7 @@ fn answer(org: String, (q, u): (Quota, Usage)) -> Json<OrgQuota> {
         },
         usage: QuotaUsage {
             boxes: u.boxes,
-            running_boxes: u.boxes,
+            running_boxes: u.running_boxes,
             storage_gb: u.storage_gb,
             checkpoints: u.checkpoints,
         },
