@@ -161,15 +161,20 @@ class Daemon:
             shutil.rmtree(self.work, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def daemon() -> Iterator[Daemon]:
-    d = Daemon()
+def running_daemon(extra_args: Optional[list[str]] = None) -> Iterator[Daemon]:
+    """A started daemon for a fixture to yield; stopped and cleaned up after."""
+    d = Daemon(extra_args)
     try:
         d.start()
         yield d
     finally:
         d.stop()
         d.cleanup()
+
+
+@pytest.fixture(scope="module")
+def daemon() -> Iterator[Daemon]:
+    yield from running_daemon()
 
 
 @pytest.fixture(scope="module")

@@ -10,18 +10,12 @@ import httpx
 import pytest
 from sprites import SpritesClient
 
-from conftest import Daemon, wait_for
+from conftest import Daemon, running_daemon, wait_for
 
 
 @pytest.fixture(scope="module")
 def pooled() -> Iterator[Daemon]:
-    d = Daemon(["--warm-pool", "1", "--idle-timeout", "never"])
-    try:
-        d.start()
-        yield d
-    finally:
-        d.stop()
-        d.cleanup()
+    yield from running_daemon(["--warm-pool", "1", "--idle-timeout", "never"])
 
 
 def pool_ready(d: Daemon) -> int:

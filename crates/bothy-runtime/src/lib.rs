@@ -76,6 +76,7 @@ mod idmap;
 mod ids;
 mod inits;
 mod kernel_limits;
+mod ksm;
 mod network;
 mod oci;
 mod power;
@@ -238,6 +239,7 @@ impl Runtime {
         };
         prepare_data_dir(&cfg.data_dir)?;
         kernel_limits::raise_host_floor();
+        ksm::start_merging();
         let disks = storage::launch::open_storage(&cfg, &base_image).await?;
         let run_dir = cfg.data_dir.join("run");
         let crun = crun::Crun::new(run_dir.join("crun"));
