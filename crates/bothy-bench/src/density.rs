@@ -66,6 +66,9 @@ struct DensityLine {
     wake_p50_ms: f64,
     wake_p90_ms: f64,
     wake_max_ms: f64,
+    /// `true` on a running bothy (the last one woken), the baseline.
+    exec_running_p50_ms: f64,
+    exec_running_p90_ms: f64,
 }
 
 /// Memory as read at one moment.
@@ -134,12 +137,14 @@ pub async fn density(daemon: &Daemon<'_>, args: BenchDensityArgs) -> Result<i32>
         before,
         after,
         wakes,
+        execs,
     } = outcome?;
 
     let ms = |f: fn(&Made) -> Duration| sorted_ms(&made.iter().map(f).collect::<Vec<_>>());
     let creates = ms(|m| m.create);
     let sleeps = ms(|m| m.sleep);
     let wakes = sorted_ms(&wakes);
+    let execs = sorted_ms(&execs);
     let p = |sorted: &[f64], q: f64| {
         percentile(sorted, q)
             .map(round3)
@@ -178,6 +183,8 @@ pub async fn density(daemon: &Daemon<'_>, args: BenchDensityArgs) -> Result<i32>
         wake_p50_ms: p(&wakes, 50.0)?,
         wake_p90_ms: p(&wakes, 90.0)?,
         wake_max_ms: p(&wakes, 100.0)?,
+        exec_running_p50_ms: p(&execs, 50.0)?,
+        exec_running_p90_ms: p(&execs, 90.0)?,
     };
     println!("{}", serde_json::to_string(&line)?);
     cleanup.map(|()| 0)
@@ -210,6 +217,7 @@ struct Measured {
     before: Snapshot,
     after: Snapshot,
     wakes: Vec<Duration>,
+    execs: Vec<Duration>,
 }
 
 /// Makes, wakes and destroys one warm-up bothy (so what the daemon sets up
@@ -250,6 +258,7 @@ async fn measure(
     let after = snapshot(pids.0, pids.1).await?;
 
     let mut wakes = Vec::new();
+    let mut last_woken = None;
     for i in spread_sample(names.len(), WAKE_SAMPLE) {
         let name = names
             .get(i)
@@ -259,12 +268,26 @@ async fn measure(
             .await
             .with_context(|| format!("waking {name} from cold sleep"))?;
         wakes.push(started.elapsed());
+        last_woken = Some(name);
+    }
+    // The baseline in the same run: `true` on the last bothy woken, running.
+    let mut execs = Vec::new();
+    if let Some(name) = last_woken {
+        run_true(client, name, &params).await?;
+        for _ in 0..WAKE_SAMPLE {
+            let started = Instant::now();
+            run_true(client, name, &params)
+                .await
+                .with_context(|| format!("exec in {name}"))?;
+            execs.push(started.elapsed());
+        }
     }
     Ok(Measured {
         made,
         before,
         after,
         wakes,
+        execs,
     })
 }
 
@@ -430,6 +453,8 @@ mod tests {
             wake_p50_ms: 200.0,
             wake_p90_ms: 250.0,
             wake_max_ms: 300.0,
+            exec_running_p50_ms: 2.0,
+            exec_running_p90_ms: 3.0,
         };
         let json = serde_json::to_value(&line).expect("serialisable");
         assert_eq!(json["bench"], "density");
@@ -444,6 +469,7 @@ mod tests {
             "wake_p50_ms",
             "wake_p90_ms",
             "create_p50_ms",
+            "exec_running_p50_ms",
         ] {
             assert!(json[field].is_number(), "{field}");
         }

@@ -19,7 +19,7 @@ use std::time::Duration;
 use bothy_api::CreateSpriteRequest;
 
 use crate::boxes::{Boxes, DiskSource};
-use crate::error::ControlResult;
+use crate::error::{ControlError, ControlResult};
 use crate::events::EventKind;
 use crate::lifecycle::{bounded, spec_of, SpriteStatus, STOP_TIMEOUT};
 pub use crate::state::pool::POOL_ORG;
@@ -81,17 +81,28 @@ impl<B: Boxes> Control<B> {
         }
         drop(admitting);
         self.inner.pool_wake.notify_one();
+        // The row is the caller's now: the hand-over finishes even if the
+        // caller goes away.
+        let control = self.clone();
+        tokio::spawn(async move { control.hand_over(taken).await })
+            .await
+            .map_err(|e| ControlError::Internal(format!("handing over a pooled box: {e}")))
+    }
+
+    /// Makes a taken box its new owner's; `None` (the box destroyed) when
+    /// that fails, so the create goes the usual way.
+    async fn hand_over(&self, taken: SpriteRow) -> Option<SpriteRow> {
         if let Err(e) = self.make_yours(&taken).await {
             tracing::warn!(box_id = %taken.id, error = %e, "a pooled box could not be handed over; creating anew");
             if let Err(e) = self.destroy(taken).await {
                 tracing::warn!(error = %e, "could not destroy a pooled box that failed its hand-over");
             }
-            return Ok(None);
+            return None;
         }
         self.count_state(&taken.id, SpriteStatus::Running).await;
         tracing::info!(box_id = %taken.id, name = %taken.name, org = %taken.org, "sprite created from the warm pool");
         self.emit(EventKind::Created, &taken);
-        Ok(Some(taken))
+        Some(taken)
     }
 
     /// Wakes a taken box and gives it its new name.
