@@ -151,7 +151,7 @@ impl<B: Boxes> Control<B> {
             };
             let pooled: Vec<SpriteRow> = rows
                 .into_iter()
-                .filter(|r| r.org == POOL_ORG && r.state != RowState::Destroying)
+                .filter(|r| is_pooled(r) && r.state != RowState::Destroying)
                 .collect();
             let want = self.pool_size();
             let done = if pooled.len() < want {
@@ -212,7 +212,7 @@ impl<B: Boxes> Control<B> {
             .all_sprites()
             .await?
             .iter()
-            .filter(|r| r.org == POOL_ORG && r.state == RowState::Ready)
+            .filter(|r| is_pooled(r) && r.state == RowState::Ready)
             .count())
     }
 }

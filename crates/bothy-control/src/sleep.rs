@@ -459,7 +459,10 @@ impl<B: Boxes> Control<B> {
             s.warm_since.get_or_insert_with(Instant::now).elapsed()
         });
         // A pooled box stays booted: taking it must not wait for a boot.
-        let (Some(after), false) = (policy.cold_after, crate::pool::is_pooled(row)) else {
+        if crate::pool::is_pooled(row) {
+            return;
+        }
+        let Some(after) = policy.cold_after else {
             return;
         };
         if self.inner.tasks.live(&row.id) > 0 {

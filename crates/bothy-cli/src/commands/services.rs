@@ -224,18 +224,16 @@ pub(crate) async fn services(api: &impl Api, cmd: ServicesCommand, json: bool) -
                 .with_context(|| what("create", &a.name))?;
             show(json, &lines)?;
         }
-        ServicesCommand::Start(a) => {
+        ServicesCommand::Start(ref a) | ServicesCommand::Restart(ref a) => {
+            let op = if matches!(cmd, ServicesCommand::Start(_)) {
+                "start"
+            } else {
+                "restart"
+            };
             let lines = api
-                .service_op(&a.name, "start", Some(a.follow))
+                .service_op(&a.name, op, Some(a.follow))
                 .await
-                .with_context(|| what("start", &a.name))?;
-            show(json, &lines)?;
-        }
-        ServicesCommand::Restart(a) => {
-            let lines = api
-                .service_op(&a.name, "restart", Some(a.follow))
-                .await
-                .with_context(|| what("restart", &a.name))?;
+                .with_context(|| what(op, &a.name))?;
             show(json, &lines)?;
         }
         ServicesCommand::Stop(a) => {
