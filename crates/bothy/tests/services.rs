@@ -198,6 +198,14 @@ fn the_cli_manages_services() {
     assert!(run(&["logs", "echo"]).stdout_str().contains("up"));
     run(&["stop", "echo", "--timeout", "2"]);
     assert_eq!(service(&d, "clisvc", "echo")["state"]["status"], "stopped");
+    for verb in ["start", "restart"] {
+        let out = run(&[verb, "echo", "--follow", "1"]).stdout_str();
+        assert!(
+            out.contains("up"),
+            "{verb} shows the service's output: {out}"
+        );
+        assert_eq!(service(&d, "clisvc", "echo")["state"]["status"], "running");
+    }
     run(&["delete", "echo"]);
     let gone = d.cli(&["services", "get", "echo", "-s", "clisvc"]).run();
     assert_ne!(gone.code, 0, "a deleted service is gone");
