@@ -50,6 +50,19 @@ fn creates_take_pooled_boxes_that_nobody_else_sees() {
     let org = d.api("GET", "/v1/organization").json();
     assert_eq!(org["sprites"]["total"], 0, "{org}");
     assert_eq!(d.box_dirs().len(), 2, "two booted boxes on the host");
+    // No token can be minted into the pool's organisation.
+    let r = d.api_json("POST", "/v1/organizations/.pool/tokens", &json!({}));
+    assert!(
+        (400..500).contains(&r.status),
+        "minting a token for the pool: {} {}",
+        r.status,
+        r.text()
+    );
+    assert!(
+        r.json()["token"].is_null(),
+        "a token into the pool: {}",
+        r.text()
+    );
 
     // A create of the default shape is a pooled box, renamed.
     let made = d.api_json(
@@ -124,4 +137,15 @@ fn creates_take_pooled_boxes_that_nobody_else_sees() {
     );
     assert_eq!(d.names().len(), 3);
     assert_eq!(d.sh("quick", "hostname").trim(), "quick");
+}
+
+#[test]
+fn a_pool_past_its_limit_is_refused_at_start() {
+    let out = std::process::Command::new(common::daemon::BIN)
+        .args(["daemon", "--warm-pool", "65"])
+        .output()
+        .expect("bothy daemon");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--warm-pool") && err.contains("65"), "{err}");
 }

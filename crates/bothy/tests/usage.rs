@@ -204,4 +204,20 @@ fn metrics_need_a_token_and_show_only_the_callers_sprites() {
         text.contains("bothy_sprites{state=\"running\"} 0"),
         "{text}"
     );
+
+    // Nor can it read the box's usage; crafted names find nothing.
+    d.request("GET", "/v1/sprites/seen/usage")
+        .token(&other)
+        .send(d.addr)
+        .assert_error(404, "another organisation's box");
+    for bad in ["..%2F..%2Fetc", "SEEN", "a%00b"] {
+        let r = d.api("GET", &format!("/v1/sprites/{bad}/usage"));
+        assert!(
+            r.status == 400 || r.status == 404,
+            "{bad}: {} {}",
+            r.status,
+            r.text()
+        );
+        assert!(r.json()["disk_bytes"].is_null(), "{bad}: {}", r.text());
+    }
 }
