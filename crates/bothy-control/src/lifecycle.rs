@@ -556,8 +556,14 @@ impl<B: Boxes> Control<B> {
     /// adopted as it is.
     pub async fn recover(&self) -> ControlResult<()> {
         let rows = self.store().all_sprites().await?;
-        for listed in rows {
-            let _guard = self.inner.locks.lock(&listed.id, "recovery").await?;
+        // Every box's lock first, so a call on a box recovery has not reached
+        // yet (its disk may still be in the object store only) waits for it
+        // instead of failing.
+        let mut guards = Vec::with_capacity(rows.len());
+        for row in &rows {
+            guards.push(self.inner.locks.lock(&row.id, "recovery").await?);
+        }
+        for (listed, _guard) in rows.into_iter().zip(guards) {
             // A destroy may have run while recovery reached this box.
             let Some(row) = self.store().sprite_by_id(listed.id.clone()).await? else {
                 continue;
