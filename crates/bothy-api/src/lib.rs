@@ -8,6 +8,7 @@ pub mod exec;
 pub mod inbox;
 pub mod names;
 pub mod policy;
+pub mod ports;
 
 use serde::{Deserialize, Serialize};
 

@@ -134,6 +134,12 @@ pub enum Command {
     Sleep(SleepArgs),
     /// Change a bothy's settings: when it goes to sleep by itself
     Update(UpdateArgs),
+    /// Print a bothy's URL, or change who may open it (`url update --auth
+    /// public|sprite`)
+    Url(UrlArgs),
+    /// Forward local TCP ports to ports on a bothy's loopback, one
+    /// connection at a time over the API, until Ctrl-C
+    Proxy(ProxyArgs),
     /// Stop every bothy of every organization (admin token), their disks
     /// synced to the object store, e.g. before host maintenance; each wakes
     /// again on its next use
@@ -155,7 +161,7 @@ pub enum Command {
     Policy(PolicyCommand),
     /// Run the bothy daemon (needs root)
     #[command(hide = true)]
-    Daemon(DaemonArgs),
+    Daemon(Box<DaemonArgs>),
     /// The process that serves every bothy's disk (started by the daemon;
     /// it outlives the daemon so that boxes keep running across a restart)
     #[command(hide = true)]
@@ -233,6 +239,63 @@ impl LifecycleArgs {
         };
         (l != bothy_api::Lifecycle::default()).then_some(l)
     }
+}
+
+#[derive(Debug, Args)]
+pub struct UrlArgs {
+    #[command(subcommand)]
+    pub command: Option<UrlCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UrlCommand {
+    /// Change who may open the bothy's URL
+    Update(UrlUpdateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UrlUpdateArgs {
+    /// `sprite`: a token of the bothy's organization is needed (a bearer
+    /// header, or a browser login); `public`: anyone
+    #[arg(long, value_parser = ["public", "sprite"])]
+    pub auth: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    /// LOCAL[:REMOTE]: listen on 127.0.0.1:LOCAL and forward each
+    /// connection to port REMOTE (default LOCAL) in the bothy
+    #[arg(required = true, value_name = "LOCAL[:REMOTE]", value_parser = parse_forward)]
+    pub ports: Vec<PortForward>,
+}
+
+/// One `LOCAL[:REMOTE]` of `bothy proxy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortForward {
+    pub local: u16,
+    pub remote: u16,
+}
+
+pub fn parse_forward(spec: &str) -> Result<PortForward, String> {
+    let port = |what: &str, s: &str| -> Result<u16, String> {
+        match s.parse::<u16>() {
+            Ok(p) if p > 0 => Ok(p),
+            _ => Err(format!("{what} port {s:?} is not a port number (1-65535)")),
+        }
+    };
+    let (local, remote) = match spec.split_once(':') {
+        None => (spec, spec),
+        Some((l, r)) if !r.contains(':') => (l, r),
+        Some(_) => {
+            return Err(format!(
+                "{spec:?} is not LOCAL or LOCAL:REMOTE (e.g. 8000:8080)"
+            ))
+        }
+    };
+    Ok(PortForward {
+        local: port("local", local)?,
+        remote: port("remote", remote)?,
+    })
 }
 
 #[derive(Debug, Args)]
@@ -662,6 +725,53 @@ pub struct DaemonArgs {
     /// are invisible to users and quotas
     #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=64))]
     pub warm_pool: u16,
+    /// Bothy URLs are http(s)://NAME.DOMAIN (NAME--ORG.DOMAIN outside the
+    /// `default` organization), served on every listener by Host. With
+    /// `localhost`, browsers and curl need no DNS set-up
+    #[arg(long, value_name = "DOMAIN", default_value = "localhost", value_parser = parse_domain)]
+    pub domain: String,
+    /// Another address that serves bothy URLs only (not the API), e.g.
+    /// 0.0.0.0:80
+    #[arg(long, value_name = "ADDR")]
+    pub edge_listen: Option<SocketAddr>,
+    /// Serve HTTPS here (the API and bothy URLs, HTTP/2 and HTTP/1.1). With
+    /// no --tls-cert, bothy makes its own CA in DATA_DIR/tls/ca.pem and
+    /// issues certificates on demand: trust that file
+    #[arg(long, value_name = "ADDR")]
+    pub tls_listen: Option<SocketAddr>,
+    /// A certificate chain (PEM) to serve, wildcard or per-name; repeat with
+    /// --tls-key in pairs (the first that fits the requested name is used)
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Vec<PathBuf>,
+    /// The private key (PEM) of the --tls-cert at the same position
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Vec<PathBuf>,
+    /// How long a request to a bothy URL waits for the bothy's web service
+    /// to accept (a sleeping bothy is woken first) before a 502
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = crate::duration::parse_duration)]
+    pub edge_wait: std::time::Duration,
+}
+
+/// A lower-case DNS name without a trailing dot.
+fn parse_domain(s: &str) -> Result<String, String> {
+    let d = s.trim_end_matches('.').to_ascii_lowercase();
+    let ok = !d.is_empty()
+        && d.len() <= 200
+        && d.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        });
+    if ok {
+        Ok(d)
+    } else {
+        Err(format!(
+            "{s:?} is not a DNS name such as localhost or bothy.example.com"
+        ))
+    }
 }
 
 fn parse_overcommit(s: &str) -> Result<f64, String> {

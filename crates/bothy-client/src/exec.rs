@@ -23,7 +23,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Largest message accepted from the server (the SDK's limit).
 const MAX_MESSAGE_BYTES: usize = 10 * 1024 * 1024;
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// What to run in a new exec session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,29 +119,7 @@ impl ExecConnection {
         api_url: &str,
         tty: Option<bool>,
     ) -> Result<Self> {
-        let mut request =
-            url.as_str()
-                .into_client_request()
-                .map_err(|e| ClientError::InvalidUrl {
-                    url: url.to_string(),
-                    reason: e.to_string(),
-                })?;
-        let auth = HeaderValue::from_str(&format!("Bearer {token}"))
-            .map_err(|_| ClientError::InvalidToken)?;
-        request.headers_mut().insert("authorization", auth);
-        let config = tungstenite::protocol::WebSocketConfig::default()
-            .max_message_size(Some(MAX_MESSAGE_BYTES))
-            .max_frame_size(Some(MAX_MESSAGE_BYTES));
-        let connecting = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
-        let (ws, _response) = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
-            .await
-            .map_err(|_| {
-                ClientError::Transport(format!(
-                    "the daemon at {api_url} did not open the session within {} s",
-                    CONNECT_TIMEOUT.as_secs()
-                ))
-            })?
-            .map_err(|e| handshake_error(e, api_url))?;
+        let ws = open_websocket(url, token, api_url).await?;
         let mut conn = Self {
             ws,
             tty: tty.unwrap_or(false),
@@ -306,7 +284,36 @@ impl ExecReceiver {
     }
 }
 
-fn transport_error(e: tungstenite::Error) -> ClientError {
+/// Opens a WebSocket to `url` (already `ws(s)://`) with the token; API
+/// errors in the handshake come back as the error answer they are.
+pub(crate) async fn open_websocket(url: Url, token: &str, api_url: &str) -> Result<Ws> {
+    let mut request = url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| ClientError::InvalidUrl {
+            url: url.to_string(),
+            reason: e.to_string(),
+        })?;
+    let auth =
+        HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| ClientError::InvalidToken)?;
+    request.headers_mut().insert("authorization", auth);
+    let config = tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(MAX_MESSAGE_BYTES))
+        .max_frame_size(Some(MAX_MESSAGE_BYTES));
+    let connecting = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
+    let (ws, _response) = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+        .await
+        .map_err(|_| {
+            ClientError::Transport(format!(
+                "the daemon at {api_url} did not open the connection within {} s",
+                CONNECT_TIMEOUT.as_secs()
+            ))
+        })?
+        .map_err(|e| handshake_error(e, api_url))?;
+    Ok(ws)
+}
+
+pub(crate) fn transport_error(e: tungstenite::Error) -> ClientError {
     ClientError::Transport(e.to_string())
 }
 

@@ -23,6 +23,7 @@ mod exec;
 pub mod frame;
 mod inbox;
 mod policy;
+mod proxy;
 mod services;
 mod tokens;
 mod unix_http;
@@ -41,6 +42,7 @@ pub use error::{ClientError, ErrorKind, Result};
 pub use exec::{ExecConnection, ExecParams, ExecReceiver, ExecSender};
 pub use frame::{ExecEvent, SessionInfo};
 pub use inbox::InBoxClient;
+pub use proxy::ProxyConnection;
 
 /// Creating a box may include building its volume; leave it room.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
@@ -270,6 +272,13 @@ impl Client {
     pub async fn attach(&self, name: &str, id: &str) -> Result<ExecConnection> {
         let url = exec::websocket_url(self.url(&["v1", "sprites", name, "exec", id]))?;
         ExecConnection::connect(url, &self.token, self.base.as_str(), None).await
+    }
+
+    /// Opens a forward to `port` on the loopback of bothy `name` (`host`
+    /// names it: `localhost`, `127.0.0.1` or `::1`).
+    pub async fn proxy(&self, name: &str, host: &str, port: u16) -> Result<ProxyConnection> {
+        let url = proxy::proxy_url(self.url(&["v1", "sprites", name, "proxy"]))?;
+        ProxyConnection::connect(url, &self.token, self.base.as_str(), host, port).await
     }
 
     fn url(&self, segments: &[&str]) -> Url {

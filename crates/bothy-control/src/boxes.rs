@@ -10,6 +10,7 @@ use bothy_agent::proto::{Input, Output, SessionInfo, SpawnRequest};
 pub use bothy_runtime::disk::DiskSource;
 use bothy_runtime::netpolicy::NetPolicy;
 pub use bothy_runtime::DiskUsage;
+pub use bothy_runtime::ListeningPort;
 use bothy_runtime::{BoxSpec, Runtime, RuntimeError};
 use tokio::sync::mpsc;
 
@@ -218,6 +219,36 @@ pub trait Boxes: Send + Sync + 'static {
         let _ = id;
         async { Ok(DiskUsage::default()) }
     }
+    /// A TCP connection to `port` on the box's own loopback, made inside
+    /// its network namespace. The inner error is the connect's (refused
+    /// while nothing listens); boxes without a network have none.
+    fn connect(
+        &self,
+        id: &str,
+        port: u16,
+    ) -> impl Future<Output = Result<std::io::Result<tokio::net::TcpStream>, BoxError>> + Send {
+        let _ = (id, port);
+        async { Err(BoxError::Unavailable("these boxes have no network".into())) }
+    }
+    /// The TCP sockets listening in the box's network namespace, read
+    /// without waking or disturbing the box. A box that is not running has
+    /// none (`NotFound`).
+    fn listening_ports(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Vec<ListeningPort>, BoxError>> + Send {
+        let _ = id;
+        async { Err(BoxError::Unavailable("these boxes have no network".into())) }
+    }
+    /// The box pids owning the listening sockets `inodes` (those found).
+    fn port_owners(
+        &self,
+        id: &str,
+        inodes: std::collections::HashSet<u64>,
+    ) -> impl Future<Output = Result<std::collections::HashMap<u64, u32>, BoxError>> + Send {
+        let _ = (id, inodes);
+        async { Ok(std::collections::HashMap::new()) }
+    }
     /// Where to serve the box's own control socket, if boxes have one.
     fn env_socket(&self, id: &str) -> Option<InboxSocket>;
     /// Sets the box's network policy, at once if it runs and at its next
@@ -315,6 +346,23 @@ impl Boxes for RealBoxes {
     }
     async fn ping(&self, id: &str) -> Result<(), BoxError> {
         Ok(self.agent(id).ping().await?)
+    }
+    async fn connect(
+        &self,
+        id: &str,
+        port: u16,
+    ) -> Result<std::io::Result<tokio::net::TcpStream>, BoxError> {
+        Ok(self.runtime.connect(id, port).await?)
+    }
+    async fn listening_ports(&self, id: &str) -> Result<Vec<ListeningPort>, BoxError> {
+        Ok(self.runtime.listening_ports(id).await?)
+    }
+    async fn port_owners(
+        &self,
+        id: &str,
+        inodes: std::collections::HashSet<u64>,
+    ) -> Result<std::collections::HashMap<u64, u32>, BoxError> {
+        Ok(self.runtime.port_owners(id, inodes).await?)
     }
     async fn spawn(&self, id: &str, req: SpawnRequest) -> Result<ExecChannels, BoxError> {
         let session = self.agent(id).spawn(req).await?;

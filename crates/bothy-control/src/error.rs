@@ -38,6 +38,10 @@ pub enum ControlError {
     /// A box or the storage did not answer in time.
     #[error("{0}")]
     Timeout(String),
+    /// The box runs but nothing in it accepts the connection its URL or a
+    /// port forward needs.
+    #[error("{0}")]
+    BadGateway(String),
     /// A bug or a broken host; the daemon's log has the details.
     #[error("{0}")]
     Internal(String),

@@ -65,6 +65,9 @@ mod cgroups;
 pub use cgroups::host_memory;
 pub use power::Power;
 pub use storage::proto::DiskUsage;
+mod connect;
+mod ports;
+pub use ports::ListeningPort;
 mod crun;
 mod dirs;
 mod dns;
@@ -593,6 +596,85 @@ impl Runtime {
         tokio::task::spawn_blocking(move || set_uts_hostname(pid, &hostname))
             .await
             .map_err(|e| RuntimeError::Failed(format!("renaming the box: {e}")))?
+    }
+
+    /// A TCP connection to `port` on the box's own loopback (127.0.0.1, then
+    /// ::1 if nothing listens there), made from inside its network
+    /// namespace. The outer error says the box cannot be reached at all; the
+    /// inner one is the connect's own (refused while its service starts).
+    pub async fn connect(
+        &self,
+        id: &str,
+        port: u16,
+    ) -> Result<std::io::Result<tokio::net::TcpStream>, RuntimeError> {
+        check_name("box id", id, 32)?;
+        let not_running = || RuntimeError::NotFound(format!("box {id} is not running"));
+        let pid = self.inits.live_pid(id).ok_or_else(not_running)?;
+        let ns = connect::open_netns(pid)?;
+        // Still alive after the open (its pidfd says so): the pid was not
+        // reused, the namespace is the box's.
+        if self.inits.live_pid(id) != Some(pid) {
+            return Err(not_running());
+        }
+        let v4 = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port));
+        match connect::connect_in(ns.try_clone()?, v4).await? {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                let v6 = std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port));
+                match connect::connect_in(ns, v6).await? {
+                    // The box has no IPv6 loopback: the v4 refusal is the answer.
+                    Err(e6) if e6.kind() != std::io::ErrorKind::ConnectionRefused => Ok(Err(e)),
+                    other => Ok(other),
+                }
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// The TCP ports the box listens on (without owners: see
+    /// [`Runtime::port_owners`]). Read from the host, so it neither wakes
+    /// nor disturbs the box; a box that is not running has none to report
+    /// and gets `NotFound`.
+    pub async fn listening_ports(&self, id: &str) -> Result<Vec<ListeningPort>, RuntimeError> {
+        let pid = self.box_init(id)?;
+        let mut ports = tokio::task::spawn_blocking(move || ports::listeners_of(pid))
+            .await
+            .map_err(|e| RuntimeError::Failed(format!("reading the box's ports: {e}")))?
+            .map_err(|_| self.not_running(id))?;
+        // Still the same init after the reads: a reused pid would have
+        // answered for some other namespace.
+        if self.inits.live_pid(id) != Some(pid) {
+            return Err(self.not_running(id));
+        }
+        ports.sort_by_key(|p| (p.port, p.address));
+        ports.dedup_by_key(|p| p.inode);
+        Ok(ports)
+    }
+
+    /// The pids (as the box sees them) owning the listening sockets
+    /// `inodes`; sockets whose owner is not found are left out. Walks the
+    /// box's processes, so callers ask only about sockets new to them.
+    pub async fn port_owners(
+        &self,
+        id: &str,
+        inodes: std::collections::HashSet<u64>,
+    ) -> Result<std::collections::HashMap<u64, u32>, RuntimeError> {
+        let pid = self.box_init(id)?;
+        let owners = tokio::task::spawn_blocking(move || ports::owners(pid, &inodes))
+            .await
+            .map_err(|e| RuntimeError::Failed(format!("finding port owners: {e}")))?;
+        if self.inits.live_pid(id) != Some(pid) {
+            return Err(self.not_running(id));
+        }
+        Ok(owners)
+    }
+
+    fn box_init(&self, id: &str) -> Result<i32, RuntimeError> {
+        check_name("box id", id, 32)?;
+        self.inits.live_pid(id).ok_or_else(|| self.not_running(id))
+    }
+
+    fn not_running(&self, id: &str) -> RuntimeError {
+        RuntimeError::NotFound(format!("box {id} is not running"))
     }
 
     pub async fn stop(&self, id: &str) -> Result<(), RuntimeError> {

@@ -41,6 +41,9 @@ pub enum ApiError {
     Unavailable(String),
     #[error("{0}")]
     Timeout(String),
+    /// Nothing in the box accepts the connection a URL or port forward needs.
+    #[error("{0}")]
+    BadGateway(String),
     /// The client did not send its whole request in time.
     #[error("{0}")]
     RequestTimeout(String),
@@ -74,6 +77,7 @@ impl ApiError {
             Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -94,6 +98,7 @@ impl ApiError {
             Self::NotImplemented(_) => "not_implemented",
             Self::Unavailable(_) => "unavailable",
             Self::Timeout(_) => "timeout",
+            Self::BadGateway(_) => "bad_gateway",
             Self::RequestTimeout(_) => "request_timeout",
             Self::RateLimited { .. } => "rate_limited",
             Self::Internal(_) => "internal_error",
@@ -136,6 +141,7 @@ impl From<ControlError> for ApiError {
             ControlError::QuotaExceeded(m) => Self::QuotaExceeded(m),
             ControlError::Unavailable(m) => Self::Unavailable(m),
             ControlError::Timeout(m) => Self::Timeout(m),
+            ControlError::BadGateway(m) => Self::BadGateway(m),
             ControlError::Internal(m) => Self::internal(&m),
         }
     }

@@ -24,6 +24,7 @@
 
 mod auth;
 mod bridge;
+pub mod edge;
 mod error;
 pub mod inbox;
 mod params;
@@ -36,8 +37,8 @@ mod tests;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use bothy_control::{Boxes, Control};
+use hyper_util::server::graceful::GracefulShutdown;
 use tokio::sync::watch;
 
 pub use error::ApiError;
@@ -92,12 +93,44 @@ pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, ServerErr
     }
 }
 
-/// Serves the API on `listener` and every box's control socket until `stop`
-/// completes; then closes connections, giving them a bounded time. The
-/// boxes are not touched: what happens to them at shutdown is control's.
+/// Serves the API on `listener`, with box URLs under `localhost` on the
+/// same listener, until `stop` completes.
 pub async fn serve<B: Boxes>(
     control: Control<B>,
     listener: tokio::net::TcpListener,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let addr = listener.local_addr().map_err(ServerError::Serve)?;
+    let frontends = Frontends {
+        api: listener,
+        edge: None,
+        tls: None,
+        settings: edge::EdgeSettings::local(addr),
+    };
+    serve_frontends(control, frontends, stop).await
+}
+
+/// The daemon's listeners.
+pub struct Frontends {
+    /// The API and box URLs.
+    pub api: tokio::net::TcpListener,
+    /// Box URLs only (`--edge-listen`).
+    pub edge: Option<tokio::net::TcpListener>,
+    /// HTTPS: the API and box URLs (`--tls-listen`).
+    pub tls: Option<(
+        tokio::net::TcpListener,
+        std::sync::Arc<rustls::ServerConfig>,
+    )>,
+    pub settings: edge::EdgeSettings,
+}
+
+/// Serves the API and box URLs on `frontends`, and every box's control
+/// socket, until `stop` completes; then closes connections, giving them a
+/// bounded time. The boxes are not touched: what happens to them at
+/// shutdown is control's.
+pub async fn serve_frontends<B: Boxes>(
+    control: Control<B>,
+    frontends: Frontends,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -106,41 +139,59 @@ pub async fn serve<B: Boxes>(
         inbox::Limits::from_env(),
         shutdown_rx.clone(),
     ));
-    let router = routes::router(control, Shutdown(shutdown_rx));
-    let mut stopping = shutdown_tx.subscribe();
-    // Without TCP_NODELAY a small write waits for the ACK of the one before,
-    // which a client may delay by 40 ms: exec output and NDJSON lines would
-    // lag, and HTTP exec frames sent apart would arrive merged.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY on a connection");
-        }
-    });
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
-        stop.await;
-        tracing::info!("shutting down: closing connections");
-        let _ = shutdown_tx.send(true);
-    });
-    let mut server = tokio::spawn(async move { server.await });
-    // The server ends by itself only on an error or once a graceful shutdown
-    // completed; both may be ready at once, so decide on what actually happened.
-    let finished = tokio::select! {
-        res = &mut server => Some(res),
-        _ = stopping.changed() => None,
-    };
-    let result = match finished {
-        Some(Ok(Err(e))) => Err(ServerError::Serve(e)),
-        Some(Err(e)) => Err(ServerError::Serve(std::io::Error::other(e))),
-        Some(Ok(Ok(()))) => Ok(()),
-        None => {
-            if tokio::time::timeout(DRAIN_TIMEOUT, server).await.is_err() {
+    let urls = frontends.settings.urls.clone();
+    let router = routes::router(control.clone(), Shutdown(shutdown_rx.clone()), urls);
+    let edge = std::sync::Arc::new(edge::Edge::new(control, frontends.settings));
+    let graceful = std::sync::Arc::new(GracefulShutdown::new());
+    let mut listeners = vec![edge::Listener {
+        tcp: frontends.api,
+        tls: None,
+        api: Some(router.clone()),
+    }];
+    if let Some(tcp) = frontends.edge {
+        listeners.push(edge::Listener {
+            tcp,
+            tls: None,
+            api: None,
+        });
+    }
+    if let Some((tcp, config)) = frontends.tls {
+        listeners.push(edge::Listener {
+            tcp,
+            tls: Some(config),
+            api: Some(router),
+        });
+    }
+    let loops: Vec<_> = listeners
+        .into_iter()
+        .map(|l| {
+            tokio::spawn(edge::serve_connections(
+                l,
+                std::sync::Arc::clone(&edge),
+                std::sync::Arc::clone(&graceful),
+                shutdown_rx.clone(),
+            ))
+        })
+        .collect();
+    stop.await;
+    tracing::info!("shutting down: closing connections");
+    let _ = shutdown_tx.send(true);
+    for l in loops {
+        let _ = l.await;
+    }
+    match std::sync::Arc::try_unwrap(graceful) {
+        Ok(graceful) => {
+            if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+                .await
+                .is_err()
+            {
                 tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; closing anyway");
             }
-            Ok(())
         }
-    };
-    // The inbox sockets close once the shutdown signal fired (or its
-    // sender went with a failed server).
+        Err(_) => tracing::warn!("connections still being accepted at shutdown"),
+    }
+    drop(edge);
+    // The inbox sockets close once the shutdown signal fired.
     let _ = inbox.await;
-    result
+    Ok(())
 }

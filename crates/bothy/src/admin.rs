@@ -45,12 +45,23 @@ pub fn daemon(args: DaemonArgs) -> i32 {
         Ok(p) => p,
         Err(e) => return fail(format!("{e} (--idle-timeout / --cold-after)")),
     };
+    if args.tls_cert.len() != args.tls_key.len() {
+        return fail("give --tls-cert and --tls-key in pairs, one key per certificate");
+    }
+    let edge = EdgeArgs {
+        domain: args.domain,
+        edge_listen: args.edge_listen,
+        tls_listen: args.tls_listen,
+        certs: args.tls_cert.into_iter().zip(args.tls_key).collect(),
+        wait: args.edge_wait,
+    };
     match runtime.block_on(run_daemon(
         config,
         admission,
         sleep,
         usize::from(args.warm_pool),
         args.listen,
+        edge,
         args.stop_boxes,
     )) {
         Ok(()) => 0,
@@ -66,8 +77,10 @@ async fn run_daemon(
     sleep: bothy_control::sleep::SleepPolicy,
     warm_pool: usize,
     listen: std::net::SocketAddr,
+    edge: EdgeArgs,
     stop_boxes: bool,
 ) -> Result<(), String> {
+    let data_dir = config.data_dir.clone();
     let control = bothy_control::open(config)
         .await
         .map_err(|e| e.to_string())?;
@@ -78,8 +91,11 @@ async fn run_daemon(
         .await
         .map_err(|e| e.to_string())?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let frontends = frontends(listener, addr, &data_dir, edge).await?;
     eprintln!("bothy daemon listening on http://{addr}");
-    let served = bothy_server::serve(control.clone(), listener, bothy_runtime::termination()).await;
+    let served =
+        bothy_server::serve_frontends(control.clone(), frontends, bothy_runtime::termination())
+            .await;
     if stop_boxes {
         tracing::info!("stopping every box (--stop-boxes)");
     } else {
@@ -88,6 +104,105 @@ async fn run_daemon(
     control.shutdown(stop_boxes).await;
     tracing::info!("stopped");
     served.map_err(|e| e.to_string())
+}
+
+/// The daemon's flags about bothy URLs.
+struct EdgeArgs {
+    domain: String,
+    edge_listen: Option<std::net::SocketAddr>,
+    tls_listen: Option<std::net::SocketAddr>,
+    certs: Vec<(PathBuf, PathBuf)>,
+    wait: std::time::Duration,
+}
+
+/// The listeners beside the API's, the TLS set-up and the browser session
+/// key (kept in the data dir so sessions survive a restart).
+async fn frontends(
+    api: tokio::net::TcpListener,
+    addr: std::net::SocketAddr,
+    data_dir: &std::path::Path,
+    edge: EdgeArgs,
+) -> Result<bothy_server::Frontends, String> {
+    use bothy_server::edge::{tls, EdgeSettings, Urls};
+    let edge_listener = match edge.edge_listen {
+        Some(a) => Some(bothy_server::bind(a).await.map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let tls_listener = match edge.tls_listen {
+        Some(a) => {
+            let source = if edge.certs.is_empty() {
+                tls::TlsSource::LocalCa(data_dir.join("tls"))
+            } else {
+                tls::TlsSource::Provided(edge.certs.clone())
+            };
+            let ips: Vec<std::net::IpAddr> = [a.ip(), addr.ip()]
+                .into_iter()
+                .filter(|ip| !ip.is_unspecified())
+                .collect();
+            let config = tls::server_config(&source, &edge.domain, &[], &ips)
+                .map_err(|e| format!("TLS: {e}"))?;
+            let l = bothy_server::bind(a).await.map_err(|e| e.to_string())?;
+            let bound = l.local_addr().map_err(|e| e.to_string())?;
+            if let tls::TlsSource::LocalCa(dir) = &source {
+                eprintln!(
+                    "bothy daemon serving HTTPS on {bound}; clients trust {} (e.g. curl --cacert)",
+                    tls::ca_path(dir).display()
+                );
+            } else {
+                eprintln!("bothy daemon serving HTTPS on {bound}");
+            }
+            Some((l, config))
+        }
+        None => None,
+    };
+    let urls = match (&tls_listener, &edge_listener) {
+        (Some((l, _)), _) => ("https", l),
+        (None, Some(l)) => ("http", l),
+        (None, None) => ("http", &api),
+    };
+    let urls = Urls {
+        scheme: urls.0,
+        domain: edge.domain.clone(),
+        port: urls.1.local_addr().map_err(|e| e.to_string())?.port(),
+    };
+    if let Some(l) = &edge_listener {
+        if let Ok(a) = l.local_addr() {
+            eprintln!("bothy daemon serving bothy URLs on http://{a}");
+        }
+    }
+    Ok(bothy_server::Frontends {
+        api,
+        edge: edge_listener,
+        tls: tls_listener,
+        settings: EdgeSettings {
+            domain: edge.domain,
+            session_key: session_key(data_dir)?,
+            wait: edge.wait,
+            urls,
+        },
+    })
+}
+
+/// The key that signs browser sessions on private bothy URLs: made once,
+/// readable by root only.
+fn session_key(data_dir: &std::path::Path) -> Result<[u8; 32], String> {
+    let path = data_dir.join("edge-session.key");
+    match std::fs::read(&path) {
+        Ok(bytes) if bytes.len() == 32 => {
+            let mut key = [0u8; 32];
+            key.copy_from_slice(&bytes);
+            return Ok(key);
+        }
+        Ok(_) => {
+            tracing::warn!(path = %path.display(), "session key has the wrong length; making a new one")
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    }
+    let key: [u8; 32] = rand::random();
+    bothy_control::datadir::write_private_atomic(&path, &key)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(key)
 }
 
 /// `bothy storage-server`: serves every box's disk for one data dir.

@@ -32,7 +32,7 @@ fn main() {
     let code = match grammar::parse(args) {
         Parsed::Bench(global, command) => bench(global, command),
         Parsed::Cli(cli) => match cli.command {
-            Command::Daemon(args) => admin::daemon(args),
+            Command::Daemon(args) => admin::daemon(*args),
             Command::StorageServer(args) => admin::storage_server(args),
             Command::Init => admin::init(),
             Command::Image(bothy_cli::ImageCommand::Build(args)) => admin::image_build(args),

@@ -9,12 +9,14 @@ mod exec;
 mod list;
 mod org;
 mod policy;
+mod proxy;
 mod quota;
 pub(crate) mod services;
 mod sessions;
 mod sleep;
 mod sync;
 mod token;
+mod url;
 mod usage;
 mod use_;
 
@@ -48,6 +50,8 @@ pub async fn dispatch(ctx: &Context, command: Command) -> Result<i32> {
         Command::Token(TokenCommand::Create(a)) => token::create(ctx, a).await,
         Command::Token(TokenCommand::List(a)) => token::list(ctx, a).await,
         Command::Token(TokenCommand::Revoke(a)) => token::revoke(ctx, a).await,
+        Command::Url(a) => url::run(ctx, a).await,
+        Command::Proxy(a) => proxy::run(ctx, a).await,
         Command::Org => org::run(ctx).await,
         Command::Usage => usage::run(ctx).await,
         Command::Quota(QuotaCommand::Get(a)) => quota::get(ctx, a).await,

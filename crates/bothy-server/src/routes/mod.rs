@@ -10,6 +10,7 @@ mod metrics;
 pub use checkpoints::{checkpoint_lines, listing as checkpoint_listing, restore_lines};
 mod org;
 mod policy;
+mod proxy;
 mod quotas;
 mod resources;
 pub(crate) mod services;
@@ -33,10 +34,11 @@ use axum::Router;
 use bothy_control::{Boxes, Control};
 
 use crate::auth::Auth;
+use crate::edge::Urls;
 use crate::error::ApiError;
 use crate::Shutdown;
 
-pub fn router<B: Boxes>(control: Control<B>, shutdown: Shutdown) -> Router {
+pub fn router<B: Boxes>(control: Control<B>, shutdown: Shutdown, urls: Urls) -> Router {
     Router::new()
         .route(
             "/v1/sprites",
@@ -123,6 +125,11 @@ pub fn router<B: Boxes>(control: Control<B>, shutdown: Shutdown) -> Router {
             "/v1/sprites/{name}/services/{service}/logs",
             get(services::logs::<B>),
         )
+        .route("/v1/sprites/{name}/proxy", get(proxy::proxy::<B>))
+        .route(
+            "/v1/sprites/{name}/ports/watch",
+            get(proxy::watch_ports::<B>),
+        )
         .route("/v1/sprites/{name}/check", get(machine::check::<B>))
         .route("/v1/sprites/{name}/upgrade", post(machine::upgrade::<B>))
         .route("/v1/organization", get(org::organization::<B>))
@@ -141,6 +148,7 @@ pub fn router<B: Boxes>(control: Control<B>, shutdown: Shutdown) -> Router {
         .method_not_allowed_fallback(not_implemented)
         .layer(DefaultBodyLimit::max(bothy_api::MAX_JSON_BODY))
         .layer(axum::Extension(shutdown))
+        .layer(axum::Extension(urls))
         .layer(middleware::from_fn(log_request))
         .with_state(control)
 }

@@ -14,12 +14,13 @@ use bothy_control::{Boxes, Control, SpriteRow, SpriteView};
 
 use super::ApiJson;
 use crate::auth::Auth;
+use crate::edge::Urls;
 use crate::error::ApiResult;
 use crate::params::{encode_continuation, parse_list_query, parse_watch_query};
 use crate::stream::NDJSON;
 use crate::Shutdown;
 
-pub fn to_sprite(view: &SpriteView) -> Sprite {
+pub fn to_sprite(view: &SpriteView, urls: &Urls) -> Sprite {
     let row = &view.row;
     Sprite {
         id: row.id.clone(),
@@ -38,7 +39,7 @@ pub fn to_sprite(view: &SpriteView) -> Sprite {
             private_access: row.url_private_access.clone(),
         },
         labels: row.labels.clone(),
-        url: None,
+        url: Some(urls.of(&row.org, &row.name)),
         created_at: row.created_at.clone(),
         updated_at: row.updated_at.clone(),
         last_running_at: row.last_running_at.clone(),
@@ -50,11 +51,12 @@ pub fn to_sprite(view: &SpriteView) -> Sprite {
 
 pub async fn create<B: Boxes>(
     State(control): State<Control<B>>,
+    Extension(urls): Extension<Urls>,
     Auth(caller): Auth,
     ApiJson(req): ApiJson<CreateSpriteRequest>,
 ) -> ApiResult<(StatusCode, Json<Sprite>)> {
     let view = control.create(&caller, req).await?;
-    Ok((StatusCode::CREATED, Json(to_sprite(&view))))
+    Ok((StatusCode::CREATED, Json(to_sprite(&view, &urls))))
 }
 
 /// The sprite named in the path, in the caller's org (another org's is 404).
@@ -69,11 +71,12 @@ pub async fn sprite_of<B: Boxes>(
 
 pub async fn get_one<B: Boxes>(
     State(control): State<Control<B>>,
+    Extension(urls): Extension<Urls>,
     Auth(caller): Auth,
     path: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Json<Sprite>> {
     let row = sprite_of(&control, &caller, path).await?;
-    Ok(Json(to_sprite(&control.view(row).await)))
+    Ok(Json(to_sprite(&control.view(row).await, &urls)))
 }
 
 /// A page of sprites; with `Accept: application/x-ndjson`, a watch of them
@@ -81,6 +84,7 @@ pub async fn get_one<B: Boxes>(
 pub async fn list<B: Boxes>(
     State(control): State<Control<B>>,
     Extension(shutdown): Extension<Shutdown>,
+    Extension(urls): Extension<Urls>,
     Auth(caller): Auth,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
@@ -92,7 +96,11 @@ pub async fn list<B: Boxes>(
     let q = parse_list_query(raw.as_deref())?;
     let listing = control.list(&caller, q).await?;
     Ok(Json(SpriteList {
-        sprites: listing.sprites.iter().map(to_sprite).collect(),
+        sprites: listing
+            .sprites
+            .iter()
+            .map(|v| to_sprite(v, &urls))
+            .collect(),
         has_more: listing.next_after.is_some(),
         next_continuation_token: listing.next_after.as_deref().map(encode_continuation),
         running: listing.running,
@@ -112,13 +120,14 @@ fn wants_ndjson(headers: &HeaderMap) -> bool {
 
 pub async fn update<B: Boxes>(
     State(control): State<Control<B>>,
+    Extension(urls): Extension<Urls>,
     Auth(caller): Auth,
     path: Result<Path<String>, PathRejection>,
     ApiJson(req): ApiJson<UpdateSpriteRequest>,
 ) -> ApiResult<Json<Sprite>> {
     let Path(name) = path?;
     let view = control.update(&caller, &name, req).await?;
-    Ok(Json(to_sprite(&view)))
+    Ok(Json(to_sprite(&view, &urls)))
 }
 
 /// `POST /v1/sprites/{name}/sleep`: warm now, or cold with `{"cold": true}`.

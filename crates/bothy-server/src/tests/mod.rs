@@ -44,7 +44,11 @@ async fn harness() -> Harness {
     let (tx, rx) = watch::channel(false);
     let control = Control::new(store, fake.clone());
     Harness {
-        router: crate::routes::router(control.clone(), crate::Shutdown(rx)),
+        router: crate::routes::router(
+            control.clone(),
+            crate::Shutdown(rx),
+            crate::edge::EdgeSettings::local(([127, 0, 0, 1], 7070).into()).urls,
+        ),
         fake,
         admin,
         shutdown: tx,
