@@ -38,6 +38,10 @@ pub enum BenchCommand {
     /// Put N bothies to cold sleep: the daemon's memory per cold bothy, and
     /// the exec of `true` that wakes one of them
     Density(BenchDensityArgs),
+    /// Requests to a bothy's URL through the edge (HTTP, HTTPS) beside the
+    /// same requests inside the bothy (needs root); a GET that wakes it from
+    /// warm and cold sleep, to its first byte
+    Edge(BenchEdgeArgs),
     /// Run one storage workload in DIR and print one JSON line (what
     /// `bench storage` runs in a bothy and on the host)
     #[command(hide = true)]
@@ -199,6 +203,28 @@ pub struct BenchDensityArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct BenchEdgeArgs {
+    /// Requests timed on each path
+    #[arg(long, default_value_t = 10_000, value_parser = parse_runs)]
+    pub requests: usize,
+    /// Requests in flight at once, each worker on its own keep-alive
+    /// connection
+    #[arg(long, default_value_t = 1, value_parser = parse_concurrency)]
+    pub concurrency: usize,
+    /// GETs timed waking the bothy from each sleep (warm, cold); 0 skips
+    #[arg(long, default_value_t = 5, value_parser = parse_rounds)]
+    pub wake_rounds: usize,
+    /// The daemon's HTTPS port (default: the port of the bothy's URL when
+    /// that is https; without either, no edge-https line)
+    #[arg(long, value_name = "PORT")]
+    pub tls_port: Option<u16>,
+    /// The CA the HTTPS listener's certificates chain to (default:
+    /// DATA_DIR/tls/ca.pem, the daemon's own CA)
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
 pub struct BenchIoWorkerArgs {
     #[arg(value_enum)]
     pub workload: BenchWorkload,
@@ -227,6 +253,24 @@ fn parse_boxes(s: &str) -> Result<usize, String> {
         Ok(n) if (1..=10_000).contains(&n) => Ok(n),
         _ => Err(format!(
             "{s:?} is not a number of bothies between 1 and 10000"
+        )),
+    }
+}
+
+/// Connections in use at once: 1 to 1024.
+fn parse_concurrency(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=1024).contains(&n) => Ok(n),
+        _ => Err(format!("{s:?} is not a concurrency between 1 and 1024")),
+    }
+}
+
+/// Wake rounds: 0 (none) to 1000.
+fn parse_rounds(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n <= 1000 => Ok(n),
+        _ => Err(format!(
+            "{s:?} is not a number of rounds between 0 and 1000"
         )),
     }
 }
@@ -361,5 +405,41 @@ mod tests {
         assert_eq!((d.boxes, d.daemon_pid), (500, Some(42)));
         assert!(bench_err(&["density", "--boxes", "0"]));
         assert!(bench_err(&["density", "--boxes", "10001"]));
+    }
+
+    #[test]
+    fn edge_defaults_and_bounds() {
+        let BenchCommand::Edge(e) = bench(&["edge"]) else {
+            panic!("expected edge");
+        };
+        assert_eq!(
+            (e.requests, e.concurrency, e.wake_rounds, e.tls_port, e.ca),
+            (10_000, 1, 5, None, None)
+        );
+        let BenchCommand::Edge(e) = bench(&[
+            "edge",
+            "--requests",
+            "50",
+            "--concurrency",
+            "8",
+            "--wake-rounds",
+            "0",
+            "--tls-port",
+            "7191",
+            "--ca",
+            "/srv/ca.pem",
+        ]) else {
+            panic!("expected edge");
+        };
+        assert_eq!(
+            (e.requests, e.concurrency, e.wake_rounds, e.tls_port),
+            (50, 8, 0, Some(7191))
+        );
+        assert_eq!(e.ca, Some(PathBuf::from("/srv/ca.pem")));
+        assert!(bench_err(&["edge", "--concurrency", "0"]));
+        assert!(bench_err(&["edge", "--concurrency", "1025"]));
+        assert!(bench_err(&["edge", "--requests", "0"]));
+        assert!(bench_err(&["edge", "--wake-rounds", "1001"]));
+        assert!(bench_err(&["edge", "--tls-port", "70000"]));
     }
 }

@@ -1,6 +1,7 @@
 //! `bothy bench`: latency (create, exec, unshare), storage (box disk beside
 //! ext4 on a plain loop device and JuiceFS), checkpoints, durability, wake
-//! from sleep, density (memory per cold box). Every bench prints
+//! from sleep, density (memory per cold box), the edge (requests to a
+//! box's URL, and the wake they cause). Every bench prints
 //! JSON lines on stdout; progress and warnings go to stderr.
 //!
 //! Benches reach the daemon only through `bothy-client`. The binary adds
@@ -12,6 +13,7 @@ mod boxes;
 mod checkpoint;
 mod density;
 mod durability;
+mod edge;
 mod latency;
 mod procs;
 mod reference;
@@ -28,8 +30,8 @@ use bothy_client::Client;
 
 pub use args::{
     BenchCheckpointArgs, BenchCommand, BenchCreateArgs, BenchDensityArgs, BenchDurabilityArgs,
-    BenchExecArgs, BenchIoWorkerArgs, BenchStorageArgs, BenchTarget, BenchWakeArgs, BenchWorkload,
-    Verb, WakeFrom,
+    BenchEdgeArgs, BenchExecArgs, BenchIoWorkerArgs, BenchStorageArgs, BenchTarget, BenchWakeArgs,
+    BenchWorkload, Verb, WakeFrom,
 };
 
 /// The daemon under test, as the command line around the benches names it.
@@ -59,6 +61,7 @@ pub async fn run(command: BenchCommand, daemon: &Daemon<'_>) -> Result<i32> {
         BenchCommand::Durability(a) => durability::durability(daemon, a).await,
         BenchCommand::Wake(a) => wake::wake(daemon, a).await,
         BenchCommand::Density(a) => density::density(daemon, a).await,
+        BenchCommand::Edge(a) => edge::edge(daemon, a).await,
         BenchCommand::IoWorker(a) => workload::io_worker(
             a.workload,
             &workload::WorkerArgs {
