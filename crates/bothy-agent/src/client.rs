@@ -11,6 +11,9 @@ use std::time::Duration;
 use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::UnixStream;
 
+mod fs;
+pub use fs::{FsDownload, FsUpload};
+
 use crate::proto::{
     ErrorKind, Frame, FrameError, FrameReader, Input, Output, Reply, Request, ServiceEvent,
     ServiceInfo, SessionInfo, SpawnRequest, MAX_PAYLOAD,
@@ -38,6 +41,9 @@ pub enum AgentError {
     Conflict(String),
     #[error("agent protocol error: {0}")]
     Protocol(String),
+    /// A filesystem operation failed in the box.
+    #[error(transparent)]
+    Fs(crate::proto::FsError),
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -272,6 +278,7 @@ fn unexpected(reply: &Reply) -> AgentError {
         Reply::Services { .. } => "services",
         Reply::ServiceEvent { .. } => "service event",
         Reply::Log { .. } => "log",
+        Reply::Fs(_) => "fs",
         Reply::Error { .. } => "error",
     };
     AgentError::Protocol(format!("unexpected {what} reply from the agent"))

@@ -28,6 +28,8 @@
 
 pub mod client;
 mod fdio;
+pub mod fs;
+mod fswatch;
 pub mod init;
 mod outbuf;
 pub mod proto;

@@ -17,10 +17,15 @@
 //! | 32   | stdout    | agent → client  | raw bytes (all terminal output)      |
 //! | 33   | stderr    | agent → client  | raw bytes                            |
 //! | 34   | exit      | agent → client  | i32 BE exit code (128 + signal)      |
+//! | 48   | data      | both            | raw file bytes (fs read and write)   |
+//! | 49   | data end  | both            | empty: the file's bytes are complete |
 //!
 //! `spawn` and `attach` are answered by a `session` reply, then the connection
 //! carries data frames both ways until the agent sends `exit` (and closes) or
-//! either side closes. The agent accepts anyone who can reach its socket,
+//! either side closes. `fs` requests (module `fs`) are answered by `fs`
+//! replies; a read's `opened` reply is followed by data frames and a data
+//! end, a write's `ready` reply by the client's data frames and data end,
+//! then `written`. The agent accepts anyone who can reach its socket,
 //! including processes in the box, so both sides bound every frame
 //! ([`MAX_PAYLOAD`]) and turn anything malformed into an error, never a panic.
 
@@ -139,6 +144,199 @@ pub enum Request {
         name: String,
         max_bytes: u64,
     },
+    /// A filesystem operation in the box, as the box's root.
+    Fs(FsRequest),
+}
+
+/// A filesystem operation. Every path is resolved by the agent, in the
+/// box's mount namespace and under its root: a relative `path` is taken
+/// from `working_dir` (absolute).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "fs_op", rename_all = "snake_case")]
+pub enum FsRequest {
+    /// Answered by `opened`, data frames and a data end (or `failed`).
+    Read { path: String, working_dir: String },
+    /// Answered by `ready`; the client then sends data frames and a data
+    /// end, and the agent answers `written` once the file is in place.
+    Write {
+        path: String,
+        working_dir: String,
+        /// Permission bits; `None` keeps those of the file it replaces
+        /// (0644 for a new file).
+        mode: Option<u32>,
+        mkdir_parents: bool,
+    },
+    /// Answered by `entries` replies, the last with `more: false`.
+    List {
+        path: String,
+        working_dir: String,
+        recursive: bool,
+        /// A glob on entry names (`*`, `?`, `[...]`).
+        pattern: Option<String>,
+    },
+    Delete {
+        path: String,
+        working_dir: String,
+        recursive: bool,
+    },
+    Rename {
+        source: String,
+        dest: String,
+        working_dir: String,
+    },
+    Copy {
+        source: String,
+        dest: String,
+        working_dir: String,
+        recursive: bool,
+        preserve_attrs: bool,
+    },
+    Chmod {
+        path: String,
+        working_dir: String,
+        mode: u32,
+        recursive: bool,
+    },
+    Chown {
+        path: String,
+        working_dir: String,
+        uid: Option<FsOwner>,
+        gid: Option<FsOwner>,
+        recursive: bool,
+    },
+    /// Answered by `subscribed`, then `event` replies until the client
+    /// closes the connection.
+    Watch {
+        paths: Vec<String>,
+        working_dir: String,
+        recursive: bool,
+    },
+}
+
+/// A user or group: a number, or a name looked up in the box's
+/// `/etc/passwd` or `/etc/group`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum FsOwner {
+    Id(u32),
+    Name(String),
+}
+
+/// A file as the fs API describes it (the field names are the wire's).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FsEntry {
+    /// The base name; in a recursive listing, the path below the listed
+    /// directory.
+    pub name: String,
+    pub path: String,
+    /// `file`, `directory`, `symlink` or `other`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub size: u64,
+    /// Permission bits as four octal digits (`0644`).
+    pub mode: String,
+    /// RFC 3339, UTC, milliseconds.
+    #[serde(rename = "modTime")]
+    pub mod_time: String,
+    #[serde(rename = "isDir")]
+    pub is_dir: bool,
+}
+
+/// Something that happened under a watched path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FsEvent {
+    pub path: String,
+    /// `create`, `write`, `remove`, `rename` or `chmod`.
+    pub event: String,
+    pub size: u64,
+    #[serde(rename = "isDir")]
+    pub is_dir: bool,
+    /// Unix milliseconds.
+    pub timestamp_ms: u64,
+}
+
+/// Why a filesystem operation failed, as errno names the SDKs know.
+// The variants are the errno names the wire carries.
+#[allow(clippy::upper_case_acronyms)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FsCode {
+    ENOENT,
+    EEXIST,
+    ENOTDIR,
+    EISDIR,
+    EACCES,
+    EPERM,
+    ENOTEMPTY,
+    EINVAL,
+    EIO,
+}
+
+impl FsCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ENOENT => "ENOENT",
+            Self::EEXIST => "EEXIST",
+            Self::ENOTDIR => "ENOTDIR",
+            Self::EISDIR => "EISDIR",
+            Self::EACCES => "EACCES",
+            Self::EPERM => "EPERM",
+            Self::ENOTEMPTY => "ENOTEMPTY",
+            Self::EINVAL => "EINVAL",
+            Self::EIO => "EIO",
+        }
+    }
+}
+
+/// A failed filesystem operation: what, why, and on which path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct FsError {
+    pub code: FsCode,
+    pub message: String,
+    pub path: String,
+}
+
+impl FsError {
+    pub fn new(code: FsCode, message: impl Into<String>, path: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            path: path.into(),
+        }
+    }
+}
+
+/// The agent's answers to [`FsRequest`]s.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "fs", rename_all = "snake_case")]
+pub enum FsReply {
+    /// A read: the file is open; its bytes follow.
+    Opened {
+        size: u64,
+    },
+    /// A write: the temporary file is made; send the bytes.
+    Ready,
+    /// A write is complete: the file as it now is.
+    Written {
+        entry: FsEntry,
+    },
+    Entries {
+        entries: Vec<FsEntry>,
+        more: bool,
+    },
+    /// How many files an operation changed.
+    Count {
+        count: u64,
+    },
+    Subscribed {
+        paths: Vec<String>,
+    },
+    Event {
+        event: FsEvent,
+    },
+    Failed {
+        error: FsError,
+    },
 }
 
 /// A service as it is defined: what the box's init keeps running.
@@ -211,6 +409,7 @@ pub enum Reply {
     },
     /// `kill` succeeded.
     Done,
+    Fs(FsReply),
     Error {
         kind: ErrorKind,
         message: String,
@@ -251,6 +450,8 @@ const KIND_SIGNAL: u8 = 19;
 const KIND_STDOUT: u8 = 32;
 const KIND_STDERR: u8 = 33;
 const KIND_EXIT: u8 = 34;
+const KIND_DATA: u8 = 48;
+const KIND_DATA_END: u8 = 49;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Frame {
@@ -258,6 +459,10 @@ pub enum Frame {
     Reply(Reply),
     Input(Input),
     Output(Output),
+    /// File bytes of an fs read or write.
+    Data(Vec<u8>),
+    /// The end of an fs read's or write's bytes.
+    DataEnd,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -295,6 +500,8 @@ impl Frame {
             Frame::Output(Output::Stdout(d)) => (KIND_STDOUT, d.as_slice().into()),
             Frame::Output(Output::Stderr(d)) => (KIND_STDERR, d.as_slice().into()),
             Frame::Output(Output::Exit(code)) => (KIND_EXIT, code.to_be_bytes().to_vec().into()),
+            Frame::Data(d) => (KIND_DATA, d.as_slice().into()),
+            Frame::DataEnd => (KIND_DATA_END, (&[][..]).into()),
         };
         encode_raw(kind, &payload)
     }
@@ -320,6 +527,11 @@ impl Frame {
         let body = buf.split_to(len);
         parse(body[0], &body[1..]).map(Some)
     }
+}
+
+/// A data frame without copying `payload` into a [`Frame`] first.
+pub(crate) fn encode_data(payload: &[u8]) -> Result<Vec<u8>, FrameError> {
+    encode_raw(KIND_DATA, payload)
 }
 
 /// An output frame without copying `payload` into an [`Output`] first.
@@ -368,6 +580,9 @@ fn parse(kind: u8, payload: &[u8]) -> Result<Frame, FrameError> {
             [a, b, c, d] => Frame::Output(Output::Exit(i32::from_be_bytes([*a, *b, *c, *d]))),
             _ => return Err(FrameError::Malformed("exit needs 4 bytes".into())),
         },
+        KIND_DATA => Frame::Data(payload.to_vec()),
+        KIND_DATA_END if payload.is_empty() => Frame::DataEnd,
+        KIND_DATA_END => return Err(FrameError::Malformed("data end carries no payload".into())),
         other => return Err(FrameError::UnknownKind(other)),
     })
 }
@@ -441,6 +656,19 @@ mod tests {
         round_trip(Frame::Output(Output::Stdout(vec![0; 10])));
         round_trip(Frame::Output(Output::Stderr(vec![])));
         round_trip(Frame::Output(Output::Exit(-3)));
+        round_trip(Frame::Data(vec![1, 2, 3]));
+        round_trip(Frame::DataEnd);
+        round_trip(Frame::Request(Request::Fs(FsRequest::Chown {
+            path: "a".into(),
+            working_dir: "/".into(),
+            uid: Some(FsOwner::Id(7)),
+            gid: Some(FsOwner::Name("staff".into())),
+            recursive: true,
+        })));
+        round_trip(Frame::Reply(Reply::Fs(FsReply::Failed {
+            error: FsError::new(FsCode::ENOENT, "no such file", "/x"),
+        })));
+        round_trip(Frame::Reply(Reply::Fs(FsReply::Ready)));
     }
 
     #[test]

@@ -293,6 +293,7 @@ impl Agent {
                 Some(Ok(reply)) => reply,
                 Some(Err(Refusal(kind, message))) => return refuse(&mut wr, kind, message).await,
             },
+            Request::Fs(req) => return crate::fs::serve(req, frames, wr).await,
             Request::Spawn(req) => {
                 return match self.spawn(&req) {
                     Ok((session, attached)) => {

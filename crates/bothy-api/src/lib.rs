@@ -4,6 +4,7 @@
 //! names, optionality and framing here follow what that SDK sends and parses.
 //! Timestamps are RFC 3339 strings in UTC.
 
+pub mod control;
 pub mod exec;
 pub mod inbox;
 pub mod names;
@@ -489,6 +490,35 @@ pub struct CreateTokenRequest {
     /// `expires_in`, not both.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
+    /// bothy extension: a token for an agent (MCP), limited to sprites whose
+    /// names start with a prefix, a number of them, and maybe to reading.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp: Option<TokenLimits>,
+}
+
+/// The prefix a limited token's sprites have unless it says otherwise.
+pub const DEFAULT_MCP_PREFIX: &str = "mcp-";
+/// The longest prefix a limited token may be given.
+pub const MAX_MCP_PREFIX: usize = 20;
+
+/// What a token made for an agent may do (bothy extension). The daemon
+/// enforces it on every call, whatever the frontend.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenLimits {
+    /// How many sprites with the prefix the organisation may have for the
+    /// token to create another.
+    pub max_sprites: u32,
+    /// The token sees, and may create, only sprites whose names start with it.
+    #[serde(default = "default_mcp_prefix")]
+    pub prefix: String,
+    /// Reading only: every call that changes something is refused.
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+fn default_mcp_prefix() -> String {
+    DEFAULT_MCP_PREFIX.into()
 }
 
 /// `POST /v1/organizations/{org}/tokens` answer.
@@ -501,6 +531,9 @@ pub struct CreateTokenResponse {
     /// it by; not a secret. Empty from a server that has no ids.
     #[serde(default)]
     pub id: String,
+    /// Its limits, if it was made for an agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp: Option<TokenLimits>,
     /// When it expires (RFC 3339), `null` for never.
     #[serde(default)]
     pub expires_at: Option<String>,
@@ -523,6 +556,9 @@ pub struct TokenInfo {
     pub is_admin: bool,
     /// Whether it has expired (it is refused with 401 then).
     pub expired: bool,
+    /// Its limits, if it was made for an agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp: Option<TokenLimits>,
 }
 
 /// `GET /v1/tokens[?org=ORG]` answer, oldest first.

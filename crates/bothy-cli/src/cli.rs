@@ -153,6 +153,13 @@ pub enum Command {
     /// Time each bothy spent running, warm and cold, and the bytes its disk
     /// and checkpoints store: of one bothy with -s NAME, else of every bothy
     Usage,
+    /// Print a one-page guide (Markdown) for agents and people: create, exec,
+    /// checkpoint before risky steps, restore, fork, URLs, services, tasks
+    Skill,
+    /// Serve the MCP tools (create, exec, checkpoint, restore, fork,
+    /// services, URLs, files) on stdin/stdout for an agent, acting with
+    /// this CLI's token
+    Mcp,
     /// Show or set an organisation's quotas (setting needs an admin token)
     #[command(subcommand)]
     Quota(QuotaCommand),
@@ -376,7 +383,7 @@ pub struct ServiceCreateArgs {
     #[arg(long)]
     pub cmd: String,
     /// Its arguments, comma-separated (repeat --args for ones with commas)
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
     pub args: Vec<String>,
     /// Environment, KEY=VALUE, comma-separated
     #[arg(long, value_delimiter = ',')]
@@ -590,9 +597,23 @@ pub enum TokenCommand {
 #[derive(Debug, Args)]
 pub struct TokenCreateArgs {
     /// Organisation slug (created if new; admin tokens only, others may
-    /// mint only for their own)
+    /// mint only for their own) [default: the current token's]
     #[arg(long, short = 'o', value_name = "ORG")]
-    pub org: String,
+    pub org: Option<String>,
+    /// A token for an agent (MCP): it sees and creates only sprites named
+    /// with --prefix, at most --max of them, and cannot manage tokens
+    #[arg(long, requires = "max")]
+    pub mcp: bool,
+    /// With --mcp: how many sprites with the prefix may exist for it to
+    /// create another
+    #[arg(long, value_name = "N", requires = "mcp")]
+    pub max: Option<u32>,
+    /// With --mcp: the names its sprites must start with
+    #[arg(long, value_name = "PREFIX", default_value = bothy_api::DEFAULT_MCP_PREFIX, requires = "mcp")]
+    pub prefix: String,
+    /// With --mcp: only calls that read (no create, exec, destroy, ...)
+    #[arg(long, requires = "mcp")]
+    pub read_only: bool,
     /// What the token is for
     #[arg(long)]
     pub description: Option<String>,
@@ -851,6 +872,75 @@ mod tests {
     #[test]
     fn grammar_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    /// Words of a shell command line: quotes group, `#` starts a comment.
+    fn shell_words(line: &str) -> Vec<String> {
+        let (mut words, mut word, mut quote, mut any) = (Vec::new(), String::new(), None, false);
+        for c in line.chars() {
+            match (quote, c) {
+                (None, '#') if !any => break,
+                (None, '\'') | (None, '"') => {
+                    quote = Some(c);
+                    any = true;
+                }
+                (Some(q), c) if c == q => quote = None,
+                (None, c) if c.is_whitespace() => {
+                    if any {
+                        words.push(std::mem::take(&mut word));
+                    }
+                    any = false;
+                }
+                (_, c) => {
+                    word.push(c);
+                    any = true;
+                }
+            }
+        }
+        if any {
+            words.push(word);
+        }
+        words
+    }
+
+    /// Every `bothy ...` command the skill page shows is one this CLI
+    /// accepts: an agent that copies one gets no usage error.
+    #[test]
+    fn the_skill_pages_commands_parse() {
+        let page = include_str!("skill.md");
+        let commands: Vec<Vec<String>> = page
+            .lines()
+            .flat_map(|l| l.split('`'))
+            .map(str::trim)
+            .filter(|l| l.starts_with("bothy "))
+            .map(shell_words)
+            .collect();
+        assert!(commands.len() > 20, "{}", commands.len());
+        for words in commands {
+            // Placeholders in upper case stand for values.
+            let args: Vec<&str> = words[1..]
+                .iter()
+                .map(|w| if w.ends_with("...") { "x" } else { w.as_str() })
+                .filter(|w| !w.contains('|') && !w.starts_with('['))
+                .collect();
+            if args.len() + 1 != words.len() {
+                continue; // a grammar summary, not a command
+            }
+            if let Err(e) = parse(&args) {
+                panic!("`{}` does not parse: {e}", words.join(" "));
+            }
+        }
+        for verb in [
+            "checkpoint create",
+            "restore",
+            "--from",
+            "url",
+            "services create",
+            "task hold",
+            "proxy",
+        ] {
+            assert!(page.contains(verb), "the page mentions {verb}");
+        }
     }
 
     #[test]

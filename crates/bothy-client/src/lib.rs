@@ -20,6 +20,7 @@
 mod checkpoints;
 mod error;
 mod exec;
+mod files;
 pub mod frame;
 mod inbox;
 mod policy;
@@ -93,6 +94,12 @@ impl Client {
     /// The API root this client talks to.
     pub fn base_url(&self) -> &Url {
         &self.base
+    }
+
+    /// The bearer token this client sends, for callers that make their own
+    /// requests to the same API (streamed bodies, other WebSockets).
+    pub fn token(&self) -> &str {
+        &self.token
     }
 
     /// `POST /v1/sprites`.

@@ -5,8 +5,12 @@
 use std::future::Future;
 use std::time::Duration;
 
-use bothy_agent::client::{AgentClient, AgentError, SessionReader, SessionWriter};
-use bothy_agent::proto::{Input, Output, SessionInfo, SpawnRequest};
+use bothy_agent::client::{
+    AgentClient, AgentError, FsDownload, FsUpload, SessionReader, SessionWriter,
+};
+use bothy_agent::proto::{
+    FsEntry, FsError, FsEvent, FsRequest, Input, Output, SessionInfo, SpawnRequest,
+};
 pub use bothy_runtime::disk::DiskSource;
 use bothy_runtime::netpolicy::NetPolicy;
 pub use bothy_runtime::DiskUsage;
@@ -42,6 +46,9 @@ pub enum BoxError {
     Spawn(String),
     #[error("timed out: {0}")]
     Timeout(String),
+    /// A filesystem operation failed in the box (missing file, ...).
+    #[error(transparent)]
+    Fs(bothy_agent::proto::FsError),
     #[error("{0}")]
     Failed(String),
 }
@@ -67,6 +74,7 @@ impl From<AgentError> for BoxError {
             AgentError::Spawn(m) => Self::Spawn(m),
             AgentError::NoSuchService(m) => Self::NotFound(m),
             AgentError::Conflict(m) => Self::Conflict(m),
+            AgentError::Fs(e) => Self::Fs(e),
             other => Self::Failed(other.to_string()),
         }
     }
@@ -249,6 +257,76 @@ pub trait Boxes: Send + Sync + 'static {
         let _ = (id, inodes);
         async { Ok(std::collections::HashMap::new()) }
     }
+    /// Opens a file in the box for reading (`FsRequest::Read`).
+    fn fs_read(
+        &self,
+        id: &str,
+        req: FsRequest,
+    ) -> impl Future<Output = Result<FsDownload, BoxError>> + Send {
+        let _ = (id, req);
+        async {
+            Err(BoxError::Unavailable(
+                "these boxes have no filesystem API".into(),
+            ))
+        }
+    }
+    /// Starts writing a file in the box (`FsRequest::Write`).
+    fn fs_write(
+        &self,
+        id: &str,
+        req: FsRequest,
+    ) -> impl Future<Output = Result<FsUpload, BoxError>> + Send {
+        let _ = (id, req);
+        async {
+            Err(BoxError::Unavailable(
+                "these boxes have no filesystem API".into(),
+            ))
+        }
+    }
+    /// Lists a path in the box (`FsRequest::List`).
+    fn fs_list(
+        &self,
+        id: &str,
+        req: FsRequest,
+    ) -> impl Future<Output = Result<Vec<FsEntry>, BoxError>> + Send {
+        let _ = (id, req);
+        async {
+            Err(BoxError::Unavailable(
+                "these boxes have no filesystem API".into(),
+            ))
+        }
+    }
+    /// A filesystem change in the box answered by a count (delete, rename,
+    /// copy, chmod, chown).
+    fn fs_count(
+        &self,
+        id: &str,
+        req: FsRequest,
+    ) -> impl Future<Output = Result<u64, BoxError>> + Send {
+        let _ = (id, req);
+        async {
+            Err(BoxError::Unavailable(
+                "these boxes have no filesystem API".into(),
+            ))
+        }
+    }
+    /// Watches paths in the box (`FsRequest::Watch`): the paths watched and
+    /// the events until the receiver is dropped.
+    #[allow(clippy::type_complexity)]
+    fn fs_watch(
+        &self,
+        id: &str,
+        req: FsRequest,
+    ) -> impl Future<
+        Output = Result<(Vec<String>, mpsc::Receiver<Result<FsEvent, FsError>>), BoxError>,
+    > + Send {
+        let _ = (id, req);
+        async {
+            Err(BoxError::Unavailable(
+                "these boxes have no filesystem API".into(),
+            ))
+        }
+    }
     /// Where to serve the box's own control socket, if boxes have one.
     fn env_socket(&self, id: &str) -> Option<InboxSocket>;
     /// Sets the box's network policy, at once if it runs and at its next
@@ -409,6 +487,25 @@ impl Boxes for RealBoxes {
         let (objects, cached) = self.runtime.collect_garbage().await?;
         tracing::info!(objects, cached, "garbage collected");
         Ok(())
+    }
+    async fn fs_read(&self, id: &str, req: FsRequest) -> Result<FsDownload, BoxError> {
+        Ok(self.agent(id).fs_read(req).await?)
+    }
+    async fn fs_write(&self, id: &str, req: FsRequest) -> Result<FsUpload, BoxError> {
+        Ok(self.agent(id).fs_write(req).await?)
+    }
+    async fn fs_list(&self, id: &str, req: FsRequest) -> Result<Vec<FsEntry>, BoxError> {
+        Ok(self.agent(id).fs_list(req).await?)
+    }
+    async fn fs_count(&self, id: &str, req: FsRequest) -> Result<u64, BoxError> {
+        Ok(self.agent(id).fs_count(req).await?)
+    }
+    async fn fs_watch(
+        &self,
+        id: &str,
+        req: FsRequest,
+    ) -> Result<(Vec<String>, mpsc::Receiver<Result<FsEvent, FsError>>), BoxError> {
+        Ok(self.agent(id).fs_watch(req).await?)
     }
     fn env_socket(&self, id: &str) -> Option<InboxSocket> {
         Some(InboxSocket {

@@ -42,6 +42,10 @@ pub enum ControlError {
     /// port forward needs.
     #[error("{0}")]
     BadGateway(String),
+    /// A filesystem operation in the box failed, or its input is not one
+    /// (the fs API answers these in its own error shape).
+    #[error(transparent)]
+    Fs(bothy_agent::proto::FsError),
     /// A bug or a broken host; the daemon's log has the details.
     #[error("{0}")]
     Internal(String),
@@ -101,6 +105,7 @@ impl From<BoxError> for ControlError {
                 "the box did not answer in time ({what}); it may be overloaded, retry later"
             )),
             BoxError::Unavailable(m) => Self::Unavailable(m),
+            BoxError::Fs(e) => Self::Fs(e),
             BoxError::Failed(m) => Self::Internal(m),
         }
     }

@@ -196,6 +196,7 @@ impl<B: Boxes> Control<B> {
             .iter()
             .filter(|r| r.state == RowState::Ready)
             .filter(|r| caller.is_admin() || r.org == caller.org())
+            .filter(|r| caller.sees(&r.name))
         {
             bounded(
                 SYNC_TIMEOUT,

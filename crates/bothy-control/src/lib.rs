@@ -30,6 +30,7 @@ pub mod edge;
 mod error;
 pub mod events;
 pub mod exec;
+pub mod fs;
 mod health;
 pub mod jobs;
 mod lifecycle;
@@ -96,6 +97,8 @@ struct Inner<B> {
     /// Held from an admission check to the insert of the row it admitted,
     /// so two creates cannot both take the host's last room.
     admitting: tokio::sync::Mutex<()>,
+    /// Held by a create of a limited token from its count to its insert.
+    limited_creates: tokio::sync::Mutex<()>,
     /// Attached clients and CPU use of every box (see sleep.rs).
     activity: Arc<sleep::Activity>,
     default_sleep: std::sync::Mutex<sleep::SleepPolicy>,
@@ -128,6 +131,7 @@ impl<B: Boxes> Control<B> {
                 _lock: lock,
                 admission: std::sync::Mutex::new(admission::Admission::default()),
                 admitting: tokio::sync::Mutex::new(()),
+                limited_creates: tokio::sync::Mutex::new(()),
                 activity: Arc::default(),
                 default_sleep: std::sync::Mutex::default(),
                 tasks: tasks::Tasks::default(),

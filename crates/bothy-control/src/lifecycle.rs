@@ -62,7 +62,7 @@ pub struct SpriteView {
 }
 
 /// One page of sprites, with counts over the whole organisation.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct SpriteListing {
     pub sprites: Vec<SpriteView>,
     /// Name to pass as `after` for the next page; `None` on the last.
@@ -87,6 +87,17 @@ pub struct ListQuery {
     pub limit: usize,
     /// Names strictly after this one.
     pub after: Option<String>,
+}
+
+/// The name prefix a listing of `asked` may use for `caller`: the longer
+/// of the two when one extends the other, `None` when no name has both.
+fn visible_prefix(caller: &Caller, asked: String) -> Option<String> {
+    match caller.limits() {
+        None => Some(asked),
+        Some(l) if asked.starts_with(&l.prefix) => Some(asked),
+        Some(l) if l.prefix.starts_with(&asked) => Some(l.prefix.clone()),
+        Some(_) => None,
+    }
 }
 
 fn count(statuses: &HashMap<String, SpriteStatus>) -> StatusCounts {
@@ -125,6 +136,9 @@ pub(crate) async fn bounded<T>(
 impl<B: Boxes> Control<B> {
     /// The sprite `name` of the caller's organisation.
     pub async fn sprite(&self, caller: &Caller, name: &str) -> ControlResult<SpriteRow> {
+        if !caller.sees(name) {
+            return Err(ControlError::sprite_not_found(name));
+        }
         self.store()
             .sprite(caller.org().to_string(), name.to_string())
             .await?
@@ -173,9 +187,12 @@ impl<B: Boxes> Control<B> {
     /// organisation. Status checks run concurrently, each bounded.
     pub async fn list(&self, caller: &Caller, q: ListQuery) -> ControlResult<SpriteListing> {
         let org = caller.org().to_string();
+        let Some(prefix) = visible_prefix(caller, q.prefix) else {
+            return Ok(SpriteListing::default());
+        };
         let mut rows = self
             .store()
-            .list_sprites(org.clone(), q.prefix, q.after, q.limit.saturating_add(1))
+            .list_sprites(org.clone(), prefix, q.after, q.limit.saturating_add(1))
             .await?;
         let has_more = rows.len() > q.limit;
         rows.truncate(q.limit);
@@ -184,7 +201,7 @@ impl<B: Boxes> Control<B> {
         } else {
             None
         };
-        let statuses = self.statuses(org).await?;
+        let statuses = self.visible_statuses(caller).await?;
         let counts = count(&statuses);
         let sleep_rows = self.store().sleep_rows().await?;
         let sprites = rows
@@ -211,8 +228,75 @@ impl<B: Boxes> Control<B> {
 
     /// How many of the caller's organisation's sprites are in each status.
     pub async fn counts(&self, caller: &Caller) -> ControlResult<StatusCounts> {
-        let statuses = self.statuses(caller.org().to_string()).await?;
+        let statuses = self.visible_statuses(caller).await?;
         Ok(count(&statuses))
+    }
+
+    /// The status of every sprite the caller sees: its organisation's, or
+    /// for a limited token those with its prefix.
+    async fn visible_statuses(
+        &self,
+        caller: &Caller,
+    ) -> ControlResult<HashMap<String, SpriteStatus>> {
+        let org = caller.org().to_string();
+        let Some(limits) = caller.limits() else {
+            return self.statuses(org).await;
+        };
+        let rows = self
+            .store()
+            .list_sprites(org, limits.prefix.clone(), None, usize::MAX)
+            .await?;
+        Ok(join_all(
+            rows.iter()
+                .map(|r| async move { (r.id.clone(), self.status_of(&r.id).await) }),
+        )
+        .await
+        .into_iter()
+        .collect())
+    }
+
+    /// A limited token creates only names with its prefix, and only while
+    /// its organisation has fewer such sprites than its cap. The guard
+    /// keeps two such creates from both taking the last place.
+    async fn admit_limited(
+        &self,
+        caller: &Caller,
+        name: &str,
+    ) -> ControlResult<Option<tokio::sync::MutexGuard<'_, ()>>> {
+        let Some(limits) = caller.limits() else {
+            return Ok(None);
+        };
+        if limits.read_only {
+            return Err(ControlError::Forbidden(
+                "this token is read-only: it cannot create sprites".into(),
+            ));
+        }
+        if !name.starts_with(&limits.prefix) {
+            return Err(ControlError::Forbidden(format!(
+                "this token may only create sprites whose names start with {:?}; call it {}{name}",
+                limits.prefix, limits.prefix
+            )));
+        }
+        let guard = self.inner.limited_creates.lock().await;
+        let cap = usize::try_from(limits.max_sprites).unwrap_or(usize::MAX);
+        let existing = self
+            .store()
+            .list_sprites(
+                caller.org().to_string(),
+                limits.prefix.clone(),
+                None,
+                cap.saturating_add(1),
+            )
+            .await?;
+        if existing.len() >= cap {
+            return Err(ControlError::QuotaExceeded(format!(
+                "this token may have at most {} sprites named {}…, and there are {}; destroy one first",
+                limits.max_sprites,
+                limits.prefix,
+                existing.len()
+            )));
+        }
+        Ok(Some(guard))
     }
 
     /// The status of every sprite of `org`, by box id; the checks run
@@ -236,6 +320,7 @@ impl<B: Boxes> Control<B> {
         req: CreateSpriteRequest,
     ) -> ControlResult<SpriteView> {
         let row = validate::new_row(caller.org(), &req, now())?;
+        let _limited = self.admit_limited(caller, &row.name).await?;
         let lifecycle = match &req.lifecycle {
             Some(l) => Some(self.default_sleep_policy().patched(l)?),
             None => None,

@@ -474,5 +474,6 @@ pub fn caller(org: &str, is_admin: bool) -> crate::Caller {
     crate::Caller(crate::TokenOwner {
         org: org.into(),
         is_admin,
+        limits: None,
     })
 }

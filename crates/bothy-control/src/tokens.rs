@@ -2,7 +2,7 @@
 //! and revocation. A token is shown once; afterwards it is known by its
 //! public id (`tok_` + 12 hex digits), which is not a secret.
 
-use bothy_api::{CreateTokenRequest, CreateTokenResponse, TokenInfo};
+use bothy_api::{CreateTokenRequest, CreateTokenResponse, TokenInfo, TokenLimits};
 
 use crate::error::{ControlError, ControlResult};
 use crate::state::{NewToken, Revoked, TokenOwner};
@@ -38,7 +38,61 @@ impl Caller {
     pub fn is_admin(&self) -> bool {
         self.0.is_admin
     }
+    /// The limits of a token made for an agent.
+    pub fn limits(&self) -> Option<&TokenLimits> {
+        self.0.limits.as_ref()
+    }
+    /// Whether the caller may see sprite `name` (a limited token sees only
+    /// its prefix).
+    pub fn sees(&self, name: &str) -> bool {
+        self.limits().is_none_or(|l| name.starts_with(&l.prefix))
+    }
+    /// Refuses a limited token: tokens are managed with unlimited ones.
+    pub fn may_manage_tokens(&self) -> ControlResult<()> {
+        match self.limits() {
+            Some(_) => Err(ControlError::Forbidden(
+                "this token is limited to its sprites (made with --mcp); tokens are managed with an unlimited token".into(),
+            )),
+            None => Ok(()),
+        }
+    }
 }
+
+/// Checks the limits asked for a new token: a prefix that can begin a
+/// sprite name, a sane cap.
+fn check_limits(l: &TokenLimits) -> ControlResult<()> {
+    let bad = |m: String| ControlError::Invalid {
+        code: "invalid_request",
+        message: m,
+    };
+    if l.prefix.is_empty() || l.prefix.len() > bothy_api::MAX_MCP_PREFIX {
+        return Err(bad(format!(
+            "mcp.prefix must be 1 to {} characters",
+            bothy_api::MAX_MCP_PREFIX
+        )));
+    }
+    if !l.prefix.starts_with(|c: char| c.is_ascii_lowercase())
+        || !l
+            .prefix
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        || l.prefix.contains("--")
+    {
+        return Err(bad(format!(
+            "mcp.prefix {:?} must start with a lowercase letter and hold only a-z, 0-9 and single '-', like the names it begins",
+            l.prefix
+        )));
+    }
+    if l.max_sprites > MAX_LIMITED_SPRITES {
+        return Err(bad(format!(
+            "mcp.max_sprites must be at most {MAX_LIMITED_SPRITES}"
+        )));
+    }
+    Ok(())
+}
+
+/// The most sprites a limited token may be allowed.
+const MAX_LIMITED_SPRITES: u32 = 10_000;
 
 impl<B: Boxes> Control<B> {
     /// Who `token` belongs to, if it is known and has not expired. There is
@@ -62,6 +116,7 @@ impl<B: Boxes> Control<B> {
         Ok(Caller(TokenOwner {
             org: row.org,
             is_admin: row.is_admin,
+            limits: row.limits,
         }))
     }
 
@@ -73,6 +128,10 @@ impl<B: Boxes> Control<B> {
         org: &str,
         req: &CreateTokenRequest,
     ) -> ControlResult<CreateTokenResponse> {
+        caller.may_manage_tokens()?;
+        if let Some(l) = &req.mcp {
+            check_limits(l)?;
+        }
         if !caller.is_admin() && org != caller.org() {
             return Err(ControlError::Forbidden(format!(
                 "your token belongs to organization {:?} and cannot mint tokens for {org:?}; use an admin token",
@@ -102,12 +161,14 @@ impl<B: Boxes> Control<B> {
                 description: req.description.clone(),
                 created_at: crate::time::rfc3339_ms(now_ms),
                 expires_at,
+                limits: req.mcp.clone(),
             })
             .await?;
         tracing::info!(org = %org, id = %row.id, by_admin = caller.is_admin(), expires_at = ?row.expires_at, "token minted");
         Ok(CreateTokenResponse {
             token,
             organization: row.org,
+            mcp: row.limits,
             id: row.id,
             expires_at: row.expires_at,
         })
@@ -120,6 +181,7 @@ impl<B: Boxes> Control<B> {
         caller: &Caller,
         org: Option<&str>,
     ) -> ControlResult<Vec<TokenInfo>> {
+        caller.may_manage_tokens()?;
         if let Some(o) = org {
             org_name(o)?;
         }
@@ -146,6 +208,7 @@ impl<B: Boxes> Control<B> {
                 created_at: r.created_at,
                 expires_at: r.expires_at,
                 is_admin: r.is_admin,
+                mcp: r.limits,
             })
             .collect())
     }
@@ -156,6 +219,7 @@ impl<B: Boxes> Control<B> {
     /// the last admin token that has not expired stays, so that the host
     /// can always be administered.
     pub async fn revoke_token(&self, caller: &Caller, id: &str) -> ControlResult<()> {
+        caller.may_manage_tokens()?;
         if !bothy_api::is_token_id(id) {
             // Never echoed: a token pasted here by mistake is a secret.
             let hint = if id.starts_with(TOKEN_PREFIX) {

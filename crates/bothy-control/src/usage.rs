@@ -90,6 +90,7 @@ impl<B: Boxes> Control<B> {
             .filter(|r| r.state == crate::RowState::Ready)
             .filter(|r| !crate::pool::is_pooled(r))
             .filter(|r| caller.is_admin() || r.org == caller.org())
+            .filter(|r| caller.sees(&r.name))
             .collect();
         let mut sprites = Vec::with_capacity(rows.len());
         for row in rows {

@@ -150,6 +150,7 @@ async fn recovery_rolls_back_finishes_and_restarts() {
     let nobody = Caller(TokenOwner {
         org: "default".into(),
         is_admin: false,
+        limits: None,
     });
     assert!(matches!(
         h.control.drain(&nobody).await,
@@ -278,6 +279,7 @@ async fn other_organisations_see_nothing() {
     let other = Caller(TokenOwner {
         org: "acme".into(),
         is_admin: false,
+        limits: None,
     });
     assert!(matches!(
         h.control.sprite(&other, "dev").await,
@@ -402,6 +404,7 @@ async fn a_durable_checkpoint_and_the_barriers_wait_for_the_object_store() {
     let acme = Caller(TokenOwner {
         org: "acme".into(),
         is_admin: false,
+        limits: None,
     });
     h.control
         .create(
@@ -583,6 +586,7 @@ async fn counts_cover_the_whole_organisation() {
     let other = Caller(TokenOwner {
         org: "acme".into(),
         is_admin: false,
+        limits: None,
     });
     assert_eq!(
         h.control.counts(&other).await.expect("counts"),

@@ -30,6 +30,7 @@ fn member(org: &str) -> Caller {
     Caller(TokenOwner {
         org: org.into(),
         is_admin: false,
+        limits: None,
     })
 }
 
@@ -173,6 +174,7 @@ async fn an_expired_token_is_refused_and_listed_as_expired() {
             description: Some("ci".into()),
             created_at: "2000-01-01T00:00:00.000Z".into(),
             expires_at: Some(PAST.into()),
+            limits: None,
         })
         .await
         .expect("add");
@@ -294,6 +296,7 @@ async fn the_last_admin_token_that_has_not_expired_stays() {
             description: None,
             created_at: "2000-01-01T00:00:00.000Z".into(),
             expires_at: Some(PAST.into()),
+            limits: None,
         })
         .await
         .expect("add");
@@ -449,5 +452,175 @@ async fn a_first_schema_database_is_migrated_in_place_on_start() {
         .expect("open")
         .query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))
         .expect("version");
-    assert_eq!(version, 6, "migrated to the current schema");
+    assert_eq!(version, 7, "migrated to the current schema");
+}
+
+fn sprite(name: &str) -> bothy_api::CreateSpriteRequest {
+    bothy_api::CreateSpriteRequest {
+        name: name.into(),
+        ..Default::default()
+    }
+}
+
+fn limits(max: u32, read_only: bool) -> CreateTokenRequest {
+    CreateTokenRequest {
+        mcp: Some(bothy_api::TokenLimits {
+            max_sprites: max,
+            prefix: "mcp-".into(),
+            read_only,
+        }),
+        ..Default::default()
+    }
+}
+
+/// A token made for an agent sees only its prefix, creates at most its cap
+/// (counting what exists, whoever made it), never outside its organisation,
+/// and cannot mint, list or revoke tokens; a read-only one cannot create.
+#[tokio::test]
+async fn an_agent_token_keeps_to_its_prefix_cap_and_organisation() {
+    let h = harness().await;
+    let acme = member("acme");
+    h.mint("acme").await;
+    h.mint("other").await;
+    h.control
+        .create(&acme, sprite("prod-db"))
+        .await
+        .expect("unlimited create");
+    h.control
+        .create(&acme, sprite("mcp-old"))
+        .await
+        .expect("unlimited create");
+    let made = h
+        .control
+        .mint_token(&h.admin, "acme", &limits(2, false))
+        .await
+        .expect("mint");
+    assert_eq!(made.mcp.as_ref().map(|l| l.max_sprites), Some(2));
+    let agent = h
+        .control
+        .authenticate(&made.token)
+        .await
+        .expect("authenticate");
+
+    match h.control.create(&agent, sprite("web")).await {
+        Err(ControlError::Forbidden(m)) => assert!(m.contains("mcp-"), "{m}"),
+        other => panic!("a name without the prefix: {other:?}"),
+    }
+    h.control
+        .create(&agent, sprite("mcp-a"))
+        .await
+        .expect("within the cap");
+    match h.control.create(&agent, sprite("mcp-b")).await {
+        Err(ControlError::QuotaExceeded(m)) => assert!(m.contains("at most 2"), "{m}"),
+        other => panic!("past the cap: {other:?}"),
+    }
+    assert!(matches!(
+        h.control.sprite(&agent, "prod-db").await,
+        Err(ControlError::NotFound(_))
+    ));
+    let listed: Vec<String> = h
+        .control
+        .list(
+            &agent,
+            bothy_control::ListQuery {
+                prefix: String::new(),
+                limit: 50,
+                after: None,
+            },
+        )
+        .await
+        .expect("list")
+        .sprites
+        .into_iter()
+        .map(|v| v.row.name)
+        .collect();
+    assert_eq!(listed, ["mcp-a", "mcp-old"]);
+    let other_prefix = h
+        .control
+        .list(
+            &agent,
+            bothy_control::ListQuery {
+                prefix: "prod".into(),
+                limit: 50,
+                after: None,
+            },
+        )
+        .await
+        .expect("list");
+    assert!(other_prefix.sprites.is_empty());
+    let counts = h.control.counts(&agent).await.expect("counts");
+    assert_eq!(
+        counts.running + counts.warm + counts.cold,
+        2,
+        "counts only what it sees"
+    );
+    assert!(matches!(
+        h.control.sprite(&agent, "mcp-x").await,
+        Err(ControlError::NotFound(_))
+    ));
+    // Another organisation's box of the right prefix stays invisible.
+    h.control
+        .create(&member("other"), sprite("mcp-theirs"))
+        .await
+        .expect("create");
+    assert!(h.control.sprite(&agent, "mcp-theirs").await.is_err());
+    for refused in [
+        h.control
+            .mint_token(&agent, "acme", &CreateTokenRequest::default())
+            .await
+            .err(),
+        h.control.list_tokens(&agent, None).await.err(),
+    ] {
+        assert!(
+            matches!(refused, Some(ControlError::Forbidden(_))),
+            "{refused:?}"
+        );
+    }
+    let reader = h
+        .control
+        .mint_token(&h.admin, "acme", &limits(5, true))
+        .await
+        .expect("mint");
+    let reader = h
+        .control
+        .authenticate(&reader.token)
+        .await
+        .expect("authenticate");
+    assert!(matches!(
+        h.control.create(&reader, sprite("mcp-r")).await,
+        Err(ControlError::Forbidden(_))
+    ));
+    // Limits survive the store: the token is the same after a restart.
+    let again = h.control.authenticate(&made.token).await.expect("again");
+    assert_eq!(again.limits().map(|l| l.prefix.as_str()), Some("mcp-"));
+}
+
+#[tokio::test]
+async fn agent_token_limits_are_validated() {
+    let h = harness().await;
+    for (prefix, max) in [
+        ("", 1),
+        ("MCP-", 1),
+        ("1x", 1),
+        ("a b", 1),
+        ("a--", 1),
+        ("abcdefghijklmnopqrstu", 1),
+        ("mcp-", 10_001),
+    ] {
+        let req = CreateTokenRequest {
+            mcp: Some(bothy_api::TokenLimits {
+                max_sprites: max,
+                prefix: prefix.into(),
+                read_only: false,
+            }),
+            ..Default::default()
+        };
+        assert!(
+            matches!(
+                h.control.mint_token(&h.admin, "acme", &req).await,
+                Err(ControlError::Invalid { .. })
+            ),
+            "{prefix:?} {max}"
+        );
+    }
 }

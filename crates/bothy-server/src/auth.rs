@@ -33,8 +33,27 @@ impl<B: Boxes> FromRequestParts<Control<B>> for Auth {
                 "missing token: send `Authorization: Bearer <token>` (the admin token is in the daemon's data dir, file admin-token)".into(),
             ));
         };
-        Ok(Self(control.authenticate(token).await?))
+        let caller = control.authenticate(token).await?;
+        if caller.limits().is_some_and(|l| l.read_only) && !is_read(parts) {
+            return Err(ApiError::Forbidden(
+                "this token is read-only: it may only make calls that read (GET, and the watch WebSockets)".into(),
+            ));
+        }
+        Ok(Self(caller))
     }
+}
+
+/// A call that changes nothing: a GET or HEAD that is not a WebSocket,
+/// except the watches (exec and port forwards are WebSockets that act).
+fn is_read(parts: &Parts) -> bool {
+    let method = &parts.method;
+    if method != axum::http::Method::GET && method != axum::http::Method::HEAD {
+        return false;
+    }
+    let path = parts.uri.path();
+    !parts.headers.contains_key(axum::http::header::UPGRADE)
+        || path.ends_with("/fs/watch")
+        || path.ends_with("/ports/watch")
 }
 
 #[cfg(test)]

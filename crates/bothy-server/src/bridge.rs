@@ -6,6 +6,10 @@
 //! message is `session_info`, a text `{"type":"signal","signal":"TERM"}` from
 //! the client signals the session, and the server closes right after the exit
 //! with the exit code in the close frame ([`exit_close_code`]).
+//!
+//! [`run_session`] carries one session and is shared: the exec WebSocket
+//! ([`bridge`]) closes after it, a control connection
+//! (`routes/control.rs`) runs the next operation.
 
 use std::future::Future;
 use std::time::Duration;
@@ -14,7 +18,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use bothy_api::exec::{exit_close_code, ClientMessage, ControlMessage, StreamId};
 use bothy_control::exec::{Input, Output, MAX_PAYLOAD};
 use bothy_control::ExecChannels;
-use futures_util::{Sink, SinkExt, StreamExt};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::sync::watch;
 
 use crate::params::parse_signal;
@@ -24,7 +28,7 @@ pub const EXIT_NOT_STARTED: i32 = 127;
 /// How long the server reads on after its close frame, for the client's own.
 const CLOSE_DRAIN: Duration = Duration::from_secs(2);
 /// WebSocket close code for "going away" (daemon shutting down).
-const CLOSE_GOING_AWAY: u16 = 1001;
+pub const CLOSE_GOING_AWAY: u16 = 1001;
 /// WebSocket close code for an internal error (agent connection lost).
 const CLOSE_INTERNAL: u16 = 1011;
 
@@ -103,23 +107,30 @@ pub fn client_input(tty: bool, msg: Message) -> Option<Input> {
             Some(StreamId::StdinEof) => Some(Input::StdinEof),
             _ => None,
         },
-        Message::Text(t) => match serde_json::from_str::<ClientMessage>(&t) {
-            Ok(ClientMessage::Resize { cols, rows }) if cols > 0 && rows > 0 => {
-                Some(Input::Resize { cols, rows })
-            }
-            Ok(ClientMessage::Signal { signal }) => {
-                let number = parse_signal(&signal);
-                if number.is_none() {
-                    tracing::debug!(
-                        signal = %signal.chars().take(32).collect::<String>(),
-                        "exec client sent an unknown signal"
-                    );
-                }
-                number.map(Input::Signal)
-            }
-            _ => None,
-        },
+        Message::Text(t) => serde_json::from_str::<ClientMessage>(&t)
+            .ok()
+            .and_then(message_input),
         _ => None,
+    }
+}
+
+/// The session input a client's JSON message asks for, if any.
+pub fn message_input(msg: ClientMessage) -> Option<Input> {
+    match msg {
+        ClientMessage::Resize { cols, rows } if cols > 0 && rows > 0 => {
+            Some(Input::Resize { cols, rows })
+        }
+        ClientMessage::Resize { .. } => None,
+        ClientMessage::Signal { signal } => {
+            let number = parse_signal(&signal);
+            if number.is_none() {
+                tracing::debug!(
+                    signal = %signal.chars().take(32).collect::<String>(),
+                    "exec client sent an unknown signal"
+                );
+            }
+            number.map(Input::Signal)
+        }
     }
 }
 
@@ -136,13 +147,45 @@ pub fn pieces(input: Input) -> Vec<Input> {
     }
 }
 
+/// What a client message means while a session runs.
+pub enum FromClient {
+    /// Input for the session: stdin, a resize, a signal.
+    Input(Input),
+    /// Nothing the session takes (pings, frames of no known kind).
+    Nothing,
+    /// A message that ends the bridge (a control connection's next control
+    /// message): the session is left, the message handed back.
+    Interrupt(String),
+}
+
+/// Why [`run_session`] returned.
+pub enum Ended {
+    /// The process exited and its exit was sent.
+    Exited(i32),
+    /// The client closed, went away or could not be written to.
+    ClientGone,
+    /// Reading from the client failed (e.g. a message over the size limit).
+    ClientError(String),
+    /// The client sent a message [`FromClient::Interrupt`].
+    Interrupted(String),
+    /// The connection to the box's agent was lost; the session may live on.
+    AgentLost,
+    /// The daemon is shutting down.
+    Shutdown,
+}
+
 async fn close<S>(tx: &mut S, code: u16, reason: &str)
 where
     S: Sink<Message> + Unpin,
 {
+    // A close reason is at most 123 bytes; cut on a character boundary.
+    let mut end = reason.len().min(120);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
     let frame = CloseFrame {
         code,
-        reason: reason.into(),
+        reason: reason[..end].into(),
     };
     let _ = tx.send(Message::Close(Some(frame))).await;
 }
@@ -151,7 +194,7 @@ where
 /// [`CLOSE_DRAIN`]), discarding what comes: dropping the connection with the
 /// client's last messages unread makes the kernel reset it, and a reset can
 /// destroy frames the client has not read yet, the exit among them.
-async fn finish<S>(tx: &mut S, client: impl Future<Output = ()>, code: u16, reason: &str)
+pub async fn finish<S>(tx: &mut S, client: impl Future<Output = ()>, code: u16, reason: &str)
 where
     S: Sink<Message> + Unpin,
 {
@@ -160,9 +203,9 @@ where
 }
 
 /// Reads client messages until the client closes or goes away.
-async fn read_until_closed<R>(rx: &mut R)
+pub async fn read_until_closed<R>(rx: &mut R)
 where
-    R: futures_util::Stream<Item = Result<Message, axum::Error>> + Unpin,
+    R: Stream<Item = Result<Message, axum::Error>> + Unpin,
 {
     while let Some(Ok(m)) = rx.next().await {
         if matches!(m, Message::Close(_)) {
@@ -172,7 +215,7 @@ where
 }
 
 /// Tells the client a command could not be started, the way a shell would.
-async fn report_not_started<S>(tx: &mut S, command: &str, tty: bool, reason: &str)
+pub async fn report_not_started<S>(tx: &mut S, command: &str, tty: bool, reason: &str)
 where
     S: Sink<Message> + Unpin,
 {
@@ -187,10 +230,99 @@ where
     let _ = tx.send(exit_message(tty, EXIT_NOT_STARTED)).await;
 }
 
+/// Carries one session between a client connection and the box: the
+/// session's output (`session_info` first, the exit last) to `tx`, what
+/// `classify` makes of `rx`'s messages to its input. Client input and
+/// session output flow independently, so a process that ignores its stdin
+/// cannot stall its output. Returns when the process exits (its exit frame
+/// sent), the client leaves or misbehaves, the agent goes away or the daemon
+/// shuts down; nothing more is read from `rx` after that, so the caller
+/// decides what the connection does next (the exec WebSocket closes, a
+/// control connection goes on with its next operation). Returning drops the
+/// session channels, which detaches.
+pub async fn run_session<S, R, F>(
+    tx: &mut S,
+    rx: &mut R,
+    chans: ExecChannels,
+    stdin: bool,
+    shutdown: &mut watch::Receiver<bool>,
+    mut classify: F,
+) -> Ended
+where
+    S: Sink<Message> + Unpin,
+    R: Stream<Item = Result<Message, axum::Error>> + Unpin,
+    F: FnMut(bool, Message) -> FromClient,
+{
+    // The hold keeps the box awake until the session ends here.
+    let ExecChannels {
+        info,
+        mut output,
+        input,
+        awake: _awake,
+    } = chans;
+    let tty = info.tty;
+    if tx
+        .send(session_info_message(&info.id, &info.command, tty))
+        .await
+        .is_err()
+    {
+        return Ended::ClientGone;
+    }
+    if !stdin {
+        let _ = input.send(Input::StdinEof).await;
+    }
+    let client = async {
+        loop {
+            let msg = match rx.next().await {
+                None | Some(Ok(Message::Close(_))) => return Ended::ClientGone,
+                Some(Err(e)) => {
+                    tracing::debug!("exec websocket read failed: {e}");
+                    return Ended::ClientError(e.to_string());
+                }
+                Some(Ok(msg)) => msg,
+            };
+            match classify(tty, msg) {
+                FromClient::Input(i) => {
+                    for piece in pieces(i) {
+                        // A closed input means the agent side is gone; the
+                        // output side reports that, so keep draining the
+                        // client meanwhile.
+                        if input.send(piece).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+                FromClient::Nothing => {}
+                FromClient::Interrupt(text) => return Ended::Interrupted(text),
+            }
+        }
+    };
+    tokio::pin!(client);
+    loop {
+        tokio::select! {
+            end = &mut client => return end,
+            out = output.recv() => match out {
+                Some(Output::Exit(code)) => {
+                    let _ = tx.send(exit_message(tty, code)).await;
+                    return Ended::Exited(code);
+                }
+                Some(o) => {
+                    if let Some(m) = output_message(tty, &o) {
+                        if tx.send(m).await.is_err() {
+                            return Ended::ClientGone;
+                        }
+                    }
+                }
+                None => return Ended::AgentLost,
+            },
+            _ = shutdown.changed() => return Ended::Shutdown,
+        }
+    }
+}
+
 /// Carries one exec connection until the process exits, the client leaves, the
-/// agent goes away or the daemon shuts down. Client input and session output
-/// flow independently, so a process that ignores its stdin cannot stall its
-/// output. Returning drops the session channels, which detaches.
+/// agent goes away or the daemon shuts down, then closes it with the exit
+/// code in the close frame.
 pub async fn bridge(
     socket: WebSocket,
     started: Started,
@@ -198,13 +330,7 @@ pub async fn bridge(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let (mut tx, mut rx) = socket.split();
-    // The hold keeps the box awake until this client goes.
-    let ExecChannels {
-        info,
-        mut output,
-        input,
-        awake: _awake,
-    } = match started {
+    let chans = match started {
         Started::Session(c) => c,
         Started::NotStarted {
             command,
@@ -217,64 +343,16 @@ pub async fn bridge(
             return;
         }
     };
-    let tty = info.tty;
-    if tx
-        .send(session_info_message(&info.id, &info.command, tty))
-        .await
-        .is_err()
-    {
-        return;
-    }
-    if !stdin {
-        let _ = input.send(Input::StdinEof).await;
-    }
-    let client = async move {
-        loop {
-            let msg = match rx.next().await {
-                None | Some(Ok(Message::Close(_))) => return,
-                Some(Err(e)) => {
-                    tracing::debug!("exec websocket read failed: {e}");
-                    return;
-                }
-                Some(Ok(msg)) => msg,
-            };
-            for piece in client_input(tty, msg).into_iter().flat_map(pieces) {
-                // A closed input means the agent side is gone; the output side
-                // reports that, so keep draining the client meanwhile.
-                if input.send(piece).await.is_err() {
-                    break;
-                }
-            }
-        }
-    };
-    tokio::pin!(client);
-    loop {
-        tokio::select! {
-            () = &mut client => return,
-            out = output.recv() => match out {
-                Some(Output::Exit(code)) => {
-                    let _ = tx.send(exit_message(tty, code)).await;
-                    finish(&mut tx, &mut client, exit_close_code(code), "").await;
-                    return;
-                }
-                Some(o) => {
-                    if let Some(m) = output_message(tty, &o) {
-                        if tx.send(m).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-                None => {
-                    let reason = "lost the connection to the box; re-attach to the session";
-                    finish(&mut tx, &mut client, CLOSE_INTERNAL, reason).await;
-                    return;
-                }
-            },
-            _ = shutdown.changed() => {
-                let reason = "the bothy daemon is shutting down";
-                finish(&mut tx, &mut client, CLOSE_GOING_AWAY, reason).await;
-                return;
-            }
-        }
-    }
+    let classify = |tty, msg| client_input(tty, msg).map_or(FromClient::Nothing, FromClient::Input);
+    let (code, reason) =
+        match run_session(&mut tx, &mut rx, chans, stdin, &mut shutdown, classify).await {
+            Ended::Exited(code) => (exit_close_code(code), ""),
+            Ended::ClientGone | Ended::ClientError(_) | Ended::Interrupted(_) => return,
+            Ended::AgentLost => (
+                CLOSE_INTERNAL,
+                "lost the connection to the box; re-attach to the session",
+            ),
+            Ended::Shutdown => (CLOSE_GOING_AWAY, "the bothy daemon is shutting down"),
+        };
+    finish(&mut tx, read_until_closed(&mut rx), code, reason).await;
 }

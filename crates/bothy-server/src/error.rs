@@ -54,6 +54,10 @@ pub enum ApiError {
         message: String,
         retry_after: std::time::Duration,
     },
+    /// A failed fs API call, answered in that API's own shape: `{error:
+    /// message, code: errno name, path}`.
+    #[error(transparent)]
+    Fs(bothy_control::fs::FsError),
     #[error("{0}")]
     Internal(String),
 }
@@ -81,6 +85,20 @@ impl ApiError {
             Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Fs(e) => {
+                use bothy_control::fs::FsCode;
+                // 404 for a missing file: `sprites-py` raises its
+                // FileNotFoundError on the status alone.
+                match e.code {
+                    FsCode::ENOENT => StatusCode::NOT_FOUND,
+                    FsCode::EEXIST => StatusCode::CONFLICT,
+                    FsCode::EACCES | FsCode::EPERM => StatusCode::FORBIDDEN,
+                    FsCode::ENOTDIR | FsCode::EISDIR | FsCode::ENOTEMPTY | FsCode::EINVAL => {
+                        StatusCode::BAD_REQUEST
+                    }
+                    FsCode::EIO => StatusCode::INTERNAL_SERVER_ERROR,
+                }
+            }
         }
     }
 
@@ -102,6 +120,7 @@ impl ApiError {
             Self::RequestTimeout(_) => "request_timeout",
             Self::RateLimited { .. } => "rate_limited",
             Self::Internal(_) => "internal_error",
+            Self::Fs(e) => e.code.as_str(),
         }
     }
 
@@ -115,6 +134,17 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if let Self::Fs(e) = &self {
+            // Both SDKs read `error` as the message and `code` as the errno
+            // name; `message` repeats it for clients of the rest of the API.
+            let body = serde_json::json!({
+                "error": e.message,
+                "message": e.message,
+                "code": e.code.as_str(),
+                "path": e.path,
+            });
+            return (self.status(), Json(body)).into_response();
+        }
         let mut res = (self.status(), Json(self.body())).into_response();
         if let Self::RateLimited { retry_after, .. } = &self {
             // Whole seconds, rounded up: a client that waits this long is
@@ -142,6 +172,7 @@ impl From<ControlError> for ApiError {
             ControlError::Unavailable(m) => Self::Unavailable(m),
             ControlError::Timeout(m) => Self::Timeout(m),
             ControlError::BadGateway(m) => Self::BadGateway(m),
+            ControlError::Fs(e) => Self::Fs(e),
             ControlError::Internal(m) => Self::internal(&m),
         }
     }

@@ -140,7 +140,9 @@ pub async fn serve_frontends<B: Boxes>(
         shutdown_rx.clone(),
     ));
     let urls = frontends.settings.urls.clone();
-    let router = routes::router(control.clone(), Shutdown(shutdown_rx.clone()), urls);
+    let mcp = routes::McpEndpoint::new(frontends.api.local_addr().map_err(ServerError::Serve)?);
+    let router = routes::router(control.clone(), Shutdown(shutdown_rx.clone()), urls)
+        .layer(axum::Extension(mcp.clone()));
     let edge = std::sync::Arc::new(edge::Edge::new(control, frontends.settings));
     let graceful = std::sync::Arc::new(GracefulShutdown::new());
     let mut listeners = vec![edge::Listener {
@@ -176,6 +178,7 @@ pub async fn serve_frontends<B: Boxes>(
     stop.await;
     tracing::info!("shutting down: closing connections");
     let _ = shutdown_tx.send(true);
+    mcp.close();
     for l in loops {
         let _ = l.await;
     }

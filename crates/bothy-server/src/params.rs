@@ -138,6 +138,13 @@ pub struct ExecQuery {
 }
 
 pub fn parse_exec_query(raw: Option<&str>) -> Result<ExecQuery, ApiError> {
+    exec_query_of_pairs(pairs(raw))
+}
+
+/// An exec query from its `(key, value)` pairs: the exec WebSocket's query
+/// string, or a control connection's `op.start` arguments turned into the
+/// same pairs, so that both are held to the same rules.
+pub fn exec_query_of_pairs(pairs: Vec<(String, String)>) -> Result<ExecQuery, ApiError> {
     let mut q = ExecQuery {
         cmd: Vec::new(),
         env: Vec::new(),
@@ -148,7 +155,6 @@ pub fn parse_exec_query(raw: Option<&str>) -> Result<ExecQuery, ApiError> {
         stdin: None,
         max_run_after_disconnect_ms: None,
     };
-    let pairs = pairs(raw);
     if pairs.len() > MAX_QUERY_ITEMS {
         return Err(ApiError::bad_request("too many query parameters"));
     }

@@ -161,3 +161,95 @@ fn the_cli_refuses_bad_expiries_and_tokens_given_as_ids() {
         "the admin token still works"
     );
 }
+
+/// A token made for an agent with the CLI keeps to its prefix and cap
+/// through the real API; a read-only one is refused every call that acts,
+/// including the WebSockets that run commands.
+#[test]
+fn agent_tokens_made_with_the_cli_are_held_to_their_limits_by_the_daemon() {
+    let d = daemon();
+    let mint = |extra: &[&str]| {
+        let mut args = vec!["--json", "token", "create", "--mcp", "--org", "agents"];
+        args.extend_from_slice(extra);
+        let made = d
+            .cli(&args)
+            .run()
+            .assert_success("token create --mcp")
+            .json();
+        assert_eq!(made["mcp"]["prefix"], "ag-", "{made}");
+        made["token"].as_str().expect("token").to_string()
+    };
+    let agent = mint(&["--max", "1", "--prefix", "ag-"]);
+    let reader = mint(&["--max", "5", "--prefix", "ag-", "--read-only"]);
+    let create = |token: &str, name: &str| {
+        d.request("POST", "/v1/sprites")
+            .token(token)
+            .json(&serde_json::json!({"name": name}))
+            .send(d.addr)
+    };
+    let code = create(&agent, "web").assert_error(403, "a name without the prefix");
+    assert_eq!(code, "forbidden");
+    create(&agent, "ag-one").assert_ok("within the cap");
+    let r = create(&agent, "ag-two");
+    assert_eq!(r.assert_error(403, "past the cap"), "quota_exceeded");
+    assert!(r.text().contains("at most 1"), "{}", r.text());
+
+    let r = d.request("GET", "/v1/sprites").token(&reader).send(d.addr);
+    r.assert_ok("a read-only token reads");
+    let names: Vec<String> = r.json()["sprites"]
+        .as_array()
+        .expect("sprites")
+        .iter()
+        .map(|s| s["name"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(names, ["ag-one"]);
+    for (method, path) in [
+        ("POST", "/v1/sprites"),
+        ("DELETE", "/v1/sprites/ag-one"),
+        ("POST", "/v1/sprites/ag-one/checkpoint"),
+        ("POST", "/v1/sprites/ag-one/exec?cmd=true"),
+        ("POST", "/v1/organizations/agents/tokens"),
+    ] {
+        let r = d
+            .request(method, path)
+            .token(&reader)
+            .json(&serde_json::json!({"name": "ag-r"}))
+            .send(d.addr);
+        assert_eq!(
+            r.assert_error(403, &format!("read-only {method} {path}")),
+            "forbidden"
+        );
+    }
+    // The exec WebSocket is a GET that acts: refused before the upgrade.
+    let out = common::CliRun::program(
+        "curl",
+        &[
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            &format!("Authorization: Bearer {reader}"),
+            "-H",
+            "Connection: Upgrade",
+            "-H",
+            "Upgrade: websocket",
+            "-H",
+            "Sec-WebSocket-Version: 13",
+            "-H",
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+            &format!("{}/v1/sprites/ag-one/exec?cmd=true", d.url()),
+        ],
+    )
+    .run();
+    assert_eq!(out.stdout_str(), "403");
+    // The agent token can neither see the admin's boxes nor mint tokens.
+    let r = d.request("GET", "/v1/tokens").token(&agent).send(d.addr);
+    assert_eq!(r.assert_error(403, "listing tokens"), "forbidden");
+    let r = d
+        .request("DELETE", "/v1/sprites/ag-one")
+        .token(&agent)
+        .send(d.addr);
+    assert_eq!(r.status, 204, "{}", r.text());
+}

@@ -7,6 +7,7 @@ mod create;
 mod destroy;
 mod exec;
 mod list;
+mod mcp;
 mod org;
 mod policy;
 mod proxy;
@@ -54,6 +55,11 @@ pub async fn dispatch(ctx: &Context, command: Command) -> Result<i32> {
         Command::Proxy(a) => proxy::run(ctx, a).await,
         Command::Org => org::run(ctx).await,
         Command::Usage => usage::run(ctx).await,
+        Command::Mcp => mcp::run(ctx).await,
+        Command::Skill => {
+            print!("{}", include_str!("../skill.md"));
+            Ok(0)
+        }
         Command::Quota(QuotaCommand::Get(a)) => quota::get(ctx, a).await,
         Command::Quota(QuotaCommand::Set(a)) => quota::set(ctx, a).await,
         Command::Policy(PolicyCommand::Get) => policy::get(ctx).await,

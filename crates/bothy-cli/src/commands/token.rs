@@ -1,7 +1,7 @@
 //! `bothy token create|list|revoke`: mint, list and revoke API tokens.
 
 use anyhow::{Context as _, Result};
-use bothy_api::{CreateTokenRequest, TokenInfo};
+use bothy_api::{CreateTokenRequest, TokenInfo, TokenLimits};
 
 use crate::cli::{TokenCreateArgs, TokenListArgs, TokenRevokeArgs};
 use crate::output::{self, cell};
@@ -15,8 +15,24 @@ pub async fn create(ctx: &Context, args: TokenCreateArgs) -> Result<i32> {
             .expires_in
             .map(|s| i64::try_from(s).unwrap_or(i64::MAX)),
         expires_at: args.expires_at,
+        mcp: args.max.filter(|_| args.mcp).map(|max| TokenLimits {
+            max_sprites: max,
+            prefix: args.prefix.clone(),
+            read_only: args.read_only,
+        }),
     };
-    let created = ctx.client()?.create_token(&args.org, &request).await?;
+    let client = ctx.client()?;
+    let org = match args.org {
+        Some(o) => o,
+        None => {
+            client
+                .organization()
+                .await
+                .context("cannot tell the current token's organization; give --org")?
+                .slug
+        }
+    };
+    let created = client.create_token(&org, &request).await?;
     if ctx.json() {
         output::print_json(&created)?;
     } else {
@@ -26,8 +42,17 @@ pub async fn create(ctx: &Context, args: TokenCreateArgs) -> Result<i32> {
             Some(at) => format!("expires at {at}"),
             None => "never expires".into(),
         };
+        let limits = match &created.mcp {
+            Some(l) => format!(
+                ", limited to at most {} sprites named {}…{}",
+                l.max_sprites,
+                l.prefix,
+                if l.read_only { ", read-only" } else { "" }
+            ),
+            None => String::new(),
+        };
         eprintln!(
-            "token {} for organization {} {expiry}; it is shown only this once",
+            "token {} for organization {}{limits} {expiry}; it is shown only this once",
             created.id, created.organization
         );
     }

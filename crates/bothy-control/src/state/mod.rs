@@ -99,6 +99,8 @@ impl SpriteRow {
 pub struct TokenOwner {
     pub org: String,
     pub is_admin: bool,
+    /// A token made for an agent: what it may see and do.
+    pub limits: Option<bothy_api::TokenLimits>,
 }
 
 #[derive(Clone)]

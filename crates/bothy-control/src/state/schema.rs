@@ -20,7 +20,7 @@ use super::StoreError;
 /// organisations have quotas. 4: sprites have network policies. 5: sprites
 /// have idle policies and sleep states. 6: the time each sprite spent
 /// running, warm and cold.
-pub(super) const SCHEMA_VERSION: i64 = 6;
+pub(super) const SCHEMA_VERSION: i64 = 7;
 
 const CREATE_V1: &str = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
      CREATE TABLE IF NOT EXISTS orgs (
@@ -95,7 +95,22 @@ fn migrate(tx: &Transaction<'_>) -> Result<(), StoreError> {
     sprites_have_settings_and_orgs_quotas(tx)?;
     sprites_have_network_policies(tx)?;
     sprites_sleep(tx)?;
-    sprites_count_time_in_states(tx)
+    sprites_count_time_in_states(tx)?;
+    tokens_have_limits(tx)
+}
+
+/// Version 7: a token's limits (`limit_max` NULL: an unlimited token).
+fn tokens_have_limits(tx: &Transaction<'_>) -> Result<(), StoreError> {
+    let tokens = columns(tx, "tokens")?;
+    for (column, kind) in super::tokens::LIMIT_COLUMNS {
+        if !tokens.contains(*column) {
+            tx.execute(
+                &format!("ALTER TABLE tokens ADD COLUMN {column} {kind}"),
+                [],
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// Version 6: `sleep` counts milliseconds spent running, warm and cold, from

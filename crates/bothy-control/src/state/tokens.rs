@@ -4,6 +4,7 @@
 //! [`crate::time::rfc3339_ms`] only, a fixed-width format, so comparing the
 //! strings compares the times (also in SQL).
 
+use bothy_api::TokenLimits;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::{Store, StoreError};
@@ -19,6 +20,8 @@ pub struct TokenRow {
     pub created_at: String,
     /// RFC 3339 with milliseconds; `None` = never.
     pub expires_at: Option<String>,
+    /// What a token made for an agent may do; `None`: all its org may.
+    pub limits: Option<TokenLimits>,
 }
 
 impl TokenRow {
@@ -37,6 +40,7 @@ pub struct NewToken {
     pub description: Option<String>,
     pub created_at: String,
     pub expires_at: Option<String>,
+    pub limits: Option<TokenLimits>,
 }
 
 /// What [`Store::revoke_token`] did.
@@ -80,9 +84,27 @@ fn is_unique_violation(e: &rusqlite::Error) -> bool {
             || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
 }
 
-const TOKEN_COLUMNS: &str = "id, org, is_admin, description, created, expires_at";
+const TOKEN_COLUMNS: &str = "id, org, is_admin, description, created, expires_at, \
+     limit_max, limit_prefix, limit_read_only";
+
+/// The columns of a token's limits (version 7); `limit_max` NULL: none.
+pub(super) const LIMIT_COLUMNS: &[(&str, &str)] = &[
+    ("limit_max", "INTEGER"),
+    ("limit_prefix", "TEXT"),
+    ("limit_read_only", "INTEGER NOT NULL DEFAULT 0"),
+];
 
 fn token_from_row(r: &Row<'_>) -> rusqlite::Result<TokenRow> {
+    let max: Option<i64> = r.get(6)?;
+    let limits = match max {
+        Some(max) => Some(TokenLimits {
+            // A value the daemon wrote; clamp rather than fail on a bad row.
+            max_sprites: u32::try_from(max.max(0)).unwrap_or(u32::MAX),
+            prefix: r.get::<_, Option<String>>(7)?.unwrap_or_default(),
+            read_only: r.get::<_, i64>(8)? != 0,
+        }),
+        None => None,
+    };
     Ok(TokenRow {
         id: r.get(0)?,
         org: r.get(1)?,
@@ -90,6 +112,7 @@ fn token_from_row(r: &Row<'_>) -> rusqlite::Result<TokenRow> {
         description: r.get(3)?,
         created_at: r.get(4)?,
         expires_at: r.get(5)?,
+        limits,
     })
 }
 
@@ -102,8 +125,9 @@ fn insert(c: &mut Connection, t: &NewToken) -> Result<TokenRow, StoreError> {
     )?;
     let id = insert_with_fresh_id(|id| {
         tx.execute(
-            "INSERT INTO tokens (hash, id, org, is_admin, description, created, expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO tokens (hash, id, org, is_admin, description, created, expires_at,
+                                 limit_max, limit_prefix, limit_read_only)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             params![
                 t.hash,
                 id,
@@ -111,7 +135,10 @@ fn insert(c: &mut Connection, t: &NewToken) -> Result<TokenRow, StoreError> {
                 i64::from(t.is_admin),
                 t.description,
                 t.created_at,
-                t.expires_at
+                t.expires_at,
+                t.limits.as_ref().map(|l| i64::from(l.max_sprites)),
+                t.limits.as_ref().map(|l| l.prefix.clone()),
+                i64::from(t.limits.as_ref().is_some_and(|l| l.read_only)),
             ],
         )
     })?;
@@ -123,6 +150,7 @@ fn insert(c: &mut Connection, t: &NewToken) -> Result<TokenRow, StoreError> {
         description: t.description.clone(),
         created_at: t.created_at.clone(),
         expires_at: t.expires_at.clone(),
+        limits: t.limits.clone(),
     })
 }
 
@@ -144,6 +172,7 @@ impl Store {
                     description: Some("admin token made on first start".into()),
                     created_at: now,
                     expires_at: None,
+                    limits: None,
                 },
             )?;
             Ok(true)
@@ -160,6 +189,7 @@ impl Store {
             description: Some("admin token made when the state was restored".into()),
             created_at: now,
             expires_at: None,
+            limits: None,
         })
         .await
         .map(drop)
@@ -267,6 +297,7 @@ mod tests {
             description: None,
             created_at: "2024-01-01T00:00:00.000Z".into(),
             expires_at: expires_at.map(str::to_string),
+            limits: None,
         }
     }
 

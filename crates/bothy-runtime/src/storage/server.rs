@@ -50,8 +50,13 @@ pub fn socket_path(data_dir: &Path) -> PathBuf {
 /// A short BLAKE3 of an executable, to tell builds apart; empty when it
 /// cannot be read.
 pub fn build_id(exe: &Path) -> String {
-    std::fs::read(exe)
-        .map(|b| blake3::hash(&b).to_hex()[..16].to_string())
+    // Streamed through a small buffer: the binary is tens of MiB (hundreds
+    // in a debug build), and reading it whole would set the process's peak
+    // memory for good.
+    let mut hasher = blake3::Hasher::new();
+    std::fs::File::open(exe)
+        .and_then(|f| hasher.update_reader(f).map(|_| ()))
+        .map(|()| hasher.finalize().to_hex()[..16].to_string())
         .unwrap_or_default()
 }
 

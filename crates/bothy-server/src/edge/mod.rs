@@ -196,7 +196,7 @@ impl<B: Boxes> Edge<B> {
     async fn authorized(&self, req: &Request<Incoming>, row: &SpriteRow) -> bool {
         if let Some(token) = crate::auth::bearer_in(req.headers()) {
             return match self.control.authenticate(token).await {
-                Ok(caller) => caller.is_admin() || caller.org() == row.org,
+                Ok(caller) => opens(&caller, row),
                 Err(_) => false,
             };
         }
@@ -236,7 +236,7 @@ impl<B: Boxes> Edge<B> {
         let next = session::safe_next(form_value(&body, "next").as_deref());
         let token = form_value(&body, "token").unwrap_or_default();
         let ok = match self.control.authenticate(token.trim()).await {
-            Ok(caller) => caller.is_admin() || caller.org() == row.org,
+            Ok(caller) => opens(&caller, row),
             Err(_) => false,
         };
         if !ok {
@@ -282,6 +282,12 @@ impl<B: Boxes> Edge<B> {
         ports.insert(row.id.clone(), (port, now));
         Ok(port)
     }
+}
+
+/// Whether `caller`'s token opens box `row`'s private URL: an admin's, or
+/// one of its organisation that sees it.
+fn opens(caller: &bothy_control::Caller, row: &SpriteRow) -> bool {
+    caller.is_admin() || (caller.org() == row.org && caller.sees(&row.name))
 }
 
 /// The host as the client sent it (port included), for the box's `Host`.

@@ -589,18 +589,14 @@ fn load_ca(
         }));
     }
 
-    // The subject is read back rather than rebuilt from the host name, so a
-    // renamed machine still issues leaves that chain to the stored CA.
-    let common_name = webpki::EndEntityCert::try_from(&cert)
-        .ok()
-        .and_then(|parsed| single_common_name(parsed.subject()))
-        .ok_or_else(|| TlsError::CaInvalid {
-            dir: dir.to_owned(),
-            reason: format!("{} has an unexpected subject", cert_path.display()),
-        })?;
-
+    // The CA's own certificate is read back rather than rebuilt from the
+    // host name, so a renamed machine still issues leaves that chain to it.
+    let issuer = Issuer::from_ca_cert_der(&cert, key).map_err(|e| TlsError::CaInvalid {
+        dir: dir.to_owned(),
+        reason: format!("{}: {e}", cert_path.display()),
+    })?;
     warn_if_exposed(key_path);
-    Ok((cert, Issuer::new(ca_params(&common_name), key)))
+    Ok((cert, issuer))
 }
 
 fn make_ca(
@@ -696,50 +692,6 @@ fn host_name() -> String {
         .map(|s| s.trim().to_owned())
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "bothy".to_owned())
-}
-
-/// The common name of a subject consisting of exactly one CN in a
-/// UTF8String, the shape rcgen writes for the CA. `subject` is the content
-/// of the Name SEQUENCE.
-fn single_common_name(subject: &[u8]) -> Option<String> {
-    const TAG_SET: u8 = 0x31;
-    const TAG_SEQUENCE: u8 = 0x30;
-    const TAG_OID: u8 = 0x06;
-    const TAG_UTF8_STRING: u8 = 0x0c;
-    const OID_COMMON_NAME: [u8; 3] = [0x55, 0x04, 0x03];
-
-    let (rdn, rest) = der_element(subject, TAG_SET)?;
-    let (attribute, set_rest) = der_element(rdn, TAG_SEQUENCE)?;
-    let (oid, attribute_rest) = der_element(attribute, TAG_OID)?;
-    let (value, value_rest) = der_element(attribute_rest, TAG_UTF8_STRING)?;
-    let only = rest.is_empty() && set_rest.is_empty() && value_rest.is_empty();
-    if !only || oid != OID_COMMON_NAME {
-        return None;
-    }
-    String::from_utf8(value.to_vec()).ok()
-}
-
-/// Splits one DER element with tag `tag` off `input`: (content, remainder).
-fn der_element(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
-    let (&found, rest) = input.split_first()?;
-    if found != tag {
-        return None;
-    }
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = if first < 0x80 {
-        (usize::from(first), rest)
-    } else {
-        let count = usize::from(first & 0x7f);
-        if count == 0 || count > 2 {
-            return None;
-        }
-        let (len_bytes, rest) = rest.split_at_checked(count)?;
-        let len = len_bytes
-            .iter()
-            .fold(0usize, |len, b| (len << 8) | usize::from(*b));
-        (len, rest)
-    };
-    rest.split_at_checked(len)
 }
 
 #[cfg(test)]
@@ -1109,24 +1061,5 @@ mod tests {
         let err = server_config(&source, "localhost", &[], &[]).unwrap_err();
         assert!(matches!(err, TlsError::CaInvalid { .. }), "{err:?}");
         assert!(err.to_string().contains("remove that directory"), "{err}");
-    }
-
-    #[test]
-    fn reads_back_the_ca_common_name() {
-        let key = KeyPair::generate().unwrap();
-        let cert = ca_params("bothy local CA (höst)")
-            .self_signed(&key)
-            .unwrap();
-        let parsed = webpki::EndEntityCert::try_from(cert.der()).unwrap();
-        assert_eq!(
-            single_common_name(parsed.subject()).as_deref(),
-            Some("bothy local CA (höst)")
-        );
-        let long = "x".repeat(300);
-        let cert = ca_params(&long).self_signed(&key).unwrap();
-        let parsed = webpki::EndEntityCert::try_from(cert.der()).unwrap();
-        assert_eq!(single_common_name(parsed.subject()), Some(long));
-        assert_eq!(single_common_name(&[]), None);
-        assert_eq!(single_common_name(&[0x31, 0x82, 0xff]), None);
     }
 }

@@ -30,7 +30,7 @@ use crate::Shutdown;
 /// Largest client message accepted (a JS SDK stdin write is one message).
 const MAX_CLIENT_MESSAGE: usize = bothy_api::exec::MAX_CLIENT_MESSAGE;
 
-fn limit(ws: WebSocketUpgrade) -> WebSocketUpgrade {
+pub(super) fn limit(ws: WebSocketUpgrade) -> WebSocketUpgrade {
     ws.max_message_size(MAX_CLIENT_MESSAGE)
         .max_frame_size(MAX_CLIENT_MESSAGE)
 }
@@ -88,7 +88,7 @@ pub fn spawn_request(q: &ExecQuery) -> SpawnRequest {
 }
 
 /// Tells the client which messages beyond the base protocol it may send.
-fn with_capabilities(mut res: Response) -> Response {
+pub(super) fn with_capabilities(mut res: Response) -> Response {
     res.headers_mut().insert(
         HeaderName::from_static(CAPABILITIES_HEADER),
         HeaderValue::from_static(CAPABILITIES),

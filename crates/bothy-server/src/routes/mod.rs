@@ -1,10 +1,14 @@
 //! The HTTP router: which handler serves which path.
 
 mod checkpoints;
+mod control;
 mod exec;
 mod exec_http;
+mod fs;
 mod kill;
 mod machine;
+mod mcp;
+pub use mcp::McpEndpoint;
 mod metrics;
 
 pub use checkpoints::{checkpoint_lines, listing as checkpoint_listing, restore_lines};
@@ -28,7 +32,7 @@ use axum::handler::Handler;
 use axum::http::Uri;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{delete, get, post, put};
+use axum::routing::{any, delete, get, post, put};
 use axum::Router;
 
 use bothy_control::{Boxes, Control};
@@ -125,11 +129,25 @@ pub fn router<B: Boxes>(control: Control<B>, shutdown: Shutdown, urls: Urls) -> 
             "/v1/sprites/{name}/services/{service}/logs",
             get(services::logs::<B>),
         )
+        .route("/v1/sprites/{name}/control", get(control::control::<B>))
         .route("/v1/sprites/{name}/proxy", get(proxy::proxy::<B>))
         .route(
             "/v1/sprites/{name}/ports/watch",
             get(proxy::watch_ports::<B>),
         )
+        .route("/v1/sprites/{name}/fs/read", get(fs::read::<B>))
+        .route(
+            "/v1/sprites/{name}/fs/write",
+            // Uploads stream to the box; no size limit applies.
+            put(fs::write::<B>.layer(DefaultBodyLimit::disable())),
+        )
+        .route("/v1/sprites/{name}/fs/list", get(fs::list::<B>))
+        .route("/v1/sprites/{name}/fs/delete", delete(fs::delete::<B>))
+        .route("/v1/sprites/{name}/fs/rename", post(fs::rename::<B>))
+        .route("/v1/sprites/{name}/fs/copy", post(fs::copy::<B>))
+        .route("/v1/sprites/{name}/fs/chmod", post(fs::chmod::<B>))
+        .route("/v1/sprites/{name}/fs/chown", post(fs::chown::<B>))
+        .route("/v1/sprites/{name}/fs/watch", get(fs::watch::<B>))
         .route("/v1/sprites/{name}/check", get(machine::check::<B>))
         .route("/v1/sprites/{name}/upgrade", post(machine::upgrade::<B>))
         .route("/v1/organization", get(org::organization::<B>))
@@ -144,6 +162,7 @@ pub fn router<B: Boxes>(control: Control<B>, shutdown: Shutdown, urls: Urls) -> 
         .route("/v1/tokens", get(tokens::list::<B>))
         .route("/metrics", get(metrics::metrics::<B>))
         .route("/v1/tokens/{id}", delete(tokens::revoke::<B>))
+        .route("/mcp", any(mcp::serve::<B>))
         .fallback(not_implemented)
         .method_not_allowed_fallback(not_implemented)
         .layer(DefaultBodyLimit::max(bothy_api::MAX_JSON_BODY))

@@ -3,11 +3,13 @@
 //! without root or real boxes.
 
 mod checkpoints;
+mod control_ws;
 mod daemon;
 mod exec_http;
 mod exec_ws;
 mod kill;
 mod machine;
+mod mcp;
 mod rest;
 mod sdk;
 mod sprite_watch;
