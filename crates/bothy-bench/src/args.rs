@@ -42,6 +42,12 @@ pub enum BenchCommand {
     /// same requests inside the bothy (needs root); a GET that wakes it from
     /// warm and cold sleep, to its first byte
     Edge(BenchEdgeArgs),
+    /// Move a file into and out of a bothy through the filesystem API
+    /// (`PUT fs/write`, `GET fs/read`), beside `cat` over exec
+    Fs(BenchFsArgs),
+    /// Run `true` N times over one control WebSocket, beside a new exec
+    /// WebSocket per command
+    Control(BenchControlArgs),
     /// Run one storage workload in DIR and print one JSON line (what
     /// `bench storage` runs in a bothy and on the host)
     #[command(hide = true)]
@@ -225,6 +231,24 @@ pub struct BenchEdgeArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct BenchFsArgs {
+    /// Size of the file moved each way, in MiB
+    #[arg(long, default_value_t = 1024, value_parser = parse_count)]
+    pub size_mb: usize,
+    /// Directory in the bothy the files go to (default: /root, on its disk;
+    /// /dev/shm, a 64 MiB tmpfs, leaves the disk out)
+    #[arg(long, value_name = "DIR", default_value = "/root", value_parser = parse_box_dir)]
+    pub dir: String,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchControlArgs {
+    /// Commands timed on each path
+    #[arg(long, default_value_t = 200, value_parser = parse_runs)]
+    pub runs: usize,
+}
+
+#[derive(Debug, Args)]
 pub struct BenchIoWorkerArgs {
     #[arg(value_enum)]
     pub workload: BenchWorkload,
@@ -273,6 +297,15 @@ fn parse_rounds(s: &str) -> Result<usize, String> {
             "{s:?} is not a number of rounds between 0 and 1000"
         )),
     }
+}
+
+/// A directory in a bothy: an absolute path.
+fn parse_box_dir(s: &str) -> Result<String, String> {
+    if !s.starts_with('/') || s.contains('\0') {
+        return Err(format!("{s:?} is not an absolute path"));
+    }
+    let trimmed = s.trim_end_matches('/');
+    Ok(if trimmed.is_empty() { "/" } else { trimmed }.to_string())
 }
 
 fn parse_runs(s: &str) -> Result<usize, String> {
@@ -405,6 +438,37 @@ mod tests {
         assert_eq!((d.boxes, d.daemon_pid), (500, Some(42)));
         assert!(bench_err(&["density", "--boxes", "0"]));
         assert!(bench_err(&["density", "--boxes", "10001"]));
+    }
+
+    #[test]
+    fn fs_and_control_defaults_and_bounds() {
+        let BenchCommand::Fs(f) = bench(&["fs"]) else {
+            panic!("expected fs");
+        };
+        assert_eq!(f.size_mb, 1024);
+        let BenchCommand::Fs(f) = bench(&["fs", "--size-mb", "64"]) else {
+            panic!("expected fs");
+        };
+        assert_eq!((f.size_mb, f.dir.as_str()), (64, "/root"));
+        let BenchCommand::Fs(f) = bench(&["fs", "--dir", "/dev/shm/"]) else {
+            panic!("expected fs");
+        };
+        assert_eq!(f.dir, "/dev/shm");
+        let BenchCommand::Fs(f) = bench(&["fs", "--dir", "/"]) else {
+            panic!("expected fs");
+        };
+        assert_eq!(f.dir, "/");
+        assert!(bench_err(&["fs", "--dir", "tmp"]));
+        assert!(bench_err(&["fs", "--size-mb", "0"]));
+        let BenchCommand::Control(c) = bench(&["control"]) else {
+            panic!("expected control");
+        };
+        assert_eq!(c.runs, 200);
+        let BenchCommand::Control(c) = bench(&["control", "--runs", "5"]) else {
+            panic!("expected control");
+        };
+        assert_eq!(c.runs, 5);
+        assert!(bench_err(&["control", "--runs", "0"]));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! `bothy bench`: latency (create, exec, unshare), storage (box disk beside
 //! ext4 on a plain loop device and JuiceFS), checkpoints, durability, wake
 //! from sleep, density (memory per cold box), the edge (requests to a
-//! box's URL, and the wake they cause). Every bench prints
+//! box's URL, and the wake they cause), the filesystem API and the control
+//! WebSocket beside exec. Every bench prints
 //! JSON lines on stdout; progress and warnings go to stderr.
 //!
 //! Benches reach the daemon only through `bothy-client`. The binary adds
@@ -11,9 +12,11 @@
 mod args;
 mod boxes;
 mod checkpoint;
+mod control;
 mod density;
 mod durability;
 mod edge;
+mod fs;
 mod latency;
 mod procs;
 mod reference;
@@ -29,9 +32,9 @@ use anyhow::Result;
 use bothy_client::Client;
 
 pub use args::{
-    BenchCheckpointArgs, BenchCommand, BenchCreateArgs, BenchDensityArgs, BenchDurabilityArgs,
-    BenchEdgeArgs, BenchExecArgs, BenchIoWorkerArgs, BenchStorageArgs, BenchTarget, BenchWakeArgs,
-    BenchWorkload, Verb, WakeFrom,
+    BenchCheckpointArgs, BenchCommand, BenchControlArgs, BenchCreateArgs, BenchDensityArgs,
+    BenchDurabilityArgs, BenchEdgeArgs, BenchExecArgs, BenchFsArgs, BenchIoWorkerArgs,
+    BenchStorageArgs, BenchTarget, BenchWakeArgs, BenchWorkload, Verb, WakeFrom,
 };
 
 /// The daemon under test, as the command line around the benches names it.
@@ -62,6 +65,8 @@ pub async fn run(command: BenchCommand, daemon: &Daemon<'_>) -> Result<i32> {
         BenchCommand::Wake(a) => wake::wake(daemon, a).await,
         BenchCommand::Density(a) => density::density(daemon, a).await,
         BenchCommand::Edge(a) => edge::edge(daemon, a).await,
+        BenchCommand::Fs(a) => fs::fs(daemon, a).await,
+        BenchCommand::Control(a) => control::control(daemon, a).await,
         BenchCommand::IoWorker(a) => workload::io_worker(
             a.workload,
             &workload::WorkerArgs {
