@@ -20,6 +20,25 @@ pub async fn create_box(client: &Client, name: &str) -> Result<()> {
     create_box_from(client, &request).await
 }
 
+/// A box only the bench puts to sleep: the daemon's idle pass must not
+/// freeze it between rounds.
+pub fn sleepless(name: &str) -> CreateSpriteRequest {
+    CreateSpriteRequest {
+        name: name.to_string(),
+        lifecycle: Some(bothy_api::Lifecycle {
+            idle_timeout: Some("never".into()),
+            cold_after: Some("never".into()),
+            cpu_activity: None,
+        }),
+        ..Default::default()
+    }
+}
+
+/// Creates a [`sleepless`] box and waits until it runs.
+pub async fn create_sleepless_box(client: &Client, name: &str) -> Result<()> {
+    create_box_from(client, &sleepless(name)).await
+}
+
 /// Creates the box `request` describes and waits until it runs.
 pub async fn create_box_from(client: &Client, request: &CreateSpriteRequest) -> Result<()> {
     client

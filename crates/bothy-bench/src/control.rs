@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use bothy_api::control::{Envelope, CONTROL_PREFIX, OP_COMPLETE, OP_ERROR, OP_EXEC, OP_START};
-use bothy_api::{CreateSpriteRequest, Lifecycle};
 use bothy_client::{Client, ExecParams};
 use futures_util::{SinkExt as _, StreamExt as _};
 use reqwest::Url;
@@ -25,7 +24,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::args::BenchControlArgs;
-use crate::boxes::{bench_prefix, create_box_from, destroy_all, run_true};
+use crate::boxes::{bench_prefix, create_sleepless_box, destroy_all, run_true};
 use crate::stats::{percentile, round3, sorted_ms};
 use crate::Daemon;
 
@@ -67,16 +66,7 @@ pub async fn control(daemon: &Daemon<'_>, args: BenchControlArgs) -> Result<i32>
     let client = daemon.client()?;
     let name = format!("{}-control", bench_prefix());
     // No idle sleep between runs: every command finds the bothy running.
-    let request = CreateSpriteRequest {
-        name: name.clone(),
-        lifecycle: Some(Lifecycle {
-            idle_timeout: Some("never".into()),
-            cold_after: Some("never".into()),
-            cpu_activity: None,
-        }),
-        ..Default::default()
-    };
-    create_box_from(&client, &request).await?;
+    create_sleepless_box(&client, &name).await?;
     let outcome = measure(&client, &name, args.runs).await;
     let cleanup = destroy_all(&client, std::slice::from_ref(&name)).await;
     for (path, samples) in outcome? {

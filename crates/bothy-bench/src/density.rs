@@ -22,12 +22,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
-use bothy_api::{CreateSpriteRequest, Lifecycle};
 use bothy_client::{Client, ExecParams};
 use serde::Serialize;
 
 use crate::args::BenchDensityArgs;
-use crate::boxes::{bench_prefix, destroy_all, run_true};
+use crate::boxes::{bench_prefix, destroy_all, run_true, sleepless};
 use crate::procs::{find_daemon_pid, find_storage_pid, kib_to_mib, mem_available_kib, rss_kib};
 use crate::stats::{percentile, round1, round3, sorted_ms};
 use crate::Daemon;
@@ -349,15 +348,7 @@ async fn make_cold_boxes(
 /// Creates `name` (timed), then puts it to cold sleep (timed).
 async fn make_cold(client: &Client, name: &str, created: &Mutex<Vec<String>>) -> Result<Made> {
     // Only the bench puts it to sleep: the daemon's idle pass must not.
-    let request = CreateSpriteRequest {
-        name: name.to_string(),
-        lifecycle: Some(Lifecycle {
-            idle_timeout: Some("never".into()),
-            cold_after: Some("never".into()),
-            cpu_activity: None,
-        }),
-        ..Default::default()
-    };
+    let request = sleepless(name);
     let started = Instant::now();
     client
         .create_sprite(&request)

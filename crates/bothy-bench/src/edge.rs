@@ -32,14 +32,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
-use bothy_api::{CreateSpriteRequest, Lifecycle, UpdateSpriteRequest, UrlSettings};
+use bothy_api::{UpdateSpriteRequest, UrlSettings};
 use bothy_client::Client;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
 use crate::args::BenchEdgeArgs;
-use crate::boxes::{bench_prefix, create_box_from, destroy_all};
+use crate::boxes::{bench_prefix, create_box_from, destroy_all, sleepless};
 use crate::stats::{percentile, round1, round3, sorted_ms};
 use crate::Daemon;
 
@@ -173,15 +173,7 @@ pub async fn edge(daemon: &Daemon<'_>, args: BenchEdgeArgs) -> Result<i32> {
     let name = format!("{}-edge", bench_prefix());
     // Only the bench puts the bothy to sleep: the daemon's idle pass must
     // not freeze it between requests or rounds.
-    let request = CreateSpriteRequest {
-        name: name.clone(),
-        lifecycle: Some(Lifecycle {
-            idle_timeout: Some("never".into()),
-            cold_after: Some("never".into()),
-            cpu_activity: None,
-        }),
-        ..Default::default()
-    };
+    let request = sleepless(&name);
     progress(&format!("creating {name}"));
     create_box_from(&client, &request).await?;
     let outcome = measure(&client, daemon, &name, &args).await;

@@ -29,7 +29,6 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
-use bothy_api::{CreateSpriteRequest, Lifecycle};
 use bothy_client::{Client, ExecEvent, ExecParams};
 use futures_util::StreamExt as _;
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
@@ -37,7 +36,7 @@ use reqwest::Url;
 use serde::Serialize;
 
 use crate::args::BenchFsArgs;
-use crate::boxes::{bench_prefix, create_box_from, destroy_all, run_checked};
+use crate::boxes::{bench_prefix, create_box_from, destroy_all, run_checked, sleepless};
 use crate::stats::{round1, round3};
 use crate::Daemon;
 
@@ -194,15 +193,7 @@ pub async fn fs(daemon: &Daemon<'_>, args: BenchFsArgs) -> Result<i32> {
     let name = format!("{}-fs", bench_prefix());
     // Only the bench decides when the bothy is done: no idle sleep between
     // the transfers.
-    let request = CreateSpriteRequest {
-        name: name.clone(),
-        lifecycle: Some(Lifecycle {
-            idle_timeout: Some("never".into()),
-            cold_after: Some("never".into()),
-            cpu_activity: None,
-        }),
-        ..Default::default()
-    };
+    let request = sleepless(&name);
     eprintln!("creating {name}");
     create_box_from(&client, &request).await?;
     let outcome = measure(&client, &name, &args.dir, args.size_mb).await;

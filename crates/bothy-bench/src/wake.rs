@@ -13,12 +13,11 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
-use bothy_api::{CreateSpriteRequest, Lifecycle};
 use bothy_client::{Client, ExecParams};
 use serde::Serialize;
 
 use crate::args::BenchWakeArgs;
-use crate::boxes::{bench_prefix, create_box_from, destroy_all, run_true};
+use crate::boxes::{bench_prefix, create_sleepless_box, destroy_all, run_true};
 use crate::stats::{percentile, round3, sorted_ms};
 use crate::Daemon;
 
@@ -69,16 +68,7 @@ pub async fn wake(daemon: &Daemon<'_>, args: BenchWakeArgs) -> Result<i32> {
     let name = format!("{}-wake", bench_prefix());
     // The daemon's idle pass must not put the bothy to sleep between rounds:
     // only the bench does.
-    let request = CreateSpriteRequest {
-        name: name.clone(),
-        lifecycle: Some(Lifecycle {
-            idle_timeout: Some("never".into()),
-            cold_after: Some("never".into()),
-            cpu_activity: None,
-        }),
-        ..Default::default()
-    };
-    create_box_from(&client, &request).await?;
+    create_sleepless_box(&client, &name).await?;
     let outcome = wake_rounds(&client, &name, &args).await;
     let cleanup = destroy_all(&client, std::slice::from_ref(&name)).await;
     for (state, samples) in outcome? {
