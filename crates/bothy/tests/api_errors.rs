@@ -196,12 +196,21 @@ fn oversized_json_is_413() {
 fn unimplemented_routes_are_501() {
     let d = daemon();
     for (method, path) in [
-        ("GET", format!("/v1/sprites/{BOX}/fs/list")),
-        ("GET", format!("/v1/sprites/{BOX}/fs/read")),
+        ("GET", format!("/v1/sprites/{BOX}/no-such-thing")),
+        ("POST", format!("/v1/sprites/{BOX}/fs/no-such-op")),
     ] {
         let r = changes_nothing(d, || d.api(method, &path));
         let code = r.assert_error(501, &format!("{method} {path}"));
         assert_eq!(code, "not_implemented");
+    }
+    // The filesystem API refuses a call without a path, in its own shape.
+    for path in [
+        format!("/v1/sprites/{BOX}/fs/list"),
+        format!("/v1/sprites/{BOX}/fs/read"),
+    ] {
+        let r = changes_nothing(d, || d.api("GET", &path));
+        assert_eq!(r.status, 400, "{path}: {}", r.text());
+        assert_eq!(r.json()["code"], "EINVAL", "{path}");
     }
 }
 

@@ -410,3 +410,45 @@ fn the_upgrade_needs_a_token_and_a_sprite_of_its_organisation() {
         }
     });
 }
+
+/// The openai-agents pattern: on a timeout the client sends `KILL` and at
+/// once starts its next command, without reading the killed one's end. Even
+/// when the kill is done before the next `op.start` arrives (here: the exit
+/// frame has come back), the killed command's `op.complete` must not reach
+/// the client as the end of the next command.
+#[test]
+fn a_command_started_right_after_a_kill_gets_its_own_end() {
+    let d = daemon();
+    runtime().block_on(async {
+        let mut ws = open(d, BOX, &d.token).await.expect("upgrade");
+        ws.send(op_start(json!({"cmd": ["sleep", "600"], "stdin": "false"})))
+            .await
+            .expect("op.start");
+        ws.send(Message::Text(r#"{"type":"signal","signal":"KILL"}"#.into()))
+            .await
+            .expect("signal");
+        let exited = async {
+            loop {
+                match ws.next().await {
+                    Some(Ok(Message::Binary(b))) if b.first() == Some(&3) => return,
+                    Some(Ok(Message::Text(t))) if t.starts_with("control:") => {
+                        panic!("the killed command's end came before the client moved on: {t}")
+                    }
+                    Some(Ok(_)) => {}
+                    other => panic!("the connection ended: {other:?}"),
+                }
+            }
+        };
+        tokio::time::timeout(DEADLINE, exited)
+            .await
+            .expect("the killed command exited in time");
+        let done = run(
+            &mut ws,
+            json!({"cmd": ["echo", "after"], "stdin": "false"}),
+            None,
+        )
+        .await;
+        assert_eq!(done.stdout, b"after\n", "{done:?}");
+        assert_eq!(done.code(), 0, "{done:?}");
+    });
+}

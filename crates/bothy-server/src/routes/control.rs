@@ -35,7 +35,7 @@ use bothy_api::control::{
     MAX_CONTROL_MESSAGE, OP_EXEC, OP_START,
 };
 use bothy_api::exec::ClientMessage;
-use bothy_control::exec::Spawned;
+use bothy_control::exec::{Input, Spawned};
 use bothy_control::state::SpriteRow;
 use bothy_control::{Boxes, Control};
 use futures_util::stream::{SplitSink, SplitStream};
@@ -56,6 +56,9 @@ use crate::Shutdown;
 
 const CLOSE_NORMAL: u16 = 1000;
 const CLOSE_POLICY: u16 = 1008;
+/// How long the end of a signalled operation waits for the client's next
+/// `op.start` (see [`after_signal`]).
+const SIGNALLED_GRACE: Duration = Duration::from_millis(300);
 /// How long the last flush of a closing connection may take.
 const CLOSE_FLUSH: Duration = Duration::from_secs(2);
 
@@ -188,7 +191,14 @@ async fn run_exec<B: Boxes>(
     };
     tracing::info!(box_id = %row.id, session = %chans.info.id, tty = q.tty, "control exec started");
     let stdin = q.stdin.unwrap_or(true);
-    match run_session(tx, rx, chans, stdin, shutdown, op_input).await {
+    let mut signalled = false;
+    let classify = |tty: bool, msg: Message| {
+        let from = op_input(tty, msg);
+        signalled |= matches!(from, FromClient::Input(Input::Signal(_)));
+        from
+    };
+    match run_session(tx, rx, chans, stdin, shutdown, classify).await {
+        Ended::Exited(code) if signalled => after_signal(tx, rx, code).await,
         Ended::Exited(code) => complete(tx, code).await,
         Ended::ClientGone => Next::Stop,
         Ended::ClientError(reason) => {
@@ -213,6 +223,32 @@ async fn run_exec<B: Boxes>(
             let _ = tx.send(Message::Text(op_error(reason).into())).await;
             finish(tx, read_until_closed(rx), CLOSE_GOING_AWAY, reason).await;
             Next::Stop
+        }
+    }
+}
+
+/// The end of an operation the client signalled. A client that kills its
+/// command on a timeout (`sprites-py`, openai-agents) starts its next one
+/// at once, without waiting for this one's end: an `op.complete` sent now
+/// would reach it as the end of that next command. So for a moment the
+/// answer waits; if the next `op.start` comes meanwhile, the client has
+/// moved on and the old command's end is not sent. A client that waits for
+/// the end gets it after the moment.
+async fn after_signal(tx: &mut Tx, rx: &mut Rx, code: i32) -> Next {
+    let deadline = tokio::time::Instant::now() + SIGNALLED_GRACE;
+    loop {
+        match tokio::time::timeout_at(deadline, rx.next()).await {
+            Err(_) => return complete(tx, code).await,
+            Ok(None) | Ok(Some(Ok(Message::Close(_)))) => return Next::Stop,
+            Ok(Some(Err(e))) => {
+                refuse(tx, rx, &e.to_string()).await;
+                return Next::Stop;
+            }
+            Ok(Some(Ok(Message::Text(t)))) if t.starts_with(CONTROL_PREFIX) => {
+                return Next::Control(t.to_string())
+            }
+            // Pings, or input the ended process no longer takes.
+            Ok(Some(Ok(_))) => {}
         }
     }
 }
