@@ -165,8 +165,8 @@ async fn unimplemented_routes_say_so_and_unknown_paths_are_404() {
     let h = harness().await;
     h.create("dev").await;
     for (m, uri) in [
-        (Method::GET, "/v1/sprites/dev/fs/read"),
-        (Method::GET, "/v1/sprites/dev/fs/list"),
+        (Method::GET, "/v1/sprites/dev/no-such-thing"),
+        (Method::POST, "/v1/sprites/dev/fs/no-such-op"),
         (Method::PATCH, "/v1/sprites/dev"),
         (Method::GET, "/v1/whatever"),
     ] {
