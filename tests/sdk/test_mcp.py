@@ -13,7 +13,6 @@ from typing import Any, Awaitable, Callable, Optional, TypeVar
 
 import httpx
 import httpx2
-import pytest
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
@@ -220,10 +219,6 @@ def test_a_whole_workflow_over_stdio(daemon: Daemon) -> None:
 
 
 def test_files_over_http(daemon: Daemon) -> None:
-    probe = api(daemon, "GET", "/v1/sprites/none/fs/list?path=/")
-    if probe.status_code == 501:
-        pytest.skip("this daemon has no filesystem API yet")
-
     async def flow(s: ClientSession) -> None:
         await call(s, "sprite_create", name="mcp-files")
         try:
