@@ -43,6 +43,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::sync::watch;
 
 use super::exec::{limit, spawn_request, with_capabilities};
+use super::needs_upgrade;
 use super::sprites::sprite_of;
 use crate::auth::Auth;
 use crate::bridge::CLOSE_GOING_AWAY;
@@ -74,11 +75,7 @@ pub async fn control<B: Boxes>(
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
     let row = sprite_of(&control, &caller, path).await?;
-    let ws = ws.map_err(|_| {
-        ApiError::bad_request(
-            "the control connection needs a WebSocket upgrade (GET with `Upgrade: websocket`)",
-        )
-    })?;
+    let ws = ws.map_err(|_| needs_upgrade("the control connection"))?;
     Ok(with_capabilities(limit(ws).on_upgrade(move |socket| {
         serve(socket, control, row, shutdown.0)
     })))

@@ -23,7 +23,7 @@ use bothy_control::{Boxes, Control};
 use super::sprites::sprite_of;
 use crate::auth::Auth;
 use crate::bridge::{bridge, Started};
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::params::{parse_attach_size, parse_exec_query, ExecQuery};
 use crate::Shutdown;
 
@@ -107,9 +107,7 @@ pub async fn attach<B: Boxes>(
 ) -> ApiResult<Response> {
     let Path((name, id)) = path?;
     let row = control.sprite(&caller, &name).await?;
-    let ws = ws.map_err(|_| {
-        ApiError::bad_request("attaching needs a WebSocket upgrade (GET with `Upgrade: websocket`)")
-    })?;
+    let ws = ws.map_err(|_| super::needs_upgrade("attaching"))?;
     let size = parse_attach_size(raw.as_deref())?;
     let chans = control.attach(&row, &id).await?;
     if let (true, Some((cols, rows))) = (chans.info.tty, size) {

@@ -205,6 +205,13 @@ async fn log_request(req: Request, next: Next) -> Response {
     res
 }
 
+/// The answer to a plain GET on a route that is a WebSocket: `what` names it.
+pub(crate) fn needs_upgrade(what: &str) -> ApiError {
+    ApiError::bad_request(format!(
+        "{what} needs a WebSocket upgrade (GET with `Upgrade: websocket`)"
+    ))
+}
+
 /// `axum::Json` with its rejections turned into the API's error body.
 pub struct ApiJson<T>(pub T);
 

@@ -28,9 +28,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use super::needs_upgrade;
 use super::sprites::sprite_of;
 use crate::auth::Auth;
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::Shutdown;
 
 /// Largest message a forward's client may send: one write of its local
@@ -47,12 +48,6 @@ const CLOSE_NORMAL: u16 = 1000;
 const CLOSE_GOING_AWAY: u16 = 1001;
 const CLOSE_POLICY: u16 = 1008;
 const CLOSE_INTERNAL: u16 = 1011;
-
-fn needs_upgrade(what: &str) -> ApiError {
-    ApiError::bad_request(format!(
-        "{what} needs a WebSocket upgrade (GET with `Upgrade: websocket`)"
-    ))
-}
 
 /// `GET .../proxy` (upgrade).
 pub async fn proxy<B: Boxes>(
